@@ -1,0 +1,216 @@
+"""S4Layer: the S4 (DPLR) or S4D (diagonal) state-space layer as a Flax Linen module.
+
+    y = conv(u, K) + D * u          (per channel; no activation, no gating, no output linear)
+
+u, y: (batch, length, d_model). K is the layer's real convolution kernel (see `conv_kernel`).
+Causal by default; `bidirectional=True` adds a second kernel run over the reversed sequence:
+y_t = sum_{s<=t} K0[t-s] u_s + sum_{s>=t} K1[s-t] u_s + D u_t.
+
+Parameters (complex quantities as trailing (real, imag) pairs, all float32; H = d_model,
+N2 = d_state / 2 modes, each standing for a conjugate pair):
+  log_dt (H,)          log step size, initialised log-uniform in [dt_min, dt_max]
+  A_re   (H, N2)       log(-Re Lambda) (the real part stays negative: stable)
+  A_im   (H, N2)       Im Lambda
+  P      (H, N2, 2)    rank-one term of A = Lambda - P P^*  (kernel='dplr' only)
+  B      (H, N2, 2)
+  C      (K, H, N2, 2) K = 2 if bidirectional else 1 ("C tilde" of S4 for kernel='dplr')
+  D      (H,)
+A, P, B and log_dt are what S4 trains with its own learning rate; the engine selects them by name.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spade_jax.ssm import hippo, kernels
+
+SSM_PARAM_NAMES = ("A_re", "A_im", "P", "B", "log_dt")
+
+
+def _as_complex(x):
+    return jax.lax.complex(x[..., 0], x[..., 1])
+
+
+def _as_pair(z):
+    return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+
+
+def _fft_conv(u, k):
+    """Linear convolution along axis 1 by FFT: u (B, L, H), k (H, n_k) -> (B, L, H), float32.
+
+    k is a circular kernel of length 2L (a two-sided kernel puts negative lags at the end) or a
+    causal kernel of length L (zero-padded to 2L).
+    """
+    length = u.shape[1]
+    n = 2 * length
+    u_f = jnp.fft.rfft(u, n=n, axis=1)  # (B, L+1, H)
+    k_f = jnp.fft.rfft(k, n=n, axis=-1).T  # (L+1, H)
+    return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
+
+
+class S4Layer(nn.Module):
+    """S4 / S4D layer. See the module docstring for the computation and the parameters.
+
+    Attributes:
+      d_model: channels H (the last axis of the input).
+      d_state: state size N of the real system (N/2 complex modes); even.
+      kernel: 'dplr' (S4: HiPPO-LegS, Cauchy kernel, bilinear) or 'diag' (S4D: Vandermonde).
+      mode: 'fft' (convolution by FFT, O(L log L)) or 'scan' (the diagonal recurrence with an
+        associative scan; kernel='diag' only).
+      discretization: 'bilinear' or 'zoh'; None picks 'bilinear' for dplr (its only option) and
+        'zoh' for diag.
+      dt_min, dt_max: range of the log-uniform initial step sizes.
+      bidirectional: add a second kernel over the reversed sequence (non-causal).
+      l_max: for kernel='dplr', the length that "C tilde" is defined for: the kernel is computed at
+        l_max and truncated, so every input length <= l_max sees the same system, and the
+        recurrent view (`step`) needs it. None: the input's length.
+    """
+
+    d_model: int
+    d_state: int = 64
+    kernel: str = "dplr"
+    mode: str = "fft"
+    discretization: Optional[str] = None
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    bidirectional: bool = False
+    l_max: Optional[int] = None
+
+    def setup(self):
+        if self.kernel not in ("dplr", "diag"):
+            raise ValueError(f"S4Layer.kernel must be 'dplr' or 'diag', got {self.kernel!r}")
+        if self.mode not in ("fft", "scan"):
+            raise ValueError(f"S4Layer.mode must be 'fft' or 'scan', got {self.mode!r}")
+        if self.mode == "scan" and self.kernel != "diag":
+            raise ValueError("S4Layer.mode='scan' needs kernel='diag' (a DPLR state matrix is not "
+                             "diagonal); use mode='fft' with kernel='dplr'")
+        if self._discretization() not in ("bilinear", "zoh") or (
+                self.kernel == "dplr" and self._discretization() != "bilinear"):
+            raise ValueError(f"S4Layer.discretization {self.discretization!r} is not available for "
+                             f"kernel={self.kernel!r} (dplr: 'bilinear'; diag: 'zoh' or 'bilinear')")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"S4Layer needs 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        lam, p, b, _ = hippo.dplr_legs(self.d_state)  # validates d_state
+        h, n2 = self.d_model, self.d_state // 2
+        per_channel = lambda x: np.broadcast_to(x, (h,) + x.shape).astype(np.float32)
+        state_axes = ("embed", "ssm_state")
+
+        def log_dt_init(key, shape, dtype):
+            lo, hi = np.log(self.dt_min), np.log(self.dt_max)
+            return jax.random.uniform(key, shape, dtype, lo, hi)
+
+        self.log_dt = self._param("log_dt", log_dt_init, ("embed",), (h,))
+        self.A_re = self._fixed("A_re", per_channel(np.log(-lam.real)), state_axes)
+        self.A_im = self._fixed("A_im", per_channel(lam.imag), state_axes)
+        if self.kernel == "dplr":
+            self.P = self._fixed("P", per_channel(_as_pair(p)), state_axes + (None,))
+        self.B = self._fixed("B", per_channel(_as_pair(b)), state_axes + (None,))
+        channels = 2 if self.bidirectional else 1
+        self.C = self._param("C", nn.initializers.normal(np.sqrt(0.5)),
+                             ("ssm_out",) + state_axes + (None,), (channels, h, n2, 2))
+        self.D = self._param("D", nn.initializers.normal(1.0), ("embed",), (h,))
+
+    def _param(self, name, init, axes, shape):
+        return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+    def _fixed(self, name, value, axes):
+        return self._param(name, lambda key, shape, dtype: jnp.asarray(value, dtype), axes,
+                           value.shape)
+
+    def _discretization(self) -> str:
+        if self.discretization is not None:
+            return self.discretization
+        return "bilinear" if self.kernel == "dplr" else "zoh"
+
+    def _system(self):
+        """(Lambda (H, N2), P (H, N2) or None, B (H, N2), C (K, H, N2)) complex; dt (H,)."""
+        lam = jax.lax.complex(-jnp.exp(self.A_re), self.A_im)
+        p = _as_complex(self.P) if self.kernel == "dplr" else None
+        return lam, p, _as_complex(self.B), _as_complex(self.C), jnp.exp(self.log_dt)
+
+    def conv_kernel(self, length: int):
+        """The materialised convolution kernel: (K, d_model, length) float32, K = 2 if
+        bidirectional (index 1 is applied to the reversed sequence) else 1."""
+        lam, p, b, c, dt = self._system()
+        if self.kernel == "diag":
+            return kernels.diag_kernel(lam, b, c, dt, length, self._discretization())
+        l_kernel = length if self.l_max is None else self.l_max
+        if length > l_kernel:
+            raise ValueError(f"S4Layer(kernel='dplr', l_max={self.l_max}) got a sequence of length "
+                             f"{length}; raise l_max to at least the longest input")
+        return kernels.dplr_kernel(lam, p, b, c, dt, l_kernel)[..., :length]
+
+    def __call__(self, u, mask=None):
+        """u: (batch, length, d_model); mask: optional (batch, length), True for real tokens
+        (padding is zeroed before the SSM). Returns (batch, length, d_model) in u.dtype."""
+        if u.ndim != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"S4Layer expects (batch, length, {self.d_model}), got {u.shape}")
+        x = u.astype(jnp.float32)
+        if mask is not None:
+            x = jnp.where(mask[..., None], x, 0.0)
+        y = self._fft(x) if self.mode == "fft" else self._scan(x)
+        return (y + x * self.D).astype(u.dtype)
+
+    def _fft(self, x):
+        length = x.shape[1]
+        k = self.conv_kernel(length)  # (K, H, L)
+        if not self.bidirectional:
+            return _fft_conv(x, k[0])
+        # One two-sided circular kernel of length 2L: lag d >= 0 at index d, lag -d at 2L - d.
+        backward = jnp.concatenate([k[1, :, :1], jnp.zeros_like(k[1]), k[1, :, :0:-1]], axis=-1)
+        two_sided = jnp.pad(k[0], ((0, 0), (0, length))) + backward
+        return _fft_conv(x, two_sided)
+
+    def _scan(self, x):
+        lam, _, b, c, dt = self._system()
+        a_bar, b_bar = kernels.discretize_diag(lam, b, dt, self._discretization())
+        bu = x[..., None] * b_bar  # (B, L, H, N2)
+        a = jnp.broadcast_to(a_bar, bu.shape)
+
+        def combine(left, right):
+            return left[0] * right[0], right[0] * left[1] + right[1]
+
+        def readout(states, ci):
+            return 2.0 * jnp.einsum("blhn,hn->blh", states, ci.conj()).real
+
+        y = readout(jax.lax.associative_scan(combine, (a, bu), axis=1)[1], c[0])
+        if self.bidirectional:
+            y += readout(jax.lax.associative_scan(combine, (a, bu), axis=1, reverse=True)[1], c[1])
+        return y
+
+    # Recurrent view (causal layers only).
+
+    def init_state(self, batch: int):
+        """Recurrent state for `step`: a dict with the hidden state 'x' (batch, H, n) complex64 and
+        the discretised recurrence ('A_bar', 'B_bar', 'C_bar', computed here once so that each
+        step costs O(H n^2) for dplr, n = N, or O(H n) for diag, n = N/2)."""
+        if self.bidirectional:
+            raise ValueError("S4Layer.step is only defined for causal layers (bidirectional=False)")
+        lam, p, b, c, dt = self._system()
+        if self.kernel == "diag":
+            a_bar, b_bar = kernels.discretize_diag(lam, b, dt, self._discretization())
+            c_bar = c[0]
+        else:
+            if self.l_max is None:
+                raise ValueError("S4Layer(kernel='dplr').init_state needs l_max: C tilde is "
+                                 "defined for a length, and the recurrence is derived from it")
+            a_dense, b_dense = kernels.dplr_dense(lam, p, b)
+            a_bar, b_bar = kernels.discretize_dense_bilinear(a_dense, b_dense, dt)
+            c_full = jnp.concatenate([c[0], c[0].conj()], axis=-1)
+            c_bar = kernels.c_tilde_to_c_bar(a_bar, c_full, self.l_max)
+        x = jnp.zeros((batch,) + b_bar.shape, jnp.complex64)
+        return {"x": x, "A_bar": a_bar, "B_bar": b_bar, "C_bar": c_bar}
+
+    def step(self, state, u_t):
+        """One step of the recurrence: u_t (batch, d_model) -> (new state, y_t (batch, d_model))."""
+        x32 = u_t.astype(jnp.float32)
+        if self.kernel == "diag":
+            x = state["A_bar"] * state["x"] + state["B_bar"] * x32[..., None]
+            scale = 2.0  # the conjugate partner of each mode
+        else:
+            x = jnp.einsum("hij,bhj->bhi", state["A_bar"], state["x"]) + state["B_bar"] * x32[..., None]
+            scale = 1.0  # conjugate pairs are explicit in the dense state
+        y = scale * jnp.einsum("bhn,hn->bh", x, state["C_bar"].conj()).real + x32 * self.D
+        return dict(state, x=x), y.astype(u_t.dtype)

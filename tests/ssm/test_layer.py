@@ -1,0 +1,144 @@
+"""S4Layer: convolution against numpy, FFT vs scan vs step, causality, padding, errors, memory."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spade_jax.ssm import S4Layer
+
+H, N = 4, 8
+
+
+def _setup(length=33, batch=2, **kw):
+    layer = S4Layer(**{"d_model": H, "d_state": N, **kw})
+    u = jax.random.normal(jax.random.PRNGKey(1), (batch, length, H))
+    return layer, layer.init(jax.random.PRNGKey(0), u), u
+
+
+@pytest.mark.parametrize("kernel", ["dplr", "diag"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_output_is_convolution_plus_skip(kernel, bidirectional):
+    layer, params, u = _setup(kernel=kernel, bidirectional=bidirectional)
+    length = u.shape[1]
+    k = np.asarray(layer.apply(params, length, method="conv_kernel"), np.float64)
+    assert k.shape == (2 if bidirectional else 1, H, length)
+    d = np.asarray(nn.unbox(params)["params"]["D"])
+    un = np.asarray(u, np.float64)
+    want = un * d
+    for b in range(un.shape[0]):
+        for h in range(H):
+            want[b, :, h] += np.convolve(un[b, :, h], k[0, h])[:length]
+            if bidirectional:  # sum_{s >= t} K1[s - t] u_s
+                want[b, :, h] += np.convolve(un[b, ::-1, h], k[1, h])[:length][::-1]
+    got = layer.apply(params, u)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_diag_fft_and_scan_agree(discretization, bidirectional):
+    kw = dict(kernel="diag", discretization=discretization, bidirectional=bidirectional)
+    layer, params, u = _setup(**kw)
+    fft = layer.apply(params, u)
+    scan = S4Layer(d_model=H, d_state=N, mode="scan", **kw).apply(params, u)
+    np.testing.assert_allclose(fft, scan, atol=1e-5 * float(jnp.abs(fft).max()))
+
+
+@pytest.mark.parametrize("kernel", ["dplr", "diag"])
+def test_step_by_step_recurrence_matches_parallel(kernel):
+    length = 40
+    layer, params, u = _setup(length=length, kernel=kernel, l_max=length)
+    parallel = layer.apply(params, u)
+    state = layer.apply(params, u.shape[0], method="init_state")
+    step = jax.jit(lambda s, x: layer.apply(params, s, x, method="step"))
+    outs = []
+    for t in range(length):
+        state, y = step(state, u[:, t])
+        outs.append(y)
+    np.testing.assert_allclose(jnp.stack(outs, 1), parallel, atol=2e-5 * float(jnp.abs(parallel).max()))
+
+
+@pytest.mark.parametrize("kernel,mode", [("dplr", "fft"), ("diag", "fft"), ("diag", "scan")])
+def test_causal_layer_ignores_the_future(kernel, mode):
+    layer, params, u = _setup(kernel=kernel, mode=mode)
+    t = 20
+    changed = u.at[:, t + 1:].set(jax.random.normal(jax.random.PRNGKey(7), u[:, t + 1:].shape))
+    a, b = layer.apply(params, u), layer.apply(params, changed)
+    np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
+    assert not np.allclose(a[:, t + 1:], b[:, t + 1:])
+
+
+@pytest.mark.parametrize("kernel,mode", [("dplr", "fft"), ("diag", "fft"), ("diag", "scan")])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_real_positions(kernel, mode, bidirectional):
+    length, real = 33, 21
+    layer, params, u = _setup(length=length, kernel=kernel, mode=mode, bidirectional=bidirectional,
+                              l_max=length)
+    mask = jnp.arange(length)[None, :] < real
+    mask = jnp.broadcast_to(mask, (2, length))
+    garbage = jnp.where(mask[..., None], u, 1e3)
+    padded = layer.apply(params, garbage, mask)
+    unpadded = layer.apply(params, u[:, :real])
+    np.testing.assert_allclose(padded[:, :real], unpadded, atol=1e-4)
+
+
+def test_dplr_kernel_is_truncated_from_l_max():
+    layer, params, u = _setup(length=32, kernel="dplr", l_max=32)
+    short = layer.apply(params, 20, method="conv_kernel")
+    np.testing.assert_allclose(short, layer.apply(params, 32, method="conv_kernel")[..., :20])
+    with pytest.raises(ValueError, match="l_max"):
+        layer.apply(params, 33, method="conv_kernel")
+
+
+def test_bfloat16_inputs():
+    layer, params, u = _setup(kernel="dplr")
+    y16 = layer.apply(params, u.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    y32 = layer.apply(params, u.astype(jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_allclose(y16.astype(jnp.float32), y32, atol=0.05 * float(jnp.abs(y32).max()))
+
+
+def test_complex_quantities_are_real_parameters():
+    _, params, _ = _setup(kernel="dplr", bidirectional=True)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    assert all(leaf.dtype == jnp.float32 for _, leaf in leaves)
+    shapes = {jax.tree_util.keystr(path): leaf.shape for path, leaf in leaves}
+    assert any("'C'" in k and v == (2, H, N // 2, 2) for k, v in shapes.items())
+    assert any("'P'" in k and v == (H, N // 2, 2) for k, v in shapes.items())
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(kernel="dplr", mode="scan"), "kernel='diag'"),
+    (dict(kernel="cauchy"), "'dplr' or 'diag'"),
+    (dict(kernel="dplr", discretization="zoh"), "discretization"),
+    (dict(d_state=7), "even state size"),
+    (dict(dt_min=0.1, dt_max=0.01), "dt_min"),
+])
+def test_bad_options_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _setup(**kw)
+
+
+def test_step_needs_causal_and_l_max():
+    layer, params, _ = _setup(kernel="dplr", bidirectional=True, l_max=33)
+    with pytest.raises(ValueError, match="causal"):
+        layer.apply(params, 1, method="init_state")
+    layer, params, _ = _setup(kernel="dplr")
+    with pytest.raises(ValueError, match="l_max"):
+        layer.apply(params, 1, method="init_state")
+
+
+@pytest.mark.parametrize("kernel", ["dplr", "diag"])
+def test_kernel_generation_memory_is_chunked_at_16k(kernel):
+    """d_model 256, d_state 64, L = 16384: forward and backward of the kernel compile to a small
+    working set (an unchunked (H, N/2, L/2) complex intermediate alone would be 0.5 GiB)."""
+    length = 16384
+    layer = S4Layer(d_model=256, d_state=64, kernel=kernel, l_max=length)
+    params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 256)))
+    loss = lambda p: layer.apply(p, length, method="conv_kernel").sum()
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+    stats = compiled.memory_analysis()
+    if stats is None:
+        pytest.skip("this backend reports no memory analysis")
+    assert stats.temp_size_in_bytes < 512 * 2**20

@@ -41,37 +41,49 @@ def _chunked(fn, positions, per_position: int):
     return out.reshape(*out.shape[:-2], count * size)[..., :n]
 
 
-def _pair_sum(v, r, r_conj):
-    """sum_n v_n r_n + conj(v_n) r_conj_n over the mode axis.
-
-    v: (..., H, N2); r, r_conj: (H, N2, F) -> (..., H, F).
-    """
-    return jnp.einsum("...hn,hnf->...hf", v, r) + jnp.einsum("...hn,hnf->...hf", v.conj(), r_conj)
-
-
 def dplr_kernel(lam, p, b, c, dt, length: int):
     """The S4 kernel of a DPLR system A = Lambda - P P^*, bilinear discretisation, in float32.
 
     C is the "C tilde" of S4: the kernel of length L is evaluated through the truncated generating
-    function at the L-th roots of unity (Cauchy kernels plus the Woodbury identity for the rank-one
-    term), then an inverse real FFT. Only the L//2 + 1 non-negative frequencies are evaluated (the
-    kernel is real). Written so that no term is infinite at omega = -1.
+    function at the L-th roots of unity omega (Cauchy kernels plus the Woodbury identity for the
+    rank-one term), then an inverse real FFT. Only the L//2 + 1 non-negative frequencies are
+    evaluated (the kernel is real).
+
+    With alpha = (2/dt)(1 - omega) and beta = 1 + omega, every Cauchy sum over a mode n and its
+    conjugate partner collapses to one term with a real numerator weight:
+
+        v / (alpha - lam beta) + conj(v) / (alpha - conj(lam) beta)
+          = (2 Re(v) alpha - 2 Re(v conj(lam)) beta) * q,
+        q = 1 / (alpha^2 - 2 Re(lam) alpha beta + |lam|^2 beta^2),
+
+    so the sums over modes are real-weighted matrix products with q (one reciprocal per mode and
+    frequency), and no term is infinite at omega = -1.
 
     Returns: (Cc, H, length) float32.
     """
     lam, p, b, c = (x.astype(jnp.complex64) for x in (lam, p, b, c))
-    two_over_dt = (2.0 / dt.astype(jnp.float32))[:, None, None]  # (H, 1, 1)
-    v00, v01 = c.conj() * b, c.conj() * p  # (Cc, H, N2)
-    v10, v11 = p.conj() * b, p.conj() * p  # (H, N2)
+    channels = c.shape[0]
+    two_over_dt = 2.0 / dt.astype(jnp.float32)  # (H,)
+    # The Cauchy numerators, stacked: v00 = C^* B and v01 = C^* P per output channel, then
+    # v10 = P^* B and v11 = P^* P.
+    v = jnp.concatenate([c.conj() * b, c.conj() * p, (p.conj() * b)[None], (p.conj() * p)[None]])
+    v = jnp.moveaxis(v, 0, 1)  # (H, K, N2), K = 2 Cc + 2
+    weights = jnp.concatenate([2.0 * v.real, 2.0 * (v * lam.conj()[:, None]).real], axis=1)
+    lam_re, lam_abs2 = lam.real[..., None], (jnp.abs(lam) ** 2)[..., None]  # (H, N2, 1)
 
     def at_frequencies(k):
-        omega = jnp.exp(-2j * jnp.pi * k.astype(jnp.float32) / length).astype(jnp.complex64)  # (F,)
-        minus, plus = 1.0 - omega, 1.0 + omega
-        r = 1.0 / (two_over_dt * minus - lam[..., None] * plus)  # (H, N2, F)
-        r_conj = 1.0 / (two_over_dt * minus - lam.conj()[..., None] * plus)
-        s00, s01 = _pair_sum(v00, r, r_conj), _pair_sum(v01, r, r_conj)  # (Cc, H, F)
-        s10, s11 = _pair_sum(v10, r, r_conj), _pair_sum(v11, r, r_conj)  # (H, F)
-        return 2.0 * s00 - 2.0 * s01 * (plus * s10 / (1.0 + plus * s11))
+        omega = jnp.exp(-2j * jnp.pi * k.astype(jnp.float32) / length).astype(jnp.complex64)
+        alpha = two_over_dt[:, None] * (1.0 - omega)  # (H, F)
+        beta = 1.0 + omega  # (F,)
+        ab, bb = (alpha * beta)[:, None], (beta * beta)[None, None]
+        q = 1.0 / (alpha[:, None] ** 2 - 2.0 * lam_re * ab + lam_abs2 * bb)  # (H, N2, F)
+        s = jax.lax.complex(jnp.einsum("hkn,hnf->hkf", weights, q.real),
+                            jnp.einsum("hkn,hnf->hkf", weights, q.imag))  # (H, 2K, F)
+        s = alpha[:, None] * s[:, : v.shape[1]] - beta * s[:, v.shape[1]:]  # (H, K, F)
+        s00, s01 = s[:, :channels], s[:, channels: 2 * channels]  # (H, Cc, F)
+        s10, s11 = s[:, -2:-1], s[:, -1:]
+        out = 2.0 * s00 - 2.0 * s01 * (beta * s10 / (1.0 + beta * s11))
+        return jnp.moveaxis(out, 1, 0)  # (Cc, H, F)
 
     freqs = jnp.arange(length // 2 + 1)
     spectrum = _chunked(at_frequencies, freqs, lam.shape[0] * lam.shape[1])
@@ -102,7 +114,8 @@ def diag_kernel(lam, b, c, dt, length: int, method: str = "zoh"):
 
     def at_steps(k):
         powers = jnp.exp(log_a[..., None] * k.astype(jnp.float32))  # (H, N2, T)
-        return 2.0 * jnp.einsum("chn,hnt->cht", weights, powers).real
+        real = jnp.einsum("chn,hnt->cht", weights.real, powers.real)
+        return 2.0 * (real - jnp.einsum("chn,hnt->cht", weights.imag, powers.imag))
 
     return _chunked(at_steps, jnp.arange(length), lam.shape[0] * lam.shape[1]).astype(jnp.float32)
 

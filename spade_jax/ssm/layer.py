@@ -173,7 +173,7 @@ class S4Layer(nn.Module):
             return left[0] * right[0], right[0] * left[1] + right[1]
 
         def readout(states, ci):
-            return 2.0 * jnp.einsum("blhn,hn->blh", states, ci.conj()).real
+            return 2.0 * (states * ci.conj()).real.sum(-1)
 
         y = readout(jax.lax.associative_scan(combine, (a, bu), axis=1)[1], c[0])
         if self.bidirectional:

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="spade-jax",
+    version="0.1.0",
+    description="SPADE (State sPace Augmented TransformEr) and its baselines in JAX/Flax, "
+                "for the Long Range Arena and WikiText-103",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["spade_jax", "spade_jax.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax",
+        "orbax-checkpoint",
+        "ml_collections",
+        "absl-py",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist"],
+    },
+)

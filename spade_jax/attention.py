@@ -1,0 +1,252 @@
+"""Attention kernels: full, blocked local (LongT5 style) and chunk attention, plus T5 relative bias.
+
+Conventions used throughout:
+  * q, k, v: (batch, length, heads, head_dim); outputs have the same shape and q's dtype.
+  * mask: optional (batch, length) bool, True for real tokens. Keys whose mask is False are never
+    attended to; queries are not masked (a padded query still gets an output, callers ignore it).
+  * q is multiplied by `scale` (default head_dim ** -0.5) before the dot product.
+  * Scores and the softmax are computed in float32 whatever the input dtype. A query row with no
+    visible key gets exactly zero output, and its gradients are finite (no NaN anywhere).
+
+All three kernels go through one masked-softmax core, `_attend`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# Finite stand-in for -inf: exp(_MASKED - max) underflows to exactly 0 and never produces NaN.
+_MASKED = -1e30
+
+
+def _attend(q: Array, k: Array, v: Array, visible: Array, bias: Array | None, scale: float | None) -> Array:
+    """Masked softmax attention over arbitrary leading axes `...` (batch, blocks, ...).
+
+    Args:
+      q: (..., q_len, heads, head_dim) queries.
+      k, v: (..., k_len, heads, head_dim) keys and values.
+      visible: bool, broadcastable to (..., heads, q_len, k_len); True where query may see key.
+      bias: None or float, broadcastable to (..., heads, q_len, k_len); added to the scores.
+      scale: multiplier applied to q; None means head_dim ** -0.5.
+
+    Returns:
+      (..., q_len, heads, head_dim) in q.dtype. Rows with no visible key are exactly 0.
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    q = q * jnp.asarray(scale, q.dtype)
+    # scores: (..., heads, q_len, k_len), float32.
+    scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
+    scores = jnp.where(visible, scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1)
+    # An all-masked row comes out uniform: zero it (and every masked entry) explicitly.
+    probs = jnp.where(visible, probs, 0.0)
+    out = jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.astype(q.dtype)
+
+
+def _pad_axis(x: Array, axis: int, before: int, after: int, value: Any = 0) -> Array:
+    """Pads one axis of `x` with `before` / `after` entries equal to `value`."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _key_valid(mask: Array | None, batch: int, length: int) -> Array:
+    """(batch, length) bool key-validity array: the mask, or all True when there is none."""
+    if mask is None:
+        return jnp.ones((batch, length), bool)
+    return jnp.asarray(mask, bool)
+
+
+def full_attention(q: Array, k: Array, v: Array, *, causal: bool = False, mask: Array | None = None,
+                   bias: Array | None = None, scale: float | None = None) -> Array:
+    """Ordinary (quadratic) attention.
+
+    Args:
+      q: (batch, q_len, heads, head_dim); k, v: (batch, k_len, heads, head_dim).
+      causal: if True, query i sees only keys j <= i.
+      mask: optional (batch, k_len) bool, True for real key tokens.
+      bias: optional float, broadcastable to (batch, heads, q_len, k_len).
+      scale: q multiplier; default head_dim ** -0.5.
+
+    Returns:
+      (batch, q_len, heads, head_dim) in q.dtype.
+    """
+    batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
+    visible = _key_valid(mask, batch, k_len)[:, None, None, :]  # (batch, 1, 1, k_len)
+    if causal:
+        visible = visible & jnp.tril(jnp.ones((q_len, k_len), bool))
+    return _attend(q, k, v, visible, bias, scale)
+
+
+def local_attention(q: Array, k: Array, v: Array, *, radius: int, causal: bool = False,
+                    mask: Array | None = None, bias: Array | None = None,
+                    scale: float | None = None) -> Array:
+    """Sliding-window attention, blocked as in LongT5; O(length * radius) time and memory.
+
+    Query i sees key j iff mask[j] and |i - j| <= radius (and j <= i when causal). The padded
+    sequence is cut into blocks of `radius + 1` positions; each query block attends to the keys of
+    its previous, own and next block (previous and own only when causal), and a static mask keeps
+    exactly the window. No (length, length) array is ever built.
+
+    Args:
+      q, k, v: (batch, length, heads, head_dim).
+      radius: window half-width (>= 0).
+      causal: if True, also require j <= i.
+      mask: optional (batch, length) bool, True for real key tokens.
+      bias: optional (heads, 2 * radius + 1) relative-offset table; entry [h, r] is added to the
+        score of offset j - i = r - radius (see `RelativePositionBias.offsets`).
+      scale: q multiplier; default head_dim ** -0.5.
+
+    Returns:
+      (batch, length, heads, head_dim) in q.dtype.
+    """
+    batch, length, heads, _ = q.shape
+    w = radius + 1  # block length
+    nb = -(-length // w)  # number of blocks
+    pad = nb * w - length
+    n_ctx = 2 if causal else 3  # key blocks per query block: previous, own (, next)
+
+    def blocks(x):  # (batch, n*w, ...) -> (batch, n, w, ...)
+        return x.reshape(batch, x.shape[1] // w, w, *x.shape[2:])
+
+    def key_windows(x):  # (batch, length, ...) -> (batch, nb, n_ctx * w, ...)
+        x = blocks(_pad_axis(x, 1, w, pad + w, value=0))[:, :, None]  # one extra block each side
+        x = jnp.concatenate([x[:, i:i + nb] for i in range(n_ctx)], axis=2)  # (batch, nb, n_ctx, w, ...)
+        return x.reshape(batch, nb, n_ctx * w, *x.shape[4:])
+
+    qb = blocks(_pad_axis(q, 1, 0, pad))  # (batch, nb, w, heads, head_dim)
+    kb, vb = key_windows(k), key_windows(v)  # (batch, nb, n_ctx*w, heads, head_dim)
+    valid = key_windows(_key_valid(mask, batch, length))  # (batch, nb, n_ctx*w); padding False
+
+    # Query a of block n sits at n*w + a; key c of its window at (n-1)*w + c: offset c - w - a.
+    offset = np.arange(n_ctx * w)[None, :] - w - np.arange(w)[:, None]  # (w, n_ctx*w), static
+    in_window = (np.abs(offset) <= radius) & ((offset <= 0) if causal else True)
+    visible = valid[:, :, None, None, :] & in_window  # (batch, nb, 1, w, n_ctx*w)
+
+    block_bias = None
+    if bias is not None:
+        if bias.shape != (heads, 2 * radius + 1):
+            raise ValueError(f"local bias must be (heads, 2 * radius + 1), got {bias.shape}")
+        index = np.clip(offset + radius, 0, 2 * radius)  # out-of-window entries are masked anyway
+        block_bias = bias[:, index]  # (heads, w, n_ctx*w), broadcasts over (batch, nb)
+
+    out = _attend(qb, kb, vb, visible, block_bias, scale)  # (batch, nb, w, heads, head_dim)
+    return out.reshape(batch, nb * w, *out.shape[3:])[:, :length]
+
+
+def chunk_attention(q: Array, k: Array, v: Array, *, chunk: int, causal: bool = False,
+                    mask: Array | None = None, scale: float | None = None) -> Array:
+    """Attention within non-overlapping chunks (MEGA-chunk style): no attention across borders.
+
+    Query i sees key j iff mask[j] and i // chunk == j // chunk (and j <= i when causal). Chunks
+    are reshaped into the batch axis and handed to `full_attention`.
+
+    Args:
+      q, k, v: (batch, length, heads, head_dim).
+      chunk: chunk length.
+      causal: if True, also require j <= i.
+      mask: optional (batch, length) bool, True for real key tokens.
+      scale: q multiplier; default head_dim ** -0.5.
+
+    Returns:
+      (batch, length, heads, head_dim) in q.dtype.
+    """
+    batch, length = q.shape[:2]
+    nc = -(-length // chunk)
+    pad = nc * chunk - length
+
+    def to_chunks(x, value=0):  # (batch, length, ...) -> (batch * nc, chunk, ...)
+        return _pad_axis(x, 1, 0, pad, value).reshape(batch * nc, chunk, *x.shape[2:])
+
+    valid = to_chunks(_key_valid(mask, batch, length), value=False)  # (batch*nc, chunk)
+    out = full_attention(to_chunks(q), to_chunks(k), to_chunks(v), causal=causal, mask=valid, scale=scale)
+    return out.reshape(batch, nc * chunk, *out.shape[2:])[:, :length]
+
+
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int = 32,
+                             max_distance: int = 128) -> Array:
+    """T5 / LongT5 relative-position buckets.
+
+    Args:
+      relative_position: int array of key_position - query_position, any shape.
+      bidirectional: if True, half the buckets are for positive offsets (keys after the query) and
+        half for negative; if False (causal), only offsets <= 0 are distinguished and every future
+        offset falls into bucket 0.
+      num_buckets: total number of buckets.
+      max_distance: distances >= this share the last bucket (of their sign).
+
+    Returns:
+      int32 array of bucket ids in [0, num_buckets), same shape as `relative_position`.
+    """
+    n = -jnp.asarray(relative_position, jnp.int32)
+    ret = jnp.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        ret = ret + (n < 0).astype(jnp.int32) * num_buckets
+        n = jnp.abs(n)
+    else:
+        n = jnp.maximum(n, 0)
+    # Half the buckets are exact offsets; the rest are log-spaced up to max_distance.
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    large = max_exact + (
+        jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
+        / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return ret + jnp.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned T5 bucketed relative-position bias, one scalar per (bucket, head).
+
+    `__call__` / `dense` give the dense bias for `full_attention`; `offsets` gives the per-offset
+    table for `local_attention`. Computed once per model and shared by all layers (by the caller).
+    """
+
+    num_heads: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True
+    dtype: Any = jnp.float32
+    embedding_init: Callable[..., Array] = nn.initializers.normal(stddev=0.02)
+
+    def setup(self):
+        # (num_buckets, num_heads), float32 parameter.
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(self.embedding_init, ("relpos_buckets", "heads")),
+            (self.num_buckets, self.num_heads), jnp.float32)
+
+    def _lookup(self, relative_position: Array) -> Array:
+        """(...) int key - query offsets -> (..., num_heads) bias values in self.dtype."""
+        buckets = relative_position_bucket(relative_position, bidirectional=self.bidirectional,
+                                           num_buckets=self.num_buckets, max_distance=self.max_distance)
+        return jnp.take(self.embedding, buckets, axis=0).astype(self.dtype)
+
+    def dense(self, q_length: int, k_length: int) -> Array:
+        """(1, heads, q_length, k_length) bias; entry [0, h, i, j] is for offset j - i."""
+        # Look up the q_length + k_length - 1 distinct offsets, then expand with a gather whose
+        # indices are built by iota at run time: a (q_length, k_length) numpy constant would be
+        # embedded in the program and constant-folded (minutes of compilation at L = 16K).
+        table = self._lookup(np.arange(-(q_length - 1), k_length)).T  # (heads, q_len + k_len - 1)
+        shape = (q_length, k_length)
+        index = (jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+                 - jax.lax.broadcasted_iota(jnp.int32, shape, 0) + (q_length - 1))
+        return jnp.take(table, index, axis=1)[None]
+
+    def offsets(self, radius: int) -> Array:
+        """(heads, 2 * radius + 1) table; entry [h, r] is the bias for offset j - i = r - radius."""
+        return self._lookup(np.arange(-radius, radius + 1)).T
+
+    def __call__(self, q_length: int, k_length: int) -> Array:
+        """Same as `dense`."""
+        return self.dense(q_length, k_length)

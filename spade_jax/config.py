@@ -1,0 +1,155 @@
+"""Model hyperparameters: a frozen dataclass, built from an ml_collections ConfigDict.
+
+`ModelConfig.from_config(config.model)` checks every field (unknown names, types, ranges) and
+names the offending field in its error, before any array is allocated. `default_model_config()`
+gives the ConfigDict with every field at its default, which experiment configs start from.
+"""
+import dataclasses
+from typing import Optional
+
+import ml_collections
+
+FAMILIES = ("spade", "transformer", "local", "s4")
+HEADS = ("classify", "retrieval", "lm")
+
+
+@dataclasses.dataclass(frozen=True)
+class S4Config:
+    """The S4 layer inside `spade` global blocks and `s4` blocks (see spade_jax.ssm.S4Layer)."""
+
+    d_state: int = 64
+    kernel: str = "dplr"  # 'dplr' (S4) | 'diag' (S4D)
+    mode: str = "fft"  # 'fft' | 'scan' (diag only)
+    discretization: Optional[str] = None  # None: bilinear for dplr, zoh for diag
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    bidirectional: Optional[bool] = None  # None: the opposite of ModelConfig.causal
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every hyperparameter of a model family and its head.
+
+    family: 'spade' (global S4 + local-attention blocks at `global_layers`, local attention
+      elsewhere), 'transformer' (full attention), 'local' (local attention only), 's4' (S4 only).
+    local_attention: 'window' (each token sees +-radius) or 'chunk' (non-overlapping chunks of
+      chunk_size), for the spade and local families.
+    combine: how a global block merges its S4 and attention branches: 'concat' (Linear(2d -> d)),
+      'add' ((g + l) / 2) or 'stack' (attention applied to the S4 output).
+    position: 'relative' (T5 bucketed bias, computed once and shared by all layers; used by window
+      and full attention), 'learned' (absolute embeddings up to max_len) or 'none'.
+    head: 'classify' (pooled sequence -> num_classes), 'retrieval' (shared encoder on two
+      inputs; [e1, e2, e1*e2, e1-e2] -> MLP -> num_classes), 'lm' (logits over the vocabulary).
+    remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
+    """
+
+    family: str = "spade"
+    vocab_size: int = 256
+    pad_id: int = 0
+    num_layers: int = 4
+    d_model: int = 128
+    num_heads: int = 4
+    d_ff: int = 512
+    activation: str = "gelu"  # 'gelu' | 'relu'
+    norm: str = "pre"  # 'pre' | 'post'
+    final_norm: bool = True
+    dropout: float = 0.1
+    ffn_dropout: float = 0.0
+    causal: bool = False
+    max_len: int = 1024
+    local_attention: str = "window"
+    radius: int = 127
+    chunk_size: int = 128
+    global_layers: tuple = (0,)
+    combine: str = "concat"
+    position: str = "relative"
+    relpos_buckets: int = 32
+    relpos_max_distance: int = 128
+    s4: S4Config = S4Config()
+    head: str = "classify"
+    num_classes: int = 2
+    pooling: str = "mean"  # 'mean' over real tokens | 'cls' (a learned token prepended)
+    tie_embeddings: bool = True
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+    remat: str = "none"
+
+    def __post_init__(self):
+        choices = dict(family=FAMILIES, activation=("gelu", "relu"), norm=("pre", "post"),
+                       local_attention=("window", "chunk"), combine=("concat", "add", "stack"),
+                       position=("relative", "learned", "none"), head=HEADS,
+                       pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
+                       remat=("none", "full", "dots"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_len",
+                     "chunk_size", "num_classes", "relpos_buckets", "relpos_max_distance"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads "
+                             f"({self.num_heads})")
+        if not isinstance(self.radius, int) or self.radius < 0:
+            raise ValueError(f"model.radius must be an integer >= 0, got {self.radius!r}")
+        for name in ("dropout", "ffn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"model.pad_id ({self.pad_id}) must be a token id below vocab_size "
+                             f"({self.vocab_size})")
+        bad = [i for i in self.global_layers if not 0 <= i < self.num_layers]
+        if self.family == "spade" and (bad or not self.global_layers):
+            raise ValueError(f"model.global_layers must name layers in [0, {self.num_layers}) and "
+                             f"not be empty for family 'spade', got {self.global_layers}")
+        if self.s4.d_state < 2 or self.s4.d_state % 2:
+            raise ValueError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
+        if self.head == "lm" and not self.causal:
+            raise ValueError("model.head='lm' needs model.causal=True")
+        if self.head == "lm" and self.s4_bidirectional:
+            raise ValueError("model.head='lm' is causal: model.s4.bidirectional must be False")
+        if self.pooling == "cls" and self.causal:
+            raise ValueError("model.pooling='cls' reads position 0, which a causal model cannot "
+                             "fill with the sequence; use pooling='mean'")
+
+    @property
+    def s4_bidirectional(self) -> bool:
+        return (not self.causal) if self.s4.bidirectional is None else self.s4.bidirectional
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def layer_kinds(self) -> tuple:
+        """The mixer of each layer: 'global' (S4 beside local attention), 'window', 'chunk',
+        'full' or 's4'."""
+        if self.family == "transformer":
+            return ("full",) * self.num_layers
+        if self.family == "s4":
+            return ("s4",) * self.num_layers
+        if self.family == "local":
+            return (self.local_attention,) * self.num_layers
+        return tuple("global" if i in self.global_layers else self.local_attention
+                     for i in range(self.num_layers))
+
+    @classmethod
+    def from_config(cls, config) -> "ModelConfig":
+        """Builds from a ConfigDict (or dict) with ModelConfig's field names; `s4` nested."""
+        values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
+        s4 = dict(values.pop("s4", {}) or {})
+        s4_known = {f.name for f in dataclasses.fields(S4Config)}
+        if set(s4) - s4_known:
+            raise ValueError(f"unknown model.s4 field(s) {sorted(set(s4) - s4_known)}; "
+                             f"known: {sorted(s4_known)}")
+        if "global_layers" in values:
+            values["global_layers"] = tuple(values["global_layers"])
+        return cls(s4=S4Config(**s4), **values)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """A ConfigDict holding every ModelConfig field at its default (s4 nested)."""
+    values = dataclasses.asdict(ModelConfig())
+    return ml_collections.ConfigDict(values)

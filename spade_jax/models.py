@@ -1,0 +1,154 @@
+"""Model families and heads, built from a ModelConfig.
+
+Every family shares the token embedding, positions and heads; only the blocks differ (see
+ModelConfig.layer_kinds), so the suite compares like with like.
+
+  Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id
+  SequenceClassifier tokens (B, L) -> logits (B, num_classes)   [mean over real tokens, or CLS]
+  RetrievalClassifier (tokens1, tokens2) -> logits (B, num_classes)
+  LanguageModel      tokens (B, L) -> logits (B, L, vocab_size), float32, causal
+`build_model(config)` returns the module the config's `head` asks for.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from spade_jax import attention
+from spade_jax.config import ModelConfig
+from spade_jax.layers import ACTIVATION_AXES, block_class, dense, layer_norm
+
+
+def _embedding(num, cfg: ModelConfig, name):
+    return nn.Embed(num, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32,
+                    name=name, embedding_init=nn.with_logical_partitioning(
+                        nn.initializers.normal(1.0), ("vocab", "embed")))
+
+
+class Encoder(nn.Module):
+    """Embedding, positions and the stack of blocks.
+
+    __call__(tokens (B, L) int, deterministic) -> (features (B, L', d), mask (B, L') bool), where
+    L' = L + 1 with a CLS token prepended (pooling='cls'), else L.
+    """
+
+    config: ModelConfig
+
+    def setup(self):
+        cfg = self.config
+        self.embed = _embedding(cfg.vocab_size, cfg, "embed")
+        kinds = cfg.layer_kinds()
+        if cfg.position == "relative" and ({"window", "full", "global"} & set(kinds)):
+            self.relpos = attention.RelativePositionBias(
+                num_heads=cfg.num_heads, num_buckets=cfg.relpos_buckets,
+                max_distance=cfg.relpos_max_distance, bidirectional=not cfg.causal, name="relpos")
+        if cfg.position == "learned":
+            self.position_embed = _embedding(cfg.max_len + 1, cfg, "position_embed")
+        if cfg.pooling == "cls":
+            self.cls = self.param("cls", nn.with_logical_partitioning(
+                nn.initializers.normal(1.0), ("embed",)), (cfg.d_model,), jnp.float32)
+        block = block_class(cfg)
+        self.blocks = [block(cfg, kind, name=f"layer_{i}") for i, kind in enumerate(kinds)]
+        self.final_norm = layer_norm(jnp.dtype(cfg.dtype), "final_norm") if cfg.final_norm else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def __call__(self, tokens, deterministic: bool = True):
+        cfg = self.config
+        if tokens.ndim != 2:
+            raise ValueError(f"expected token ids of shape (batch, length), got {tokens.shape}")
+        if tokens.shape[1] > cfg.max_len:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds model.max_len "
+                             f"{cfg.max_len}")
+        mask = tokens != cfg.pad_id
+        x = self.embed(tokens)
+        if cfg.pooling == "cls":
+            cls = jnp.broadcast_to(self.cls.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+            x = jnp.concatenate([cls, x], axis=1)
+            mask = jnp.pad(mask, ((0, 0), (1, 0)), constant_values=True)
+        length = x.shape[1]
+        if cfg.position == "learned":
+            x = x + self.position_embed(jnp.arange(length))[None]
+        x = nn.with_logical_constraint(self.dropout(x, deterministic=deterministic),
+                                       ACTIVATION_AXES)
+        biases = self._relative_biases(length)
+        for block in self.blocks:
+            x = block(x, mask, biases.get(block.kind), deterministic)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, mask
+
+    def _relative_biases(self, length):
+        """The shared relative-position bias in the form each attention kind takes."""
+        if not hasattr(self, "relpos"):
+            return {}
+        cfg = self.config
+        kinds = set(cfg.layer_kinds())
+        biases = {}
+        if "full" in kinds:
+            biases["full"] = self.relpos.dense(length, length)
+        if {"window", "global"} & kinds and cfg.local_attention == "window":
+            biases["window"] = biases["global"] = self.relpos.offsets(cfg.radius)
+        return biases
+
+
+def _mean_pool(x, mask):
+    """Mean over real tokens: x (B, L, d), mask (B, L) -> (B, d), float32."""
+    weights = mask.astype(jnp.float32)[..., None]
+    return (x.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+
+
+class SequenceClassifier(nn.Module):
+    """tokens (B, L) -> logits (B, num_classes), float32."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, deterministic: bool = True):
+        cfg = self.config
+        x, mask = Encoder(cfg, name="encoder")(tokens, deterministic)
+        pooled = x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
+        return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(pooled)
+
+
+class RetrievalClassifier(nn.Module):
+    """Dual encoder (shared weights): (tokens1, tokens2) (B, L) each -> logits (B, num_classes).
+
+    Features [e1, e2, e1*e2, e1-e2] of the pooled encodings go through Linear -> GELU -> Linear.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens1, tokens2, deterministic: bool = True):
+        cfg = self.config
+        encoder = Encoder(cfg, name="encoder")
+        pool = lambda x, mask: x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
+        e1, e2 = (pool(*encoder(t, deterministic)) for t in (tokens1, tokens2))
+        h = jnp.concatenate([e1, e2, e1 * e2, e1 - e2], axis=-1)
+        h = nn.gelu(dense(cfg.d_model, ("mlp", "embed"), jnp.float32, "mlp")(h))
+        return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(h)
+
+
+class LanguageModel(nn.Module):
+    """Causal LM: tokens (B, L) -> logits (B, L, vocab_size), float32.
+
+    With tie_embeddings the output projection is the token embedding's transpose.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, deterministic: bool = True):
+        cfg = self.config
+        encoder = Encoder(cfg, name="encoder")
+        x, _ = encoder(tokens, deterministic)
+        if cfg.tie_embeddings:
+            return encoder.embed.attend(x.astype(jnp.float32)).astype(jnp.float32)
+        return dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
+
+
+HEADS = {"classify": SequenceClassifier, "retrieval": RetrievalClassifier, "lm": LanguageModel}
+
+
+def build_model(config) -> nn.Module:
+    """The model for a ModelConfig, a ConfigDict or a dict of its fields."""
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_config(config)
+    return HEADS[cfg.head](cfg)

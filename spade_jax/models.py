@@ -36,7 +36,7 @@ class Encoder(nn.Module):
         cfg = self.config
         self.embed = _embedding(cfg.vocab_size, cfg, "embed")
         kinds = cfg.layer_kinds()
-        if cfg.position == "relative" and ({"window", "full", "global"} & set(kinds)):
+        if self._biased_kinds():
             self.relpos = attention.RelativePositionBias(
                 num_heads=cfg.num_heads, num_buckets=cfg.relpos_buckets,
                 max_distance=cfg.relpos_max_distance, bidirectional=not cfg.causal, name="relpos")
@@ -75,17 +75,21 @@ class Encoder(nn.Module):
             x = self.final_norm(x)
         return x, mask
 
-    def _relative_biases(self, length):
-        """The shared relative-position bias in the form each attention kind takes."""
-        if not hasattr(self, "relpos"):
-            return {}
+    def _biased_kinds(self) -> set:
+        """The layer kinds that take the relative-position bias (chunk attention takes none)."""
         cfg = self.config
-        kinds = set(cfg.layer_kinds())
-        biases = {}
-        if "full" in kinds:
-            biases["full"] = self.relpos.dense(length, length)
-        if {"window", "global"} & kinds and cfg.local_attention == "window":
-            biases["window"] = biases["global"] = self.relpos.offsets(cfg.radius)
+        if cfg.position != "relative":
+            return set()
+        takers = {"full"} | ({"window", "global"} if cfg.local_attention == "window" else set())
+        return takers & set(cfg.layer_kinds())
+
+    def _relative_biases(self, length):
+        """The shared relative-position bias in the form each attention kind takes: dense
+        (1, heads, L, L) for full attention, a (heads, 2*radius+1) offset table for windows."""
+        kinds = self._biased_kinds()
+        biases = {"full": self.relpos.dense(length, length)} if "full" in kinds else {}
+        if kinds - {"full"}:
+            biases["window"] = biases["global"] = self.relpos.offsets(self.config.radius)
         return biases
 
 

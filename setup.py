@@ -17,6 +17,7 @@ setup(
         "ml_collections",
         "absl-py",
         "numpy",
+        "tqdm",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

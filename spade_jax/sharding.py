@@ -1,0 +1,102 @@
+"""Device mesh, logical-axis rules and batch placement.
+
+The mesh has three axes, sized in the config (`config.mesh`, -1 = the remaining devices):
+  data    pure data parallelism (parameters replicated)
+  fsdp    data parallelism with parameters and optimiser state sharded (ZeRO-3 style)
+  tensor  model parallelism over heads / FFN width / vocabulary
+Model code names array axes logically ('batch', 'embed', 'mlp', ...); `config.logical_axis_rules`
+maps those names to mesh axes. The batch is split over data x fsdp.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+DEFAULT_RULES = (
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+    ("classes", None),
+    ("relpos_buckets", None),
+    ("ssm_state", None),
+    ("ssm_out", None),
+)
+
+
+def mesh_shape(spec, device_count: int) -> tuple:
+    """Resolves the config's mesh sizes ({axis: size}, one size may be -1) for device_count."""
+    sizes = [int(spec.get(axis, 1)) for axis in MESH_AXES]
+    unknown = sorted(set(spec) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"config.mesh has unknown axes {unknown}; axes are {MESH_AXES}")
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"config.mesh sizes must be positive, with at most one -1; got {dict(spec)}")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if device_count % fixed:
+            raise ValueError(f"config.mesh {dict(spec)}: {device_count} devices cannot be split "
+                             f"into a multiple of {fixed}")
+        sizes[sizes.index(-1)] = device_count // fixed
+    if math.prod(sizes) != device_count:
+        raise ValueError(f"config.mesh {dict(spec)} needs {math.prod(sizes)} devices, but "
+                         f"{device_count} are available")
+    return tuple(sizes)
+
+
+def make_mesh(spec, devices=None) -> Mesh:
+    """A Mesh over all (or the given) devices with Auto axis types (logical-rule sharding)."""
+    devices = jax.devices() if devices is None else devices
+    shape = mesh_shape(spec, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+
+
+def rules_from_config(rules) -> tuple:
+    """Logical-axis rules as a tuple of (name, mesh axes) with tuples, not lists."""
+    out = []
+    for name, axes in rules:
+        if isinstance(axes, (list, tuple)):
+            axes = tuple(axes)
+            bad = [a for a in axes if a not in MESH_AXES]
+        else:
+            bad = [axes] if axes is not None and axes not in MESH_AXES else []
+        if bad:
+            raise ValueError(f"config.logical_axis_rules maps {name!r} to unknown mesh axes {bad}")
+        out.append((name, axes))
+    return tuple(out)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading (batch) axis split over data x fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def state_shardings(abstract_state, mesh: Mesh, rules):
+    """NamedShardings for a pytree of (possibly logically partitioned) abstract arrays."""
+    specs = nn.get_partition_spec(abstract_state)
+    mesh_specs = nn.logical_to_mesh(specs, rules)
+    return jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), mesh_specs,
+                                  is_leaf=lambda x: isinstance(x, P))
+
+
+def place_batch(batch: dict, mesh: Mesh) -> dict:
+    """Host-local numpy batch (this process's rows) -> global jax arrays sharded over the batch.
+
+    Each process passes only the rows it read; `make_array_from_process_local_data` assembles the
+    global batch (process_count x local rows).
+    """
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+            for k, v in batch.items()}

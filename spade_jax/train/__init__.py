@@ -1,0 +1,1 @@
+"""The shared training engine: optimiser, state, steps, checkpoints, metrics and the loop."""

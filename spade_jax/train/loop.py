@@ -1,0 +1,274 @@
+"""train_and_evaluate(config, workdir, task): the one training loop for every task.
+
+A task is a small object (see `Task`) giving data iterators, the model inputs of a batch and the
+per-batch metric sums. The loop builds the mesh and a sharded TrainState, resumes from the latest
+checkpoint in `workdir` (model, optimiser, step and data position), trains with periodic logging,
+validation and checkpoints, saves on SIGTERM, and ends with the test score at the best-validation
+checkpoint and at the last one, written to WORKDIR/results.json.
+"""
+import json
+import os
+import signal
+import time
+from typing import Protocol
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+
+from spade_jax import models, sharding
+from spade_jax.config import ModelConfig
+from spade_jax.train import checkpoint, optim, state as state_lib, steps
+
+
+class Task(Protocol):
+    """What a task gives the engine. Batches are dicts of host-local numpy arrays."""
+
+    def train_iterator(self, *, batch_size: int, seed: int, shard_index: int, shard_count: int):
+        """An endless iterator of batches with get_state() -> JSON-able and set_state(state)."""
+
+    def eval_iterator(self, split: str, *, batch_size: int, shard_index: int, shard_count: int):
+        """A finite iterable of batches of exactly batch_size rows (padding rows weigh 0)."""
+
+    def model_inputs(self, batch) -> tuple:
+        """The positional inputs of model.apply, e.g. (batch['inputs'],)."""
+
+    def metrics(self, outputs, batch) -> dict:
+        """{name: (sum, count)} as jax scalars; must contain 'loss'."""
+
+
+def _check_config(config, mesh):
+    """Errors that name the config field, before anything is compiled."""
+    dp = sharding.data_parallel_size(mesh)
+    accum = int(config.grad_accum_steps)
+    if accum < 1:
+        raise ValueError(f"config.grad_accum_steps must be >= 1, got {accum}")
+    if config.batch_size % (dp * accum * jax.process_count()):
+        raise ValueError(
+            f"config.batch_size ({config.batch_size}) must be divisible by grad_accum_steps "
+            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp) x processes "
+            f"({jax.process_count()})")
+    if config.num_train_steps < 1:
+        raise ValueError(f"config.num_train_steps must be >= 1, got {config.num_train_steps}")
+    for name in ("log_every", "eval_every", "checkpoint_every"):
+        if config[name] < 0:
+            raise ValueError(f"config.{name} must be >= 0, got {config[name]}")
+
+
+def _check_workdir(workdir, config):
+    """Refuses a workdir that holds a run of another model config (nothing is overwritten)."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("model") != current["model"]:
+            diff = sorted(k for k in set(previous.get("model", {})) | set(current["model"])
+                          if previous.get("model", {}).get(k) != current["model"].get(k))
+            raise ValueError(f"{workdir} holds a run with another model config (fields {diff} "
+                             f"differ, see {path}); use a new --workdir")
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(current, f, indent=2)
+        os.replace(tmp, path)
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _MetricsWriter:
+    """JSON lines in WORKDIR/metrics.jsonl (process 0 only), appended across restarts."""
+
+    def __init__(self, workdir):
+        self.file = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+
+    def write(self, step, split, values):
+        if self.file is not None:
+            record = {"step": int(step), "split": split,
+                      **{k: float(v) for k, v in values.items()}}
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+def _abstract(state, shardings):
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def train_and_evaluate(config, workdir: str, task: Task) -> dict:
+    """Trains `config.model` on `task` in `workdir` (resuming if it holds a checkpoint) and
+    returns the results dict that is also written to WORKDIR/results.json."""
+    model_cfg = ModelConfig.from_config(config.model)
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.rules_from_config(config.logical_axis_rules)
+    _check_config(config, mesh)
+    _check_workdir(workdir, config)
+    model = models.build_model(model_cfg)
+    tx, learning_rate = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    host_batch = config.batch_size // jax.process_count()
+    shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
+    train_iter = task.train_iterator(batch_size=host_batch, seed=config.seed, **shard)
+    start_position = train_iter.get_state()
+    example = next(train_iter)
+    train_iter.set_state(start_position)
+    batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in example.items()}
+
+    state, state_shardings = state_lib.create_sharded_state(
+        model, tx, tuple(x[:1] for x in task.model_inputs(example)), config.seed, mesh, rules)
+    ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, config.async_checkpoints)
+    abstract = _abstract(state, state_shardings)
+    best_score = -np.inf
+    restored = ckpts.restore(ckpts.latest, abstract)
+    if restored is not None:
+        state, data_state, _ = restored
+        train_iter.set_state(data_state["iterator"])
+        best_score = data_state.get("best_score", -np.inf)
+        logging.info("resumed from %s at step %d", workdir, int(state.step))
+
+    with nn.logical_axis_rules(rules):
+        train_step = jax.jit(
+            steps.make_train_step(model, tx, task, grad_accum_steps=config.grad_accum_steps,
+                                  skip_nonfinite=config.skip_nonfinite, seed=config.seed),
+            in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None),
+            donate_argnums=0)
+        eval_step = jax.jit(steps.make_eval_step(model, task),
+                            in_shardings=(state_shardings.params, batch_shardings))
+
+    def evaluate(split, params):
+        totals = {}
+        eval_batch = config.eval_batch_size or config.batch_size
+        batches = task.eval_iterator(split, batch_size=eval_batch // jax.process_count(), **shard)
+        for i, batch in enumerate(batches):
+            if config.max_eval_batches and i >= config.max_eval_batches:
+                break
+            with nn.logical_axis_rules(rules):
+                sums = eval_step(params, sharding.place_batch(batch, mesh))
+            for name, (s, c) in jax.device_get(sums).items():
+                prev = totals.get(name, (0.0, 0.0))
+                totals[name] = (prev[0] + float(s), prev[1] + float(c))
+        return {name: s / max(c, 1.0) for name, (s, c) in totals.items()}
+
+    def data_state(score):
+        return {"iterator": train_iter.get_state(), "best_score": float(score)}
+
+    writer = _MetricsWriter(workdir)
+    step = int(state.step)
+    progress = _progress(config, step)
+    tokens_per_batch = sum(np.size(x) for x in task.model_inputs(example)) * jax.process_count()
+    last_time, last_step = time.perf_counter(), step
+    preempted, flops = False, None
+    with _Preemption() as preemption:
+        while step < config.num_train_steps:
+            batch = sharding.place_batch(next(train_iter), mesh)
+            with nn.logical_axis_rules(rules):
+                state, metrics = train_step(state, batch)
+            step += 1
+            metrics = jax.device_get(metrics)
+            if not bool(metrics["finite"]) and not config.skip_nonfinite:
+                raise FloatingPointError(
+                    f"non-finite loss or gradients at step {step} (loss {metrics['loss']}, "
+                    f"gradient norm {metrics['grad_norm']}); the last good checkpoint is step "
+                    f"{ckpts.latest.latest_step()} in {workdir}. Lower the learning rate, or set "
+                    f"config.skip_nonfinite=True to skip such updates")
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+            if config.log_every and step % config.log_every == 0 or step == config.num_train_steps:
+                now = time.perf_counter()
+                rate = (step - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                record = {k: v for k, v in metrics.items() if k != "finite"}
+                record.update(learning_rate=float(learning_rate(step - 1)), steps_per_s=rate,
+                              tokens_per_s=rate * tokens_per_batch)
+                if config.peak_flops:
+                    flops = flops or _step_flops(train_step, state, batch)
+                    record["mfu"] = flops * rate / (config.peak_flops * jax.device_count())
+                writer.write(step, "train", record)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{float(metrics['loss']):.4f}",
+                                         tok_s=f"{record['tokens_per_s']:,.0f}")
+            if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
+                best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                ckpts.save(ckpts.latest, step, state, data_state(best_score))
+            if preemption.requested:
+                ckpts.save(ckpts.latest, step, state, data_state(best_score))
+                logging.warning("SIGTERM: saved a checkpoint at step %d in %s; exiting", step, workdir)
+                preempted = True
+                break
+    if progress is not None:
+        progress.close()
+    if preempted:
+        ckpts.wait()
+        ckpts.close()
+        writer.close()
+        return {"preempted_at_step": step}
+
+    best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state)
+    if ckpts.latest.latest_step() != step:
+        ckpts.save(ckpts.latest, step, state, data_state(best_score))
+    ckpts.wait()
+    results = {"steps": step, "last": {"test": evaluate("test", state.params)}}
+    best = ckpts.restore(ckpts.best, abstract)
+    if best is not None:
+        results["best"] = {"step": best[2], "validation_score": best_score,
+                           "test": evaluate("test", best[0].params)}
+    writer.write(step, "test_last", results["last"]["test"])
+    ckpts.close()
+    writer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def _validate(evaluate, state, step, best_score, writer, ckpts, data_state):
+    """Validation metrics; saves the best checkpoint (score = accuracy, else -loss)."""
+    values = evaluate("validation", state.params)
+    writer.write(step, "validation", values)
+    score = values.get("accuracy", -values.get("loss", np.inf))
+    if score > best_score:
+        best_score = score
+        ckpts.save(ckpts.best, step, state, data_state(best_score))
+    return best_score
+
+
+def _step_flops(train_step, state, batch) -> float:
+    """FLOPs of one compiled training step (XLA's cost analysis), for MFU."""
+    cost = train_step.lower(state, batch).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+
+
+def _progress(config, step):
+    if not config.progress_bar or jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=config.num_train_steps, initial=step, unit="step", dynamic_ncols=True)
+
+

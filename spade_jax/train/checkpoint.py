@@ -20,6 +20,7 @@ class CheckpointMismatchError(ValueError):
 def _manager(directory, keep, async_save):
     return ocp.CheckpointManager(
         os.path.abspath(directory),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
 
@@ -50,18 +51,24 @@ class Checkpoints:
         """(state, data_state, step) from `step` (default: the latest), or None if there is none.
 
         Raises CheckpointMismatchError, naming the differing parameters, when the checkpoint was
-        written for other shapes (another model config)."""
+        written for other parameter shapes (another model config), and when its training state
+        does not restore into this run's (another optimiser layout)."""
         step = manager.latest_step() if step is None else step
         if step is None:
             return None
         self._check_compatible(manager, step, abstract_state)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, TypeError) as e:  # e.g. another optimiser's state layout
+            raise CheckpointMismatchError(
+                f"the checkpoint {manager.directory}/{step} does not fit this run's training state "
+                f"(optimiser settings differ?): {e}. Use a new --workdir for a new config.") from e
         return restored["state"], restored["data"], step
 
     def _check_compatible(self, manager, step, abstract_state):
-        want = _shapes(abstract_state)
-        have = _shapes(manager.item_metadata(step)["state"])
+        want = _shapes(abstract_state.params)
+        have = _shapes(manager.item_metadata(step)["state"]["params"])
         where = os.path.join(str(manager.directory), str(step))
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
         shapes = [f"{k}: checkpoint {have[k]} vs model {want[k]}"

@@ -18,6 +18,7 @@ setup(
         "absl-py",
         "numpy",
         "tqdm",
+        "tensorboardX",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

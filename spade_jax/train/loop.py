@@ -17,9 +17,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from spade_jax import models, sharding
+from spade_jax import flops, models, sharding
 from spade_jax.config import ModelConfig
-from spade_jax.train import checkpoint, optim, state as state_lib, steps
+from spade_jax.train import checkpoint, metrics as metrics_lib, optim, state as state_lib, steps
 
 
 class Task(Protocol):
@@ -98,32 +98,27 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-class _MetricsWriter:
-    """JSON lines in WORKDIR/metrics.jsonl (process 0 only), appended across restarts."""
-
-    def __init__(self, workdir):
-        self.file = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
-
-    def write(self, step, split, values):
-        if self.file is not None:
-            record = {"step": int(step), "split": split,
-                      **{k: float(v) for k, v in values.items()}}
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-
-    def close(self):
-        if self.file is not None:
-            self.file.close()
-
-
 def _abstract(state, shardings):
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() where a multi-process platform is detected: Cloud TPU pod
+    slices (several worker hosts), SLURM jobs with several tasks, or an explicit coordinator
+    (JAX_COORDINATOR_ADDRESS). A single host needs nothing."""
+    env = os.environ
+    tpu_hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
+            or "JAX_COORDINATOR_ADDRESS" in env):
+        jax.distributed.initialize()
+
+
 def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     """Trains `config.model` on `task` in `workdir` (resuming if it holds a checkpoint) and
-    returns the results dict that is also written to WORKDIR/results.json."""
+    returns the results dict that is also written to WORKDIR/results.json.
+
+    Call `initialize_distributed()` first in multi-host jobs (the mains do)."""
     model_cfg = ModelConfig.from_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules_from_config(config.logical_axis_rules)
@@ -177,38 +172,48 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     def data_state(score):
         return {"iterator": train_iter.get_state(), "best_score": float(score)}
 
-    writer = _MetricsWriter(workdir)
+    writer = metrics_lib.MetricsWriter(workdir)
     step = int(state.step)
-    progress = _progress(config, step)
-    tokens_per_batch = sum(np.size(x) for x in task.model_inputs(example)) * jax.process_count()
-    last_time, last_step = time.perf_counter(), step
-    preempted, flops = False, None
+    progress = metrics_lib.progress_bar(config.num_train_steps, step, config.progress_bar)
+    inputs = task.model_inputs(example)
+    tokens_per_batch = sum(np.size(x) for x in inputs) * jax.process_count()
+    step_flops = flops.train_step_flops(model_cfg, inputs[0].shape[1],
+                                        sum(len(x) for x in inputs) * jax.process_count())
+    peak = config.peak_flops or metrics_lib.measure_peak_flops()
+    profile = tuple(config.profile_steps) if config.profile_steps else None
+    start_step = last_step = step
+    last_time = time.perf_counter()
+    preempted = False
     with _Preemption() as preemption:
         while step < config.num_train_steps:
+            if profile and step == profile[0]:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
             batch = sharding.place_batch(next(train_iter), mesh)
             with nn.logical_axis_rules(rules):
                 state, metrics = train_step(state, batch)
             step += 1
             metrics = jax.device_get(metrics)
+            if profile and step == profile[1]:
+                jax.profiler.stop_trace()
             if not bool(metrics["finite"]) and not config.skip_nonfinite:
                 raise FloatingPointError(
                     f"non-finite loss or gradients at step {step} (loss {metrics['loss']}, "
                     f"gradient norm {metrics['grad_norm']}); the last good checkpoint is step "
                     f"{ckpts.latest.latest_step()} in {workdir}. Lower the learning rate, or set "
                     f"config.skip_nonfinite=True to skip such updates")
+            if step == start_step + 1:  # steps/s leaves out the first step (compilation)
+                last_time, last_step = time.perf_counter(), step
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
             if config.log_every and step % config.log_every == 0 or step == config.num_train_steps:
                 now = time.perf_counter()
-                rate = (step - last_step) / max(now - last_time, 1e-9)
+                rate = (step - last_step) / max(now - last_time, 1e-9) if step > last_step else 0.0
                 last_time, last_step = now, step
                 record = {k: v for k, v in metrics.items() if k != "finite"}
                 record.update(learning_rate=float(learning_rate(step - 1)), steps_per_s=rate,
-                              tokens_per_s=rate * tokens_per_batch)
-                if config.peak_flops:
-                    flops = flops or _step_flops(train_step, state, batch)
-                    record["mfu"] = flops * rate / (config.peak_flops * jax.device_count())
+                              tokens_per_s=rate * tokens_per_batch,
+                              mfu=step_flops * rate / (peak * jax.device_count()))
                 writer.write(step, "train", record)
                 if progress is not None:
                     progress.set_postfix(loss=f"{float(metrics['loss']):.4f}",
@@ -257,18 +262,3 @@ def _validate(evaluate, state, step, best_score, writer, ckpts, data_state):
         best_score = score
         ckpts.save(ckpts.best, step, state, data_state(best_score))
     return best_score
-
-
-def _step_flops(train_step, state, batch) -> float:
-    """FLOPs of one compiled training step (XLA's cost analysis), for MFU."""
-    cost = train_step.lower(state, batch).compile().cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
-
-
-def _progress(config, step):
-    if not config.progress_bar or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=config.num_train_steps, initial=step, unit="step", dynamic_ncols=True)
-
-

@@ -85,6 +85,7 @@ def small_config(**overrides):
     c.checkpoint_every = 2
     c.async_checkpoints = False
     c.progress_bar = False
+    c.peak_flops = 1e11
     for key, value in overrides.items():
         target = c
         *parents, last = key.split(".")

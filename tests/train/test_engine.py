@@ -134,6 +134,8 @@ def test_nan_stops_naming_the_step_or_is_skipped(tmp_path):
     assert records[2]["skipped"] == 0 and records[3]["skipped"] == 1 and records[6]["skipped"] == 1
     assert records[3]["param_norm"] == records[2]["param_norm"]  # the update was skipped
     assert np.isfinite(results["last"]["test"]["loss"])
+    assert records[6]["mfu"] > 0 and records[6]["tokens_per_s"] > 0
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "skip" / "tensorboard"))
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):

@@ -1,0 +1,84 @@
+"""Analytic FLOP counts of a model's forward pass, for MFU (training = 3 x forward).
+
+Counted: every matmul (2 FLOPs per multiply-add), attention by the keys actually computed (the
+blocked local attention computes 3 blocks of radius + 1 keys per query, 2 when causal; chunk
+attention `chunk_size`; full attention L), the S4 FFT convolution (real FFTs of size 2L at
+2.5 n log2 n FLOPs, forward for the input, inverse for the output, one for the kernel) and the S4
+kernel generation (once per step: it depends only on the parameters). Ignored: norms,
+activations, softmax, embedding lookups (each O(L·d), far below the matmuls).
+"""
+import math
+
+from spade_jax.config import ModelConfig
+
+
+def attention_keys(cfg: ModelConfig, kind: str, length: int) -> int:
+    """Keys each query is scored against by the implementation of `kind`."""
+    if kind == "full":
+        return length
+    if kind == "chunk":
+        return min(cfg.chunk_size, length)
+    return (2 if cfg.causal else 3) * (cfg.radius + 1)  # window (blocked)
+
+
+def _rfft(n: int) -> float:
+    return 2.5 * n * math.log2(max(n, 2))
+
+
+def s4_conv_flops(cfg: ModelConfig, length: int) -> float:
+    """Per sequence: input FFT, pointwise product, inverse FFT (size 2L, d_model channels)."""
+    n = 2 * length
+    return cfg.d_model * (2 * _rfft(n) + 6 * (n // 2 + 1))
+
+
+def s4_kernel_flops(cfg: ModelConfig, length: int) -> float:
+    """Per step (batch-independent): the Cauchy (dplr) or Vandermonde (diag) kernel + its FFT."""
+    h, n2 = cfg.d_model, cfg.s4.d_state // 2
+    channels = 2 if cfg.s4_bidirectional else 1
+    if cfg.s4.kernel == "dplr":
+        freqs = length // 2 + 1
+        k = 2 * channels + 2  # Cauchy numerators
+        per_point = 20 + 2 * 2 * (2 * k)  # reciprocal of the pair denominator + real matmuls
+        return h * n2 * freqs * per_point + h * channels * (_rfft(length) + _rfft(2 * length))
+    return h * n2 * length * (20 + 4 * channels) + h * channels * _rfft(2 * length)
+
+
+def forward_flops(cfg: ModelConfig, length: int) -> dict:
+    """Forward FLOPs of one sequence of `length` tokens through the encoder and the head.
+
+    Returns {'per_sequence': ..., 'per_step_fixed': ...}: the second part (S4 kernels) is paid
+    once per step whatever the batch size.
+    """
+    d, f = cfg.d_model, cfg.d_ff
+    per_seq, fixed = 0.0, 0.0
+    attn_proj = 4 * 2 * length * d * d  # q, k, v, o
+
+    def attention(kind):
+        keys = attention_keys(cfg, kind, length)
+        return attn_proj + 2 * 2 * length * keys * d  # scores and weighted values
+
+    for kind in cfg.layer_kinds():
+        per_seq += 2 * 2 * length * d * f  # FFN
+        if kind == "global":
+            per_seq += attention(cfg.local_attention) + s4_conv_flops(cfg, length)
+            fixed += s4_kernel_flops(cfg, length)
+            if cfg.combine == "concat":
+                per_seq += 2 * length * 2 * d * d
+        elif kind == "s4":
+            per_seq += s4_conv_flops(cfg, length) + 2 * length * d * d
+            fixed += s4_kernel_flops(cfg, length)
+        else:
+            per_seq += attention(kind)
+    if cfg.head == "lm":
+        per_seq += 2 * length * d * cfg.vocab_size
+    elif cfg.head == "retrieval":
+        per_seq += (2 * 4 * d * d + 2 * d * cfg.num_classes) / 2  # the pair's MLP, per sequence
+    else:
+        per_seq += 2 * d * cfg.num_classes
+    return {"per_sequence": per_seq, "per_step_fixed": fixed}
+
+
+def train_step_flops(cfg: ModelConfig, length: int, sequences: int) -> float:
+    """Model FLOPs of one training step: 3 x forward (forward + backward)."""
+    f = forward_flops(cfg, length)
+    return 3.0 * (f["per_sequence"] * sequences + f["per_step_fixed"])

@@ -35,7 +35,23 @@ class Task(Protocol):
         """The positional inputs of model.apply, e.g. (batch['inputs'],)."""
 
     def metrics(self, outputs, batch) -> dict:
-        """{name: (sum, count)} as jax scalars; must contain 'loss'."""
+        """{name: (sum, count)} as jax scalars; must contain 'loss' (what is minimised: its
+        sum / count). 'accuracy', if present, picks the best checkpoint (else -loss); a
+        'token_loss' (mean NLL per token) adds 'perplexity' = exp(token_loss) to the logs."""
+
+
+def _check_known_fields(config):
+    """Typos in the engine's sections (optimizer, mesh) would otherwise be silently ignored."""
+    from spade_jax.train.defaults import default_config
+    defaults = default_config()
+    for section in ("optimizer", "mesh"):
+        unknown = sorted(set(config[section]) - set(defaults[section]))
+        if unknown and section == "optimizer":
+            raise ValueError(f"unknown config.optimizer field(s) {unknown}; known: "
+                             f"{sorted(defaults.optimizer)}")
+        if unknown:
+            raise ValueError(f"config.mesh has unknown axes {unknown}; axes are "
+                             f"{sorted(defaults.mesh)}")
 
 
 def _check_config(config, mesh):
@@ -119,6 +135,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     returns the results dict that is also written to WORKDIR/results.json.
 
     Call `initialize_distributed()` first in multi-host jobs (the mains do)."""
+    _check_known_fields(config)
     model_cfg = ModelConfig.from_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules_from_config(config.logical_axis_rules)
@@ -167,7 +184,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
             for name, (s, c) in jax.device_get(sums).items():
                 prev = totals.get(name, (0.0, 0.0))
                 totals[name] = (prev[0] + float(s), prev[1] + float(c))
-        return {name: s / max(c, 1.0) for name, (s, c) in totals.items()}
+        return _with_perplexity({name: s / max(c, 1.0) for name, (s, c) in totals.items()})
 
     def data_state(score):
         return {"iterator": train_iter.get_state(), "best_score": float(score)}
@@ -210,7 +227,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
                 now = time.perf_counter()
                 rate = (step - last_step) / max(now - last_time, 1e-9) if step > last_step else 0.0
                 last_time, last_step = now, step
-                record = {k: v for k, v in metrics.items() if k != "finite"}
+                record = _with_perplexity({k: v for k, v in metrics.items() if k != "finite"})
                 record.update(learning_rate=float(learning_rate(step - 1)), steps_per_s=rate,
                               tokens_per_s=rate * tokens_per_batch,
                               mfu=step_flops * rate / (peak * jax.device_count()))
@@ -251,6 +268,13 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def _with_perplexity(values: dict) -> dict:
+    """Adds exp(loss) as 'perplexity' when the task reports a per-token loss ('token_loss')."""
+    if "token_loss" in values:
+        values["perplexity"] = float(np.exp(min(float(values["token_loss"]), 50.0)))
+    return values
 
 
 def _validate(evaluate, state, step, best_score, writer, ckpts, data_state):

@@ -188,6 +188,7 @@ def test_parameter_groups_and_freeze_ssm(tmp_path):
     ({"mesh.pipeline": 2}, "unknown axes"),
     ({"optimizer.name": "lion"}, "config.optimizer.name"),
     ({"optimizer.schedule": "step"}, "config.optimizer.schedule"),
+    ({"optimizer.learning_rte": 0.1}, r"unknown config.optimizer field\(s\) \['learning_rte'\]"),
     ({"model.num_heads": 3}, "model.d_model"),
 ])
 def test_bad_config_is_named_before_training(tmp_path, overrides, match):

@@ -3,7 +3,8 @@
 Every family shares the token embedding, positions and heads; only the blocks differ (see
 ModelConfig.layer_kinds), so the suite compares like with like.
 
-  Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id
+  Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id,
+                     unless a mask (B, L) bool (True = real token) is given
   SequenceClassifier tokens (B, L) -> logits (B, num_classes)   [mean over real tokens, or CLS]
   RetrievalClassifier (tokens1, tokens2) -> logits (B, num_classes)
   LanguageModel      tokens (B, L) -> logits (B, L, vocab_size), float32, causal
@@ -26,8 +27,10 @@ def _embedding(num, cfg: ModelConfig, name):
 class Encoder(nn.Module):
     """Embedding, positions and the stack of blocks.
 
-    __call__(tokens (B, L) int, deterministic) -> (features (B, L', d), mask (B, L') bool), where
-    L' = L + 1 with a CLS token prepended (pooling='cls'), else L.
+    __call__(tokens (B, L) int, mask (B, L) bool or None, deterministic) -> (features (B, L', d),
+    mask (B, L') bool), where L' = L + 1 with a CLS token prepended (pooling='cls'), else L.
+    Without a mask, padding is tokens == pad_id (pixel tasks, where 0 is a real value, pass an
+    all-True mask).
     """
 
     config: ModelConfig
@@ -50,14 +53,14 @@ class Encoder(nn.Module):
         self.final_norm = layer_norm(jnp.dtype(cfg.dtype), "final_norm") if cfg.final_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def __call__(self, tokens, deterministic: bool = True):
+    def __call__(self, tokens, mask=None, deterministic: bool = True):
         cfg = self.config
         if tokens.ndim != 2:
             raise ValueError(f"expected token ids of shape (batch, length), got {tokens.shape}")
         if tokens.shape[1] > cfg.max_len:
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds model.max_len "
                              f"{cfg.max_len}")
-        mask = tokens != cfg.pad_id
+        mask = tokens != cfg.pad_id if mask is None else mask.astype(bool)
         x = self.embed(tokens)
         if cfg.pooling == "cls":
             cls = jnp.broadcast_to(self.cls.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
@@ -100,20 +103,21 @@ def _mean_pool(x, mask):
 
 
 class SequenceClassifier(nn.Module):
-    """tokens (B, L) -> logits (B, num_classes), float32."""
+    """tokens (B, L) [, mask (B, L)] -> logits (B, num_classes), float32."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, deterministic: bool = True):
+    def __call__(self, tokens, mask=None, deterministic: bool = True):
         cfg = self.config
-        x, mask = Encoder(cfg, name="encoder")(tokens, deterministic)
+        x, mask = Encoder(cfg, name="encoder")(tokens, mask, deterministic)
         pooled = x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
         return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(pooled)
 
 
 class RetrievalClassifier(nn.Module):
-    """Dual encoder (shared weights): (tokens1, tokens2) (B, L) each -> logits (B, num_classes).
+    """Dual encoder (shared weights): (tokens1, tokens2) (B, L) each [, mask1, mask2] -> logits
+    (B, num_classes).
 
     Features [e1, e2, e1*e2, e1-e2] of the pooled encodings go through Linear -> GELU -> Linear.
     """
@@ -121,18 +125,18 @@ class RetrievalClassifier(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens1, tokens2, deterministic: bool = True):
+    def __call__(self, tokens1, tokens2, mask1=None, mask2=None, deterministic: bool = True):
         cfg = self.config
         encoder = Encoder(cfg, name="encoder")
         pool = lambda x, mask: x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
-        e1, e2 = (pool(*encoder(t, deterministic)) for t in (tokens1, tokens2))
+        e1, e2 = (pool(*encoder(t, m, deterministic)) for t, m in ((tokens1, mask1), (tokens2, mask2)))
         h = jnp.concatenate([e1, e2, e1 * e2, e1 - e2], axis=-1)
         h = nn.gelu(dense(cfg.d_model, ("mlp", "embed"), jnp.float32, "mlp")(h))
         return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(h)
 
 
 class LanguageModel(nn.Module):
-    """Causal LM: tokens (B, L) -> logits (B, L, vocab_size), float32.
+    """Causal LM: tokens (B, L) [, mask (B, L)] -> logits (B, L, vocab_size), float32.
 
     With tie_embeddings the output projection is the token embedding's transpose.
     """
@@ -140,10 +144,10 @@ class LanguageModel(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, deterministic: bool = True):
+    def __call__(self, tokens, mask=None, deterministic: bool = True):
         cfg = self.config
         encoder = Encoder(cfg, name="encoder")
-        x, _ = encoder(tokens, deterministic)
+        x, _ = encoder(tokens, mask, deterministic)
         if cfg.tie_embeddings:
             return encoder.embed.attend(x.astype(jnp.float32)).astype(jnp.float32)
         return dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)

@@ -200,3 +200,15 @@ def test_family_jit_compiles_at_16k(family):
         value, grads = compiled(params, tokens)
         assert np.isfinite(float(value))
         assert np.isfinite(float(optax.tree.norm(nn.unbox(grads))))
+
+
+def test_explicit_mask_overrides_pad_id():
+    """Pixel tasks: value 0 is a real pixel when an all-True mask is passed."""
+    cfg = small()
+    tokens = tokens_for(cfg, pad_from=12)  # zeros from position 12
+    variables = init(cfg, tokens)
+    apply = models.build_model(cfg).apply
+    implicit = apply(variables, tokens)
+    np.testing.assert_allclose(apply(variables, tokens, tokens != 0), implicit, atol=1e-6)
+    all_real = apply(variables, tokens, jnp.ones(tokens.shape, bool))
+    assert not np.allclose(all_real, implicit, atol=1e-4)

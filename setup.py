@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["spade_jax", "spade_jax.*"]),
+    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",
@@ -17,6 +17,7 @@ setup(
         "ml_collections",
         "absl-py",
         "numpy",
+        "grain>=0.2.10",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

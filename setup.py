@@ -18,6 +18,7 @@ setup(
         "absl-py",
         "numpy",
         "grain>=0.2.10",
+        "pillow",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

@@ -6,15 +6,18 @@
 
 `TASKS[task]` gives vocab_size, num_classes, max_length, pad_id, dual for the configs.
 """
+import functools
 import os
 
-from lra.data import files, listops
+from lra.data import files, listops, pathfinder
 from lra.data.cache import CACHE_FOLDER, CachedSplit
 from lra.data.files import DataError
 from lra.data.pipeline import make_batches
 from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec
 
-_READERS = {"listops": listops.load}
+_READERS = {"listops": listops.load,
+            "pathfinder": functools.partial(pathfinder.load, task="pathfinder"),
+            "pathx": functools.partial(pathfinder.load, task="pathx")}
 
 
 def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **options):
@@ -25,7 +28,8 @@ def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **option
       written by `python -m lra.generate`.
     cache_dir: where tokenised splits are cached; default `<data_dir>/.lra_cache`.
     rebuild: re-tokenise even when a cache entry exists.
-    options: per task, e.g. max_length (listops, text, retrieval).
+    options: per task: max_length (listops, text, retrieval); image_size, difficulty
+      (pathfinder, pathx).
     Returns a random-access source: `len(s)`, `s[i]` -> {'inputs': int32[L], 'targets': int}.
     """
     get_spec(task)

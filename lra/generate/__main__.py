@@ -7,10 +7,10 @@ import argparse
 import sys
 import time
 
-from lra.generate import listops
+from lra.generate import listops, pathfinder
 
-TASKS = ("listops",)
-DEFAULT_NUM = {"listops": 100_000}
+TASKS = ("listops", "pathfinder", "pathx")
+DEFAULT_NUM = {"listops": 100_000, "pathfinder": 200_000, "pathx": 200_000}
 
 
 def main(argv=None):
@@ -25,6 +25,16 @@ def main(argv=None):
                         help="listops: keep trees longer than this (LRA: 500)")
     parser.add_argument("--max_length", type=int, default=2000,
                         help="listops: keep trees shorter than this (LRA: 2000)")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="pathfinder/pathx: 32, 64, 128 or 256 (default 32 / 128)")
+    parser.add_argument("--difficulty", default="curv_contour_length_14",
+                        choices=sorted(pathfinder.DIFFICULTIES), help="pathfinder/pathx")
+    parser.add_argument("--per_folder", type=int, default=1000,
+                        help="pathfinder/pathx: images per imgs/<k> folder and metadata file")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="pathfinder/pathx: worker processes (default: all cores)")
+    parser.add_argument("--grid", default=None,
+                        help="pathfinder/pathx: also save a PNG grid of samples with labels here")
     args = parser.parse_args(argv)
     num = args.num if args.num is not None else DEFAULT_NUM[args.task]
     if num < 3:
@@ -33,7 +43,17 @@ def main(argv=None):
     if args.task == "listops":
         paths = listops.write(args.out, num, args.seed, min_length=args.min_length,
                               max_length=args.max_length)
-    print(f"lra.generate: wrote {num} {args.task} examples in {time.time() - start:.1f} s: "
+    else:
+        size = args.image_size or {"pathfinder": 32, "pathx": 128}[args.task]
+        root = pathfinder.write(args.out, num, args.seed, image_size=size,
+                                difficulty=args.difficulty, per_folder=args.per_folder,
+                                processes=args.processes)
+        paths = [root]
+        if args.grid:
+            paths.append(pathfinder.save_grid(root, args.grid))
+    seconds = time.time() - start
+    print(f"lra.generate: wrote {num} {args.task} examples in {seconds:.1f} s "
+          f"({num / seconds:.0f}/s): "
           + ", ".join(paths))
     return 0
 

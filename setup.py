@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["spade_jax", "spade_jax.*"]),
+    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",
@@ -19,6 +19,8 @@ setup(
         "numpy",
         "tqdm",
         "tensorboardX",
+        "grain>=0.2.10",
+        "pillow",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

@@ -1,0 +1,48 @@
+"""LRA data: one reader per task, a memory-mapped token cache, grain pipelines.
+
+    source = load_split('listops', 'train', data_dir)       # random access, cached on disk
+    source[0]  # {'inputs': int32[2000], 'targets': 7}   (retrieval: 'inputs1', 'inputs2')
+    batches = make_batches(source, batch_size=32, seed=0)   # grain IterDataset of batch dicts
+
+`TASKS[task]` gives vocab_size, num_classes, max_length, pad_id, dual for the configs.
+"""
+import functools
+import os
+
+from lra.data import files, listops, pathfinder
+from lra.data.cache import CACHE_FOLDER, CachedSplit
+from lra.data.files import DataError
+from lra.data.pipeline import make_batches
+from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec
+
+_READERS = {"listops": listops.load,
+            "pathfinder": functools.partial(pathfinder.load, task="pathfinder"),
+            "pathx": functools.partial(pathfinder.load, task="pathx")}
+
+
+def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **options):
+    """Returns the tokenised `split` of `task` read from `data_dir` (cached; see lra.data.cache).
+
+    task: listops, text, retrieval, image, pathfinder or pathx. split: train, validation, test.
+    data_dir: the unpacked LRA release (`lra_release/lra_release`) or its parents, or a folder
+      written by `python -m lra.generate`.
+    cache_dir: where tokenised splits are cached; default `<data_dir>/.lra_cache`.
+    rebuild: re-tokenise even when a cache entry exists.
+    options: per task: max_length (listops, text, retrieval); image_size, difficulty
+      (pathfinder, pathx).
+    Returns a random-access source: `len(s)`, `s[i]` -> {'inputs': int32[L], 'targets': int}.
+    """
+    get_spec(task)
+    check_split(split)
+    if task not in _READERS:
+        raise NotImplementedError(f"no reader for LRA task {task!r} yet")
+    if data_dir is None or not os.path.isdir(data_dir):
+        raise DataError(f"{task}: data_dir {data_dir!r} does not exist. "
+                        f"{files.generate_hint(task)}")
+    if cache_dir is None:
+        cache_dir = os.path.join(data_dir, CACHE_FOLDER)
+    return _READERS[task](data_dir, split, cache_dir=cache_dir, rebuild=rebuild, **options)
+
+
+__all__ = ["TASKS", "SPLITS", "TaskSpec", "DataError", "CachedSplit", "load_split",
+           "make_batches"]

@@ -1,0 +1,128 @@
+"""The tokenised-split cache: memory-mapped numpy arrays on disk, keyed by task, options and
+a fingerprint of the source files.
+
+A cache entry is a folder `<cache_dir>/<task>-<split>-<key>/` holding one `.npy` file per field
+(e.g. `inputs.npy` (N, L), `targets.npy` (N,)) and `info.json`. It is written into a temporary
+folder row by row through `np.lib.format.open_memmap` (so a split is never held in memory) and
+renamed into place when complete, so an interrupted build leaves no half-written entry. The
+default cache_dir is `<data_dir>/.lra_cache`: the only thing ever written inside a data folder.
+"""
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+CACHE_VERSION = 1
+CACHE_FOLDER = ".lra_cache"
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(paths):
+    """A hex digest of the source files: their names, sizes and modification times.
+
+    Contents are not read (Path-X is ~200k files, 3.3 GB), so a rewritten file is detected by its
+    changed size or mtime.
+    """
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        st = os.stat(path)
+        h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(task, split, options, source_paths):
+    """The 16-hex-digit key of a split: task, split, reader options and source fingerprint."""
+    blob = json.dumps({"version": CACHE_VERSION, "task": task, "split": split,
+                       "options": options, "files": fingerprint(source_paths)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class CachedSplit:
+    """A tokenised split, memory-mapped: random access to examples.
+
+    `split[i]` is `{'inputs': int32[L], 'targets': int}` (dual tasks: `inputs1`, `inputs2`).
+    Attributes: `arrays` (field name -> memmap (N, L) or (N,)), `path`, `info`.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        with open(os.path.join(path, "info.json")) as f:
+            self.info = json.load(f)
+        self.fields = list(self.info["fields"])
+        self.arrays = {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
+                       for name in self.fields + ["targets"]}
+        self._len = int(self.arrays["targets"].shape[0])
+        self.task = self.info["task"]
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, index):
+        index = int(index)
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(f"index {index} out of range for a split of {self._len} examples")
+        example = {name: np.asarray(self.arrays[name][index], dtype=np.int32)
+                   for name in self.fields}
+        example["targets"] = int(self.arrays["targets"][index])
+        return example
+
+    def __repr__(self):
+        return f"CachedSplit({self.info['task']!r}, {self.info['split']!r}, n={self._len})"
+
+
+def build_or_load(*, task, split, options, source_paths, cache_dir, fields, num_examples,
+                  rows, rebuild=False):
+    """Returns the CachedSplit for these inputs, building it first if it is not on disk.
+
+    fields: {name: (length, numpy dtype)} of the token arrays, e.g. {'inputs': (2000, np.uint8)}.
+    num_examples: the number of rows `rows()` will yield.
+    rows: a callable returning an iterator of `(tokens, target)`, tokens a dict {name: 1-D int
+      array of length <= the field length} (padded here with 0), target an int.
+    """
+    key = cache_key(task, split, options, source_paths)
+    final = os.path.join(cache_dir, f"{task}-{split}-{key}")
+    if os.path.isdir(final) and not rebuild:
+        return CachedSplit(final)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{task}-{split}-", dir=cache_dir)
+    start = time.time()
+    try:
+        arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",
+                                                  dtype=dtype, shape=(num_examples, length))
+                  for name, (length, dtype) in fields.items()}
+        targets = np.zeros((num_examples,), np.int32)
+        count = 0
+        for tokens, target in rows():
+            if count >= num_examples:
+                raise RuntimeError(f"{task}/{split}: reader yielded more than {num_examples} rows")
+            for name, values in tokens.items():
+                arrays[name][count, :len(values)] = values
+            targets[count] = target
+            count += 1
+        if count != num_examples:
+            raise RuntimeError(f"{task}/{split}: reader yielded {count} rows, expected "
+                               f"{num_examples}")
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        np.save(os.path.join(tmp, "targets.npy"), targets)
+        with open(os.path.join(tmp, "info.json"), "w") as f:
+            json.dump({"task": task, "split": split, "options": options, "key": key,
+                       "fields": sorted(fields), "num_examples": num_examples}, f, indent=1)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("cached %s/%s: %d examples in %.1f s at %s", task, split, num_examples,
+             time.time() - start, final)
+    return CachedSplit(final)

@@ -1,0 +1,38 @@
+"""Finding the task files under a user's data directory, and the errors for bad input.
+
+A user points `data_dir` at the unpacked LRA release (`lra_release/lra_release`); its parent
+folders and a folder holding the generated defaults work too.
+"""
+import os
+
+# Where the release's folders may sit relative to data_dir.
+_PREFIXES = ("", "lra_release", os.path.join("lra_release", "lra_release"))
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message names the file (and line or field) at fault."""
+
+
+def find_dir(data_dir, relative, *, task, how_to_get):
+    """Returns the existing folder `data_dir/[lra_release/[lra_release/]]relative`.
+
+    Raises DataError naming every place looked at, the layout expected and how to get the data.
+    """
+    if data_dir is None:
+        raise DataError(f"{task}: no data_dir given; {how_to_get}")
+    tried = []
+    for prefix in _PREFIXES:
+        path = os.path.join(data_dir, prefix, relative)
+        if os.path.isdir(path):
+            return path
+        tried.append(path)
+    raise DataError(
+        f"{task}: folder {relative!r} not found under data_dir {data_dir!r} (looked at "
+        f"{', '.join(tried)}). {how_to_get}")
+
+
+def generate_hint(task):
+    """The sentence telling a user how to generate an offline default for `task`."""
+    return (f"Point data_dir at the unpacked LRA release (lra_release/lra_release), or write an "
+            f"offline default with `python -m lra.generate --task={task} --out=DIR` and pass "
+            f"data_dir=DIR.")

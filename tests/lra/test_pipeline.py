@@ -1,0 +1,116 @@
+"""grain pipeline: batch layout, masks, shuffling per epoch, sharding, eval padding, resume."""
+import numpy as np
+import pytest
+
+from lra.data import make_batches
+
+
+class Toy:
+    """n examples of length 6: inputs = [i+1] * (i % 5 + 1) then padding; target = i % 3."""
+
+    task = "listops"
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = np.zeros(6, np.int32)
+        x[:i % 5 + 1] = i + 1
+        return {"inputs": x, "targets": i % 3}
+
+
+def _ids(batch):
+    """The example index of each row (0-based; -1 for padding rows)."""
+    return [int(row[0]) - 1 for row in batch["inputs"]]
+
+
+def _take(it, k):
+    return [next(it) for _ in range(k)]
+
+
+def test_batch_layout_and_mask():
+    batch = next(iter(make_batches(Toy(20), batch_size=4, seed=0)))
+    assert batch["inputs"].shape == (4, 6) and batch["inputs"].dtype == np.int32
+    assert batch["targets"].dtype == np.int32 and batch["targets"].shape == (4,)
+    assert batch["mask"].dtype == bool
+    np.testing.assert_array_equal(batch["mask"], batch["inputs"] != 0)
+    np.testing.assert_array_equal(batch["weights"], np.ones(4, np.float32))
+    np.testing.assert_array_equal(batch["targets"], [i % 3 for i in _ids(batch)])
+
+
+def test_pixel_tasks_mark_every_position_real():
+    source = Toy(8)
+    source.task = "pathfinder"
+    batch = next(iter(make_batches(source, batch_size=4, seed=0)))
+    assert batch["mask"].all()
+
+
+def test_epochs_are_permutations_shuffled_differently_and_seeded():
+    it = iter(make_batches(Toy(12), batch_size=4, seed=5))
+    epochs = [sum((_ids(b) for b in _take(it, 3)), []) for _ in range(3)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(12))
+    assert epochs[0] != epochs[1] != epochs[2]
+    again = iter(make_batches(Toy(12), batch_size=4, seed=5))
+    assert sum((_ids(b) for b in _take(again, 3)), []) == epochs[0]
+    other = iter(make_batches(Toy(12), batch_size=4, seed=6))
+    assert sum((_ids(b) for b in _take(other, 3)), []) != epochs[0]
+
+
+def test_finite_epochs_stop():
+    batches = list(make_batches(Toy(10), batch_size=4, seed=0, num_epochs=2))
+    assert len(batches) == 4  # 2 full batches per epoch, remainder dropped
+
+
+def test_shards_are_disjoint_and_cover():
+    seen = []
+    for k in range(3):
+        batches = list(make_batches(Toy(30), batch_size=5, seed=0, num_epochs=1,
+                                    shard_index=k, shard_count=3))
+        assert len(batches) == 2
+        ids = sum((_ids(b) for b in batches), [])
+        assert all(i % 3 == k for i in ids)
+        seen += ids
+    assert sorted(seen) == list(range(30))
+
+
+def test_eval_pads_last_batch_with_zero_weight():
+    for shards in (1, 2):
+        real = []
+        counts = []
+        for k in range(shards):
+            batches = list(make_batches(Toy(11), batch_size=4, seed=0, shuffle=False,
+                                        num_epochs=1, drop_remainder=False, shard_index=k,
+                                        shard_count=shards))
+            counts.append(len(batches))
+            for b in batches:
+                assert b["inputs"].shape == (4, 6)
+                pad = b["weights"] == 0
+                assert not b["inputs"][pad].any() and not b["targets"][pad].any()
+                assert not b["mask"][pad].any()
+                real += [i for i, w in zip(_ids(b), b["weights"]) if w == 1]
+        assert len(set(counts)) == 1
+        assert sorted(real) == list(range(11))
+
+
+def test_resume_from_state_gives_same_batches():
+    ds = make_batches(Toy(10), batch_size=3, seed=1)
+    it = iter(ds)
+    _take(it, 4)  # crosses an epoch boundary (3 batches per epoch)
+    state = it.get_state()
+    expected = _take(it, 5)
+    resumed = iter(make_batches(Toy(10), batch_size=3, seed=1))
+    resumed.set_state(state)
+    for a, b in zip(expected, _take(resumed, 5)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="shard_index"):
+        make_batches(Toy(10), batch_size=2, seed=0, shard_index=2, shard_count=2)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        make_batches(Toy(3), batch_size=4, seed=0)

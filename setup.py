@@ -21,6 +21,7 @@ setup(
         "tensorboardX",
         "grain>=0.2.10",
         "pillow",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],

@@ -135,6 +135,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     returns the results dict that is also written to WORKDIR/results.json.
 
     Call `initialize_distributed()` first in multi-host jobs (the mains do)."""
+    wall_start = time.perf_counter()
     _check_known_fields(config)
     model_cfg = ModelConfig.from_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
@@ -256,11 +257,14 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     if ckpts.latest.latest_step() != step:
         ckpts.save(ckpts.latest, step, state, data_state(best_score))
     ckpts.wait()
-    results = {"steps": step, "last": {"test": evaluate("test", state.params)}}
+    results = {"steps": step,
+               "parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.params))),
+               "last": {"test": evaluate("test", state.params)}}
     best = ckpts.restore(ckpts.best, abstract)
     if best is not None:
         results["best"] = {"step": best[2], "validation_score": best_score,
                            "test": evaluate("test", best[0].params)}
+    results["wall_time_s"] = time.perf_counter() - wall_start  # this invocation only
     writer.write(step, "test_last", results["last"]["test"])
     ckpts.close()
     writer.close()

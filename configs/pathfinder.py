@@ -1,0 +1,42 @@
+"""Pathfinder (LRA): are the two dots joined by one path? 32 x 32 pixels as a sequence of 1024.
+
+Full run (real data, `pathfinder32/curv_contour_length_14`):
+    python -m lra.main --config=configs/pathfinder.py --config.data_dir=LRA_RELEASE --workdir=runs/pathfinder
+  Sized for one accelerator: 6 layers x 128, batch 64, 100k steps; about 6-10 hours.
+  Published test accuracy: S4 94.20, MEGA 96.01, Transformer 71.40 (lra.md).
+Quick run (CPU; generated, easier `curv_baseline` images; a few minutes on 2 cores):
+    python -m lra.main --config=configs/pathfinder.py:quick --workdir=runs/pathfinder-quick
+Other families: configs/pathfinder.py:model=s4 (spade_chunk, transformer, local), with quick /
+smoke.
+"""
+from lra import configs
+
+FULL = {
+    "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 4, "model.d_ff": 256,
+    "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.0, "model.s4.d_state": 64,
+    "batch_size": 64, "num_train_steps": 100_000, "optimizer.learning_rate": 4e-3,
+    "optimizer.weight_decay": 0.05, "optimizer.warmup_steps": 10_000,
+    "optimizer.ssm_learning_rate": 1e-3, "eval_every": 5_000, "checkpoint_every": 5_000,
+    "log_every": 200,
+}
+QUICK = {
+    "generate": {"num": 12_000, "seed": 0, "image_size": 32, "difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline"},
+    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
+    "model.radius": 31, "model.chunk_size": 32, "model.dropout": 0.0, "model.s4.d_state": 32,
+    "batch_size": 32, "num_train_steps": 1_500, "optimizer.learning_rate": 4e-3,
+    "optimizer.warmup_steps": 150, "eval_every": 500, "checkpoint_every": 500, "log_every": 50,
+}
+SMOKE = {
+    "generate": {"num": 24, "seed": 0, "image_size": 32, "difficulty": "curv_baseline",
+                 "per_folder": 12, "processes": 1},
+    "data_options": {"difficulty": "curv_baseline"},
+    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
+    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
+    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
+    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+}
+
+
+def get_config(arg=None):
+    return configs.build("pathfinder", arg, full=FULL, quick=QUICK, smoke=SMOKE)

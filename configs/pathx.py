@@ -1,0 +1,45 @@
+"""Path-X (LRA): Pathfinder at 128 x 128 pixels, a sequence of 16,384 tokens.
+
+Full run (real data, `pathfinder128/curv_contour_length_14`):
+    python -m lra.main --config=configs/pathx.py --config.data_dir=LRA_RELEASE --workdir=runs/pathx
+  Sized for a TPU v4-8 / 8 x A100 (global batch 32): 6 layers x 128, 200k steps; about 30-40 hours.
+  Path-X is seed-sensitive (S4 needed a low learning rate and long warmup; S5 reports failing
+  seeds): watch the validation accuracy leave 50% in the first 20-40k steps, else change the seed.
+  Published test accuracy: S4 96.35, MEGA 97.98; the Transformer fails (chance).
+Quick run (CPU; generated, easier `curv_baseline` 128 px images):
+    python -m lra.main --config=configs/pathx.py:quick --workdir=runs/pathx-quick
+Other families: configs/pathx.py:model=s4 (spade_chunk, local; transformer does not fit), with
+quick / smoke.
+"""
+from lra import configs
+
+FULL = {
+    "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 4, "model.d_ff": 256,
+    "model.radius": 255, "model.chunk_size": 256, "model.dropout": 0.0, "model.s4.d_state": 64,
+    "model.s4.dt_min": 1e-4, "batch_size": 32, "num_train_steps": 200_000,
+    "optimizer.learning_rate": 1e-3, "optimizer.weight_decay": 0.05,
+    "optimizer.warmup_steps": 20_000, "optimizer.ssm_learning_rate": 5e-4,
+    "eval_every": 5_000, "checkpoint_every": 2_000, "log_every": 200,
+}
+QUICK = {
+    "generate": {"num": 2_000, "seed": 0, "image_size": 128, "difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline"},
+    "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 2, "model.d_ff": 64,
+    "model.radius": 63, "model.chunk_size": 64, "model.s4.d_state": 16, "model.dropout": 0.0,
+    "batch_size": 8, "num_train_steps": 300, "optimizer.learning_rate": 2e-3,
+    "optimizer.warmup_steps": 30, "eval_every": 100, "checkpoint_every": 100, "log_every": 10,
+    "max_eval_batches": 10,
+}
+SMOKE = {
+    "generate": {"num": 12, "seed": 0, "image_size": 128, "difficulty": "curv_baseline",
+                 "per_folder": 6, "processes": 1},
+    "data_options": {"difficulty": "curv_baseline"},
+    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
+    "model.radius": 15, "model.chunk_size": 32, "model.s4.d_state": 4, "batch_size": 2,
+    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
+    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+}
+
+
+def get_config(arg=None):
+    return configs.build("pathx", arg, full=FULL, quick=QUICK, smoke=SMOKE)

@@ -1,0 +1,86 @@
+"""Building LRA experiment configs: model families, variants and `key=value` overrides.
+
+Each `configs/<task>.py` calls `build(task, arg, full=..., quick=..., smoke=...)` with its own
+hyperparameters; the config-path argument chooses the family and the variant, big_vision style:
+
+    configs/listops.py                       paper-scale SPADE run
+    configs/listops.py:quick                 CPU run (generated data, <= 10 min on 2 cores)
+    configs/text.py:model=transformer,quick  another family, quick
+    configs/pathx.py:smoke                   seconds, for tests
+
+Families: spade (window attention beside the global S4 layer; default), spade_chunk (chunk
+attention), transformer (full attention), local (window attention only), s4 (S4 blocks only).
+"""
+import ml_collections
+
+from lra.data import TASKS
+from spade_jax.train.defaults import default_config
+
+FAMILIES = {
+    "spade": dict(family="spade", local_attention="window"),
+    "spade_chunk": dict(family="spade", local_attention="chunk"),
+    "transformer": dict(family="transformer"),
+    "local": dict(family="local", local_attention="window"),
+    "s4": dict(family="s4"),
+}
+VARIANTS = ("full", "quick", "smoke")
+
+
+def parse_arg(arg):
+    """'model=s4,quick' -> ('s4', 'quick')."""
+    family, variant = "spade", "full"
+    for part in filter(None, (arg or "").split(",")):
+        key, _, value = part.partition("=")
+        if key == "model" and value:
+            family = value
+        elif not value and key in VARIANTS:
+            variant = key
+        else:
+            raise ValueError(f"config argument {part!r} not understood: use model=<family> "
+                             f"({', '.join(FAMILIES)}) and/or a variant ({', '.join(VARIANTS[1:])})")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
+    return family, variant
+
+
+def set_dotted(config, values: dict):
+    """config['a.b.c'] = v for each dotted key (the key must exist, so typos are caught)."""
+    for key, value in values.items():
+        target = config
+        *parents, last = key.split(".")
+        for name in parents:
+            target = target[name]
+        if last not in target:
+            raise KeyError(f"config has no field {key!r}")
+        target[last] = value
+    return config
+
+
+def build(task: str, arg, *, full: dict, quick: dict, smoke: dict) -> ml_collections.ConfigDict:
+    """The config of `task` for the family and variant named in `arg`."""
+    family, variant = parse_arg(arg)
+    spec = TASKS[task]
+    c = default_config()
+    c.task = task
+    c.model_name = family
+    c.variant = variant
+    c.data_dir = ""  # the unpacked LRA release; "" in quick/smoke: generated into the cache
+    c.data_options = ml_collections.ConfigDict()  # reader options (max_length, difficulty, ...)
+    c.generate = ml_collections.ConfigDict()  # generator options for quick/smoke defaults
+    c.model.update(vocab_size=spec.vocab_size, num_classes=spec.num_classes,
+                   max_len=spec.max_length, pad_id=spec.pad_id,
+                   head="retrieval" if spec.dual else "classify")
+    c.model.update(FAMILIES[family])
+    for values in (full, quick if variant == "quick" else {}, smoke if variant == "smoke" else {}):
+        generate = values.get("generate")
+        options = values.get("data_options")
+        set_dotted(c, {k: v for k, v in values.items() if k not in ("generate", "data_options")})
+        if generate is not None:
+            c.generate = ml_collections.ConfigDict(generate)
+        if options is not None:
+            c.data_options = ml_collections.ConfigDict(options)
+    if "max_length" in c.data_options:
+        c.model.max_len = c.data_options.max_length
+    if "image_size" in c.data_options:
+        c.model.max_len = c.data_options.image_size ** 2
+    return c

@@ -1,0 +1,134 @@
+"""Run summaries and the LRA results table.
+
+    python -m lra.report RUN_DIR [RUN_DIR ...] [--out=results.md]
+
+Each run directory holds the results.json that `lra.main` writes. The table has the layout of the
+paper's LRA table (rows = models, columns = the six tasks and their average, test accuracy in %
+at the best-validation checkpoint), followed by published numbers for comparison.
+"""
+import argparse
+import json
+import os
+import sys
+
+TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+TASK_TITLES = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
+# Published test accuracies (%), from the papers (see ../shared/reference/lra.md); None = failed
+# or not reported.
+PUBLISHED = {
+    "Transformer (LRA paper)": (36.37, 64.27, 57.46, 42.44, 71.40, None, 54.39),
+    "S4 (v2)": (59.60, 86.82, 90.90, 88.65, 94.20, 96.35, 86.09),
+    "S5": (62.15, 89.31, 91.40, 88.00, 95.33, 98.58, 87.46),
+    "MEGA": (63.14, 90.43, 91.25, 90.44, 96.01, 97.98, 88.21),
+    "MEGA-chunk": (58.76, 90.19, 90.97, 85.80, 94.41, 93.81, 85.66),
+    "SPADE (aggregator, unverified)": (None, 86.29, None, None, None, None, 87.4),
+}
+
+
+def finish_run(workdir, config, results, majority):
+    """Writes the run's results.json (with task, model, config, majority-class accuracy) and its
+    learning curve, and prints the outcome."""
+    best = results.get("best", {})
+    summary = {
+        "task": config.task, "model": config.model_name, "variant": config.variant,
+        "parameters": results["parameters"], "steps": results["steps"],
+        "wall_time_s": results["wall_time_s"],
+        "best_validation_accuracy": best.get("validation_score"),
+        "best_step": best.get("step"),
+        "test_accuracy_at_best": best.get("test", {}).get("accuracy"),
+        "test_accuracy_at_last": results["last"]["test"].get("accuracy"),
+        "majority_class_test_accuracy": majority,
+        "config": json.loads(config.to_json_best_effort()),
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_curve(workdir)
+    acc = summary["test_accuracy_at_best"]
+    print(f"{config.task} / {config.model_name}: test accuracy {100 * acc:.2f}% at the best "
+          f"validation step {summary['best_step']} (last step: "
+          f"{100 * summary['test_accuracy_at_last']:.2f}%); majority class {100 * majority:.2f}%; "
+          f"{summary['parameters']:,} parameters, {summary['steps']} steps, "
+          f"{summary['wall_time_s']:.0f} s. Results: {os.path.join(workdir, 'results.json')}")
+    return summary
+
+
+def plot_curve(workdir):
+    """WORKDIR/learning_curve.png: training loss and validation accuracy against the step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    train, valid = {}, {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["split"] == "train":
+                train[r["step"]] = r["loss"]
+            elif r["split"] == "validation" and "accuracy" in r:
+                valid[r["step"]] = r["accuracy"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(sorted(train), [train[s] for s in sorted(train)], label="train loss", color="C0")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if valid:
+        ax2 = ax.twinx()
+        ax2.plot(sorted(valid), [valid[s] for s in sorted(valid)], "o-", color="C1",
+                 label="validation accuracy")
+        ax2.set_ylabel("accuracy")
+    ax.set_title(os.path.basename(os.path.normpath(workdir)))
+    fig.tight_layout()
+    path = os.path.join(workdir, "learning_curve.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _cell(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(run_dirs) -> str:
+    """The markdown table of runs (test accuracy at best validation), plus published numbers."""
+    rows = {}
+    for run in run_dirs:
+        path = os.path.join(run, "results.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{run} holds no results.json (is it an lra.main run "
+                                    f"directory that finished?)")
+        with open(path) as f:
+            r = json.load(f)
+        if "task" not in r or "test_accuracy_at_best" not in r:
+            raise ValueError(f"{path} is not an lra.main results file (no task / test accuracy)")
+        name = r["model"] + ("" if r.get("variant", "full") == "full" else f" ({r['variant']})")
+        acc = r["test_accuracy_at_best"]
+        rows.setdefault(name, {})[r["task"]] = None if acc is None else 100 * acc
+    header = "| model | " + " | ".join(TASK_TITLES) + " | avg |\n" + "|---" * 8 + "|\n"
+    lines = []
+    for name, scores in rows.items():
+        values = [scores.get(t) for t in TASK_ORDER]
+        done = [v for v in values if v is not None]
+        avg = sum(done) / len(done) if len(done) == len(TASK_ORDER) else None
+        lines.append(f"| {name} | " + " | ".join(map(_cell, values)) + f" | {_cell(avg)} |")
+    ours = header + "\n".join(lines)
+    published = header + "\n".join(
+        f"| {name} | " + " | ".join("fail" if v is None and name.startswith("Transformer") and i == 5
+                                    else _cell(v) for i, v in enumerate(vals)) + " |"
+        for name, vals in PUBLISHED.items())
+    return (f"Our runs (test accuracy %, at the best-validation checkpoint; avg only when all six "
+            f"tasks ran):\n\n{ours}\n\nPublished (test accuracy %):\n\n{published}\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lra.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories written by lra.main")
+    parser.add_argument("--out", default="lra_results.md", help="markdown file to write")
+    args = parser.parse_args(argv)
+    text = table(args.runs)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

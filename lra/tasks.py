@@ -1,0 +1,120 @@
+"""LRATask: what an LRA task gives the engine (spade_jax.train.loop.Task), and its data folder.
+
+Classification tasks feed the model (inputs, mask); retrieval feeds (inputs1, inputs2, mask1,
+mask2). Loss: softmax cross-entropy; metrics: loss and accuracy, weighted so that the padding
+examples of the last evaluation batch count for nothing.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from lra.data import DataError, TASKS, load_split, make_batches
+
+RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:
+  DATA_DIR/listops-1000/basic_{train,val,test}.tsv
+  DATA_DIR/tsv_data/new_aan_pairs.{train,eval,test}.tsv
+  DATA_DIR/pathfinder32/curv_contour_length_14/{imgs,metadata}   (Pathfinder)
+  DATA_DIR/pathfinder128/curv_contour_length_14/{imgs,metadata}  (Path-X)
+  IMDB and CIFAR-10: prepared TFDS datasets, or DATA_DIR/aclImdb, DATA_DIR/cifar-10-batches-bin"""
+
+
+def cache_root() -> str:
+    """Where generated defaults live: $SPADE_JAX_CACHE, else $XDG_CACHE_HOME/spade_jax, else
+    ~/.cache/spade_jax."""
+    if os.environ.get("SPADE_JAX_CACHE"):
+        return os.environ["SPADE_JAX_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "spade_jax")
+
+
+def _generate(task: str, options: dict, out: str) -> None:
+    from lra.generate import listops, pathfinder
+    options = dict(options)
+    num, seed = options.pop("num"), options.pop("seed", 0)
+    if task == "listops":
+        listops.write(out, num, seed, **options)
+    elif task in ("pathfinder", "pathx"):
+        pathfinder.write(out, num, seed, **options)
+    else:
+        raise DataError(f"{task}: no offline generator yet; set config.data_dir to {RELEASE_LAYOUT}")
+
+
+def resolve_data_dir(config) -> str:
+    """The data folder of a run: config.data_dir, or (quick / smoke variants with no data_dir) a
+    generated default in the cache, written once and then reused."""
+    if config.data_dir:
+        if not os.path.isdir(config.data_dir):
+            raise DataError(f"config.data_dir {config.data_dir!r} does not exist; expected "
+                            f"{RELEASE_LAYOUT}")
+        return config.data_dir
+    if config.variant == "full" or not config.generate:
+        raise DataError(
+            f"{config.task}: config.data_dir is not set. The full configs train on the real data: "
+            f"download the LRA release and pass --config.data_dir=DATA_DIR, with {RELEASE_LAYOUT}\n"
+            f"To try the pipeline without it, use the ':quick' variant (it generates its data), "
+            f"or generate data with `python -m lra.generate --task={config.task} --out=DIR`.")
+    options = config.generate.to_dict()
+    key = hashlib.sha256(json.dumps([config.task, options], sort_keys=True).encode()).hexdigest()[:12]
+    folder = os.path.join(cache_root(), "lra_generated", f"{config.task}-{key}")
+    if not os.path.isdir(folder):
+        logging.info("generating the offline default for %s into %s", config.task, folder)
+        print(f"lra: no data_dir given; generating the {config.task} offline default "
+              f"({options}) into {folder}", flush=True)
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{config.task}-", dir=os.path.dirname(folder))
+        try:
+            _generate(config.task, options, tmp)
+            os.replace(tmp, folder)  # complete folders only
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+class LRATask:
+    """The engine's view of one LRA task (see spade_jax.train.loop.Task)."""
+
+    def __init__(self, task: str, data_dir: str, options: dict | None = None):
+        self.name, self.spec = task, TASKS[task]
+        self.data_dir, self.options = data_dir, dict(options or {})
+        self._sources = {}
+
+    def source(self, split):
+        if split not in self._sources:
+            self._sources[split] = load_split(self.name, split, self.data_dir, **self.options)
+        return self._sources[split]
+
+    def train_iterator(self, *, batch_size, seed, shard_index, shard_count):
+        return iter(make_batches(self.source("train"), batch_size=batch_size, seed=seed,
+                                 shard_index=shard_index, shard_count=shard_count))
+
+    def eval_iterator(self, split, *, batch_size, shard_index, shard_count):
+        return iter(make_batches(self.source(split), batch_size=batch_size, seed=0, shuffle=False,
+                                 num_epochs=1, drop_remainder=False, shard_index=shard_index,
+                                 shard_count=shard_count))
+
+    def model_inputs(self, batch):
+        if self.spec.dual:
+            return batch["inputs1"], batch["inputs2"], batch["mask1"], batch["mask2"]
+        return batch["inputs"], batch["mask"]
+
+    def metrics(self, logits, batch):
+        weights = batch["weights"].astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+        count = weights.sum()
+        return {"loss": ((loss * weights).sum(), count),
+                "accuracy": ((correct * weights).sum(), count)}
+
+    def majority_accuracy(self, split="test") -> float:
+        """Accuracy of always predicting the most frequent class of `split`."""
+        source = self.source(split)
+        targets = np.asarray(source.arrays["targets"]) if hasattr(source, "arrays") else \
+            np.array([source[i]["targets"] for i in range(len(source))])
+        return float(np.bincount(targets).max() / len(targets))

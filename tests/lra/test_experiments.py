@@ -1,0 +1,111 @@
+"""LRA experiments end to end: configs for every family, smoke runs through lra.main, the
+report, and the errors users meet first."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lra import configs, report
+from lra.data import DataError
+from lra.tasks import LRATask, resolve_data_dir
+from spade_jax.config import ModelConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+LRA_CONFIGS = [p for p in CONFIG_FILES if os.path.basename(p)[:-3] in report.TASK_ORDER]
+
+
+def _load(path, arg=None):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("cache"))
+    old = os.environ.get("SPADE_JAX_CACHE")
+    os.environ["SPADE_JAX_CACHE"] = path
+    yield path
+    if old is None:
+        del os.environ["SPADE_JAX_CACHE"]
+    else:
+        os.environ["SPADE_JAX_CACHE"] = old
+
+
+@pytest.mark.parametrize("path", LRA_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("family", list(configs.FAMILIES))
+@pytest.mark.parametrize("variant", ["", "quick", "smoke"])
+def test_every_config_and_family_builds(path, family, variant):
+    config = _load(path, f"model={family}" + (f",{variant}" if variant else ""))
+    model = ModelConfig.from_config(config.model)
+    assert config.model_name == family and config.variant == (variant or "full")
+    assert model.max_len >= 1 and model.num_classes >= 2
+    docstring = open(path).read().split('"""')[1]
+    assert f"python -m lra.main --config=configs/{os.path.basename(path)}" in docstring
+    assert "Published test accuracy" in docstring and "hours" in docstring
+
+
+def test_config_arguments_are_checked():
+    path = LRA_CONFIGS[0]
+    with pytest.raises(ValueError, match="unknown model family 'mega'"):
+        _load(path, "model=mega")
+    with pytest.raises(ValueError, match="'fast' not understood"):
+        _load(path, "fast")
+
+
+def test_full_config_without_data_says_where_the_release_goes(cache):
+    config = _load(os.path.join(ROOT, "configs", "listops.py"))
+    with pytest.raises(DataError, match=r"(?s)config.data_dir is not set.*listops-1000/basic_.*:quick"):
+        resolve_data_dir(config)
+    config.data_dir = "/nonexistent/lra"
+    with pytest.raises(DataError, match="/nonexistent/lra"):
+        resolve_data_dir(config)
+
+
+def _run_main(workdir, config_arg, *extra):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "lra.main", f"--config={config_arg}",
+                           f"--workdir={workdir}", *extra], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("path", LRA_CONFIGS, ids=os.path.basename)
+def test_smoke_variant_runs_through_lra_main(path, tmp_path, cache):
+    workdir = tmp_path / "run"
+    proc = _run_main(workdir, f"{path}:smoke")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["task"] == os.path.basename(path)[:-3] and results["steps"] == 2
+    assert 0.0 <= results["test_accuracy_at_best"] <= 1.0
+    assert results["parameters"] > 0 and (workdir / "learning_curve.png").stat().st_size > 0
+    assert "majority class" in proc.stdout
+    table = report.table([str(workdir)])
+    assert "| spade (smoke) |" in table and "| S4 (v2) | 59.60 |" in table
+
+
+@pytest.mark.parametrize("family", [f for f in configs.FAMILIES if f != "spade"])
+def test_every_family_trains_a_step(family, tmp_path, cache):
+    from spade_jax.train.loop import train_and_evaluate
+    config = _load(os.path.join(ROOT, "configs", "listops.py"), f"model={family},smoke")
+    config.batch_size = 8  # 8 simulated devices in-process
+    task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict())
+    results = train_and_evaluate(config, str(tmp_path), task)
+    assert results["steps"] == 2 and "best" in results
+
+
+def test_bad_config_value_is_named(tmp_path, cache):
+    proc = _run_main(tmp_path / "run", f"{LRA_CONFIGS[0]}:smoke", "--config.model.num_heads=3")
+    assert proc.returncode != 0
+    assert "model.d_model" in proc.stderr and "num_heads" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_report_refuses_a_folder_without_results(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        report.table([str(tmp_path)])

@@ -20,7 +20,7 @@ SPLIT_FOLDER = {"train": "train", "validation": "test", "test": "test"}
 
 
 def encode(data, max_length):
-    """Returns the ids (n,) uint16 of a bytes string: first BYTE_CUT bytes + 1, cut to max_length."""
+    """Returns the ids (n,) uint16 of bytes: the first BYTE_CUT bytes + 1, cut to max_length."""
     data = data[:BYTE_CUT][:max_length]
     return np.frombuffer(data, dtype=np.uint8).astype(np.uint16) + 1
 

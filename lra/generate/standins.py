@@ -17,7 +17,8 @@ import re
 import numpy as np
 
 _MODULES = (
-    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "concurrent.futures",
+    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections",
+    "concurrent.futures",
     "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
     "email", "enum", "fractions", "functools", "glob", "gzip", "hashlib", "heapq", "html",
     "http.client", "imaplib", "inspect", "io", "ipaddress", "itertools", "json", "logging",

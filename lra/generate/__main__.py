@@ -5,7 +5,8 @@ Writes the task's files under DIR in the release layout (e.g. DIR/listops-1000/.
 generators; text, retrieval and image are offline stand-ins in the real formats (aclImdb,
 tsv_data, cifar-10-batches-bin) for testing the pipeline, NOT the benchmark data.
 --num: listops: total examples; pathfinder/pathx: images; text: reviews per split (train and
-test); retrieval: pairs over all splits; image: records over 5 training batches + test.
+test); retrieval: pairs over all splits (80/10/10); image: records over the 5 training
+batches and the test batch.
 """
 import argparse
 import sys

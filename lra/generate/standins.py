@@ -145,12 +145,12 @@ def shape_image(kind, rng, size=32):
 
 
 def write_image(out, num=1000, seed=0):
-    """Writes `cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin`: 5 training batches of
-    num // 5 records and a test batch of num // 5 (1 label byte + R, G, B planes of 1024)."""
+    """Writes `cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin` as CIFAR-10 splits its
+    60,000: six batches of num // 6 records (1 label byte + R, G, B planes of 1024 bytes)."""
     rng = np.random.default_rng(seed)
     folder = os.path.join(out, "cifar-10-batches-bin")
     os.makedirs(folder, exist_ok=True)
-    per = max(1, num // 5)
+    per = max(1, num // 6)
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
         records = []
         for i in range(per):

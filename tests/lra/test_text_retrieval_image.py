@@ -154,7 +154,7 @@ def test_cifar_bad_files(tmp_path):
 
 
 def test_image_standin_round_trip(tmp_path):
-    standins.write_image(str(tmp_path), num=50, seed=0)
+    standins.write_image(str(tmp_path), num=60, seed=0)
     assert sorted(os.listdir(tmp_path / "cifar-10-batches-bin"))[-1] == "test_batch.bin"
     test = load_split("image", "test", str(tmp_path))
     assert len(test) == 10 and all(0 <= test[i]["targets"] < 10 for i in range(10))

@@ -9,7 +9,7 @@
 import functools
 import os
 
-from lra.data import files, listops, pathfinder
+from lra.data import files, image, listops, pathfinder, retrieval, text
 from lra.data.cache import CACHE_FOLDER, CachedSplit
 from lra.data.files import DataError
 from lra.data.pipeline import make_batches
@@ -17,7 +17,10 @@ from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec
 
 _READERS = {"listops": listops.load,
             "pathfinder": functools.partial(pathfinder.load, task="pathfinder"),
-            "pathx": functools.partial(pathfinder.load, task="pathx")}
+            "pathx": functools.partial(pathfinder.load, task="pathx"),
+            "retrieval": retrieval.load,
+            "text": text.load,
+            "image": image.load}
 
 
 def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **options):

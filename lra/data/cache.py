@@ -60,6 +60,12 @@ class CachedSplit:
         self._len = int(self.arrays["targets"].shape[0])
         self.task = self.info["task"]
 
+    def __getstate__(self):
+        return {"path": self.path}  # re-opened, not copied, in another process
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
     def __len__(self):
         return self._len
 
@@ -117,9 +123,14 @@ def build_or_load(*, task, split, options, source_paths, cache_dir, fields, num_
         with open(os.path.join(tmp, "info.json"), "w") as f:
             json.dump({"task": task, "split": split, "options": options, "key": key,
                        "fields": sorted(fields), "num_examples": num_examples}, f, indent=1)
-        if os.path.isdir(final):
+        if rebuild and os.path.isdir(final):
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+            shutil.rmtree(tmp)  # another process (host) finished the same entry first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -81,7 +81,8 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
       drop_remainder every host gets len // shard_count examples per epoch (the same number of
       steps); without it the data are first padded to a multiple of batch_size * shard_count with
       padding examples (weights 0), so every host yields the same number of batches and the last
-      ones are padded up to batch_size.
+      ones are padded up to batch_size (shuffle=True then mixes the padding examples in; for
+      evaluation use shuffle=False, num_epochs=1, drop_remainder=False).
     The iterator (`iter(ds)`) supports `get_state()` / `set_state(state)`: after set_state it
     yields exactly the batches that followed the saved state.
     """

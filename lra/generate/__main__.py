@@ -1,16 +1,22 @@
 """`python -m lra.generate --task=TASK --out=DIR [--num=N] [--seed=S] [task options]`.
 
 Writes the task's files under DIR in the release layout (e.g. DIR/listops-1000/...); then
-`lra.data.load_split(TASK, split, DIR)` reads them.
+`lra.data.load_split(TASK, split, DIR)` reads them. listops, pathfinder and pathx are the LRA
+generators; text, retrieval and image are offline stand-ins in the real formats (aclImdb,
+tsv_data, cifar-10-batches-bin) for testing the pipeline, NOT the benchmark data.
+--num: listops: total examples; pathfinder/pathx: images; text: reviews per split (train and
+test); retrieval: pairs over all splits (80/10/10); image: records over the 5 training
+batches and the test batch.
 """
 import argparse
 import sys
 import time
 
-from lra.generate import listops, pathfinder
+from lra.generate import listops, pathfinder, standins
 
-TASKS = ("listops", "pathfinder", "pathx")
-DEFAULT_NUM = {"listops": 100_000, "pathfinder": 200_000, "pathx": 200_000}
+TASKS = ("listops", "pathfinder", "pathx", "text", "retrieval", "image")
+DEFAULT_NUM = {"listops": 100_000, "pathfinder": 200_000, "pathx": 200_000, "text": 25_000,
+               "retrieval": 20_000, "image": 60_000}
 
 
 def main(argv=None):
@@ -43,6 +49,12 @@ def main(argv=None):
     if args.task == "listops":
         paths = listops.write(args.out, num, args.seed, min_length=args.min_length,
                               max_length=args.max_length)
+    elif args.task == "text":
+        paths = [standins.write_text(args.out, num, args.seed)]
+    elif args.task == "retrieval":
+        paths = [standins.write_retrieval(args.out, num, args.seed)]
+    elif args.task == "image":
+        paths = [standins.write_image(args.out, num, args.seed)]
     else:
         size = args.image_size or {"pathfinder": 32, "pathx": 128}[args.task]
         root = pathfinder.write(args.out, num, args.seed, image_size=size,

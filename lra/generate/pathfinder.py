@@ -73,66 +73,60 @@ def _segment_distance(px, py, x0, y0, x1, y1):
     """Distance from points (px, py) (any shape, broadcast) to segments (x0, y0)-(x1, y1)."""
     dx, dy = x1 - x0, y1 - y0
     t = ((px - x0) * dx + (py - y0) * dy) / np.maximum(dx * dx + dy * dy, 1e-12)
-    t = np.clip(t, 0.0, 1.0)
+    t = np.minimum(np.maximum(t, 0.0), 1.0)
     return np.hypot(px - (x0 + t * dx), py - (y0 + t * dy))
 
 
 class _Canvas:
-    """Occupancy bookkeeping and snake growth for one image."""
+    """Occupancy bookkeeping and snake growth for one image.
+
+    `occ` is the (N + 2R, N + 2R) occupancy (dilated by paddle_margin) of committed paddles and
+    reserved marker places, padded by R on every side so that the (G, G) box (G = 2R + 1) around
+    any point of the image is a plain slice.
+    """
 
     def __init__(self, p, rng):
         self.p, self.rng = p, rng
         n = p.image_size
-        self.occ = np.zeros((n, n), bool)  # dilated occupancy of committed paddles
+        self.r = int(math.ceil(p.paddle_length + p.paddle_thickness + p.paddle_margin
+                               + p.marker_radius)) + 2
+        self.occ = np.zeros((n + 2 * self.r, n + 2 * self.r), bool)
+        self.grid = np.arange(-self.r, self.r + 1) + 0.5  # pixel-centre offsets from floor(x)
         self.segments = []  # (x0, y0, x1, y1, contrast)
-        r = int(math.ceil(p.paddle_length + p.paddle_thickness + p.paddle_margin)) + 2
-        self.offsets = np.arange(-r, r + 1)
         self.window = 1 + int(math.ceil((p.paddle_thickness + p.paddle_margin + 1)
                                         / p.paddle_length))
         self.touch = p.paddle_thickness / 2 + 0.5
         self.keep = p.paddle_thickness / 2 + p.paddle_margin + 1.0
 
     def _box(self, x, y):
-        """Pixel-centre coordinates (G, G) of the box around (x, y) and the in-image mask."""
-        n = self.p.image_size
-        cx = int(math.floor(x)) + self.offsets
-        cy = int(math.floor(y)) + self.offsets
-        inside = ((cx >= 0) & (cx < n))[None, :] & ((cy >= 0) & (cy < n))[:, None]
-        return cx, cy, inside
+        """(occupancy view (G, G), pixel-centre xs (G,), ys (G,)) of the box around (x, y)."""
+        ix, iy = int(math.floor(x)), int(math.floor(y))
+        g = 2 * self.r + 1
+        return self.occ[iy:iy + g, ix:ix + g], ix + self.grid, iy + self.grid
 
     def _fits(self, x, y, thetas):
-        """Index of the first angle whose paddle from (x, y) fits, or -1. thetas: (K,)."""
+        """(index of the first angle whose paddle from (x, y) fits or -1, end xs, end ys)."""
         p, n = self.p, self.p.image_size
         x1 = x + p.paddle_length * np.cos(thetas)
         y1 = y + p.paddle_length * np.sin(thetas)
-        lo, hi = 1.0, n - 1.0
-        ok = (x1 >= lo) & (x1 <= hi) & (y1 >= lo) & (y1 <= hi)
-        cx, cy, inside = self._box(x, y)
-        occ = np.zeros(inside.shape, bool)
-        occ[inside] = self.occ[np.clip(cy, 0, n - 1)[:, None].repeat(len(cx), 1)[inside],
-                               np.clip(cx, 0, n - 1)[None, :].repeat(len(cy), 0)[inside]]
-        d = _segment_distance(cx[None, None, :] + 0.5, cy[None, :, None] + 0.5,
-                              x, y, x1[:, None, None], y1[:, None, None])
-        hit = ((d <= self.touch) & occ[None]).any(axis=(1, 2))
+        ok = (x1 >= 1.0) & (x1 <= n - 1.0) & (y1 >= 1.0) & (y1 <= n - 1.0)
+        occ, cx, cy = self._box(x, y)
+        d = _segment_distance(cx[None, None, :], cy[None, :, None], x, y,
+                              x1[:, None, None], y1[:, None, None])
+        hit = ((d <= self.touch) & occ).any(axis=(1, 2))
         good = np.flatnonzero(ok & ~hit)
         return (int(good[0]), x1, y1) if len(good) else (-1, x1, y1)
 
     def _commit(self, seg):
         """Marks the dilated pixels of segment (x0, y0, x1, y1) occupied."""
         x0, y0, x1, y1 = seg
-        n = self.p.image_size
-        cx, cy, inside = self._box(x0, y0)
-        d = _segment_distance(cx[None, :] + 0.5, cy[:, None] + 0.5, x0, y0, x1, y1)
-        sel = (d <= self.keep) & inside
-        rows, cols = np.nonzero(sel)
-        self.occ[cy[rows], cx[cols]] = True
+        occ, cx, cy = self._box(x0, y0)
+        occ |= _segment_distance(cx[None, :], cy[:, None], x0, y0, x1, y1) <= self.keep
 
     def reserve_disk(self, x, y, radius):
         """Marks the pixels within `radius` (+ paddle_margin) of (x, y) occupied (markers)."""
-        cx, cy, inside = self._box(x, y)
-        d = np.hypot(cx[None, :] + 0.5 - x, cy[:, None] + 0.5 - y)
-        rows, cols = np.nonzero((d <= radius + self.p.paddle_margin + 0.5) & inside)
-        self.occ[cy[rows], cx[cols]] = True
+        occ, cx, cy = self._box(x, y)
+        occ |= np.hypot(cx[None, :] - x, cy[:, None] - y) <= radius + self.p.paddle_margin + 0.5
 
     def snake(self, num_paddles, contrast, start=None, required=True):
         """Grows one snake; returns its (start, end) points, or None if it could not be placed.

@@ -134,3 +134,29 @@ def test_nothing_written_in_data_dir_but_cache(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lra_cache", "listops-1000"]
     assert sorted(p.name for p in (tmp_path / "listops-1000").iterdir()) == [
         "basic_test.tsv", "basic_train.tsv", "basic_val.tsv"]
+
+
+def test_cached_split_pickles_by_path(data_dir):
+    import pickle
+
+    source = load_split("listops", "test", data_dir, max_length=96)
+    blob = pickle.dumps(source)
+    assert len(blob) < 1000
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again[0]["inputs"], source[0]["inputs"])
+
+
+def test_rebuild_and_cache_key_follow_the_source(data_dir, tmp_path):
+    import os
+    import shutil
+
+    shutil.copytree(data_dir, tmp_path / "copy", ignore=shutil.ignore_patterns(".lra_cache"))
+    copy = str(tmp_path / "copy")
+    first = load_split("listops", "test", copy)
+    assert load_split("listops", "test", copy, rebuild=True).path == first.path
+    path = os.path.join(copy, "listops-1000", "basic_test.tsv")
+    with open(path, "a") as f:
+        f.write("( ( [MAX 1 ) 2 ] )\t2\n")
+    changed = load_split("listops", "test", copy)
+    assert changed.path != first.path and len(changed) == len(first) + 1
+    np.testing.assert_array_equal(changed[-1]["inputs"][:4], listops.tokenize("( ( [MAX 1 ) 2 ] )"))

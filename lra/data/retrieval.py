@@ -1,0 +1,74 @@
+"""Retrieval (ACL Anthology Network document pairs, byte level):
+`tsv_data/new_aan_pairs.{train,eval,test}.tsv`.
+
+No header; tab separated; quotes are literal characters; 5 columns: label, id1, id2, text1,
+text2; the label may be written as a float ("1.0"). Each text is cut to its first 10,000 bytes,
+byte-encoded (+1; 0 is padding), then cut to max_length (default 4000). Examples hold `inputs1`
+and `inputs2`.
+"""
+import os
+
+import numpy as np
+
+from lra.data import cache, files
+from lra.data.text import encode
+
+FOLDER = "tsv_data"
+FILES = {"train": "new_aan_pairs.train.tsv", "validation": "new_aan_pairs.eval.tsv",
+         "test": "new_aan_pairs.test.tsv"}
+
+
+def split_path(data_dir, split):
+    """Returns the TSV path of split; DataError naming the folder and layout if missing."""
+    hint = files.generate_hint("retrieval")
+    folder = files.find_dir(data_dir, FOLDER, task="retrieval", how_to_get=hint)
+    path = os.path.join(folder, FILES[split])
+    if not os.path.isfile(path):
+        raise files.DataError(f"retrieval: file {path} is missing (expected "
+                              f"{sorted(FILES.values())} in {folder}). {hint}")
+    return path
+
+
+def read_rows(path):
+    """Yields (line_number, label, text1 bytes, text2 bytes) of a retrieval TSV.
+
+    Raises DataError naming file and line for a row without 5 fields or a label not 0/1.
+    """
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip(b"\n").rstrip(b"\r")
+            if not line.strip():
+                continue
+            fields = line.split(b"\t")
+            if len(fields) != 5:
+                raise files.DataError(f"{path}, line {number}: expected 5 tab-separated fields "
+                                      f"(label, id1, id2, text1, text2), found {len(fields)}")
+            raw = fields[0].decode("utf-8", "replace").strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+            if value not in (0.0, 1.0):
+                raise files.DataError(f"{path}, line {number}: field label is {raw!r}, expected "
+                                      f"0 or 1")
+            yield number, int(value), fields[3], fields[4]
+
+
+def load(data_dir, split, *, cache_dir, max_length=4000, rebuild=False):
+    """Returns the split as a CachedSplit of {'inputs1', 'inputs2': int32[max_length],
+    'targets': 0/1}."""
+    path = split_path(data_dir, split)
+    count = sum(1 for _ in read_rows(path))
+    if count == 0:
+        raise files.DataError(f"{path}: no examples")
+
+    def rows():
+        for _, label, text1, text2 in read_rows(path):
+            yield {"inputs1": encode(text1, max_length), "inputs2": encode(text2, max_length)}, \
+                label
+
+    return cache.build_or_load(
+        task="retrieval", split=split, options={"max_length": max_length}, source_paths=[path],
+        cache_dir=cache_dir, fields={"inputs1": (max_length, np.uint16),
+                                     "inputs2": (max_length, np.uint16)},
+        num_examples=count, rows=rows, rebuild=rebuild)

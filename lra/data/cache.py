@@ -97,8 +97,12 @@ def build_or_load(*, task, split, options, source_paths, cache_dir, fields, num_
     final = os.path.join(cache_dir, f"{task}-{split}-{key}")
     if os.path.isdir(final) and not rebuild:
         return CachedSplit(final)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{task}-{split}-", dir=cache_dir)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{task}-{split}-", dir=cache_dir)
+    except OSError as e:
+        raise OSError(f"{task}/{split}: cannot write the token cache in {cache_dir} ({e}); pass "
+                      f"cache_dir= a writable folder to load_split") from None
     start = time.time()
     try:
         arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",

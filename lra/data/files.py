@@ -13,6 +13,11 @@ class DataError(ValueError):
     """Bad or missing input data; the message names the file (and line or field) at fault."""
 
 
+def has_dir(data_dir, relative):
+    """True when find_dir would find `relative` under data_dir."""
+    return any(os.path.isdir(os.path.join(data_dir, prefix, relative)) for prefix in _PREFIXES)
+
+
 def find_dir(data_dir, relative, *, task, how_to_get):
     """Returns the existing folder `data_dir/[lra_release/[lra_release/]]relative`.
 
@@ -29,6 +34,20 @@ def find_dir(data_dir, relative, *, task, how_to_get):
     raise DataError(
         f"{task}: folder {relative!r} not found under data_dir {data_dir!r} (looked at "
         f"{', '.join(tried)}). {how_to_get}")
+
+
+def find_files(data_dir, relative, names, *, task, how_to_get):
+    """Returns the paths of `names` inside the folder found by find_dir(data_dir, relative).
+
+    Raises DataError naming the missing file, the files expected there and how to get them.
+    """
+    folder = find_dir(data_dir, relative, task=task, how_to_get=how_to_get)
+    paths = [os.path.join(folder, name) for name in names]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"{task}: file {path} is missing (expected {sorted(names)} in "
+                            f"{folder}). {how_to_get}")
+    return paths
 
 
 def generate_hint(task):

@@ -52,25 +52,18 @@ def _tfds_arrays(data_dir, split):
 
 def load(data_dir, split, *, cache_dir, rebuild=False):
     """Returns the split as a CachedSplit of {'inputs': int32[1024] gray pixels, 'targets'}."""
-    prefixes = ("", "lra_release", os.path.join("lra_release", "lra_release"))
-    use_tfds = (not any(os.path.isdir(os.path.join(data_dir, p, FOLDER)) for p in prefixes)
+    use_tfds = (not files.has_dir(data_dir, FOLDER)
                 and os.path.isdir(os.path.join(data_dir, "cifar10")))
     if use_tfds:
         labels, rgb = _tfds_arrays(data_dir, split)
         sources = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(data_dir, "cifar10"))
                    for f in fs]
     else:
-        folder = files.find_dir(
-            data_dir, FOLDER, task="image",
+        sources = files.find_files(
+            data_dir, FOLDER, TEST_FILES if split == "test" else TRAIN_FILES, task="image",
             how_to_get="Unpack cifar-10-binary.tar.gz so that data_dir/cifar-10-batches-bin "
                        "exists, prepare TFDS cifar10 under data_dir, or write the offline "
                        "stand-in with `python -m lra.generate --task=image --out=DIR`.")
-        sources = [os.path.join(folder, f) for f in
-                   (TEST_FILES if split == "test" else TRAIN_FILES)]
-        for path in sources:
-            if not os.path.isfile(path):
-                raise files.DataError(f"image: file {path} is missing (expected "
-                                      f"{list(TRAIN_FILES + TEST_FILES)} in {folder})")
         parts = [read_records(p) for p in sources]
         labels = np.concatenate([l for l, _ in parts])
         rgb = np.concatenate([x for _, x in parts])

@@ -4,8 +4,6 @@ Tokenisation as LRA: replace `]` by `X`, delete `(` and `)`, split on whitespace
 count then equals the tree's length. Fixed sorted vocabulary: pad = 0, the 15 symbols
 `0-9 X [MAX [MED [MIN [SM` = 1..15, out-of-vocabulary = 16.
 """
-import os
-
 import numpy as np
 
 from lra.data import cache, files
@@ -34,13 +32,8 @@ def detokenize(ids):
 
 def split_path(data_dir, split):
     """Returns the path of the TSV for `split`, or raises DataError on a missing folder/file."""
-    folder = files.find_dir(data_dir, FOLDER, task="listops",
-                            how_to_get=files.generate_hint("listops"))
-    path = os.path.join(folder, FILES[split])
-    if not os.path.isfile(path):
-        raise files.DataError(f"listops: file {path} is missing (expected {sorted(FILES.values())}"
-                              f" in {folder}). {files.generate_hint('listops')}")
-    return path
+    return files.find_files(data_dir, FOLDER, [FILES[split]], task="listops",
+                            how_to_get=files.generate_hint("listops"))[0]
 
 
 def read_rows(path):

@@ -83,6 +83,7 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
       padding examples (weights 0), so every host yields the same number of batches and the last
       ones are padded up to batch_size (shuffle=True then mixes the padding examples in; for
       evaluation use shuffle=False, num_epochs=1, drop_remainder=False).
+    num_threads: grain reader threads (default min(8, cores)); does not change the batches.
     The iterator (`iter(ds)`) supports `get_state()` / `set_state(state)`: after set_state it
     yields exactly the batches that followed the saved state.
     """

@@ -6,8 +6,6 @@ text2; the label may be written as a float ("1.0"). Each text is cut to its firs
 byte-encoded (+1; 0 is padding), then cut to max_length (default 4000). Examples hold `inputs1`
 and `inputs2`.
 """
-import os
-
 import numpy as np
 
 from lra.data import cache, files
@@ -20,13 +18,8 @@ FILES = {"train": "new_aan_pairs.train.tsv", "validation": "new_aan_pairs.eval.t
 
 def split_path(data_dir, split):
     """Returns the TSV path of split; DataError naming the folder and layout if missing."""
-    hint = files.generate_hint("retrieval")
-    folder = files.find_dir(data_dir, FOLDER, task="retrieval", how_to_get=hint)
-    path = os.path.join(folder, FILES[split])
-    if not os.path.isfile(path):
-        raise files.DataError(f"retrieval: file {path} is missing (expected "
-                              f"{sorted(FILES.values())} in {folder}). {hint}")
-    return path
+    return files.find_files(data_dir, FOLDER, [FILES[split]], task="retrieval",
+                            how_to_get=files.generate_hint("retrieval"))[0]
 
 
 def read_rows(path):

@@ -62,12 +62,11 @@ def _tfds_examples(data_dir, split):
 def load(data_dir, split, *, cache_dir, max_length=4096, rebuild=False):
     """Returns the split as a CachedSplit of {'inputs': int32[max_length], 'targets': 0/1}."""
     options = {"max_length": max_length}
-    if not any(os.path.isdir(os.path.join(data_dir, p, FOLDER))
-               for p in ("", "lra_release", os.path.join("lra_release", "lra_release"))) \
-            and os.path.isdir(os.path.join(data_dir, "imdb_reviews")):
+    tfds_dir = os.path.join(data_dir, "imdb_reviews")
+    if not files.has_dir(data_dir, FOLDER) and os.path.isdir(tfds_dir):
         examples = _tfds_examples(data_dir, split)
         tfds_files = [os.path.join(r, f) for r, _, fs in
-                      os.walk(os.path.join(data_dir, "imdb_reviews")) for f in fs]
+                      os.walk(tfds_dir) for f in fs]
 
         def rows():
             for text, label in examples:

@@ -177,10 +177,11 @@ def _render(p, segments, markers):
 
     def splat(x0, y0, x1, y1, radius, value):
         """Draws capsules (segments thickened by radius) with intensities value; all (S,)."""
-        r = int(math.ceil(p.paddle_length + 2 * float(radius.max()))) + 2
-        ox = np.floor(np.minimum(x0, x1)).astype(int)[:, None] - r // 2 - 1
-        oy = np.floor(np.minimum(y0, y1)).astype(int)[:, None] - r // 2 - 1
-        side = r + 2
+        # Each box starts 1 px before min(x) - radius and spans the segment (at most
+        # paddle_length per axis) plus 2 * radius plus 2 px.
+        side = int(math.ceil(p.paddle_length + 2 * float(radius.max()))) + 3
+        ox = np.floor(np.minimum(x0, x1) - radius).astype(int)[:, None] - 1
+        oy = np.floor(np.minimum(y0, y1) - radius).astype(int)[:, None] - 1
         sub = (np.arange(side * a) + 0.5) / a  # sub-sample offsets in px
         sx = ox[:, None, :] + sub[None, None, :]  # (S, 1, side*a)
         sy = oy[:, :, None] + sub[None, :, None]  # (S, side*a, 1)

@@ -160,3 +160,21 @@ def test_rebuild_and_cache_key_follow_the_source(data_dir, tmp_path):
     changed = load_split("listops", "test", copy)
     assert changed.path != first.path and len(changed) == len(first) + 1
     np.testing.assert_array_equal(changed[-1]["inputs"][:4], listops.tokenize("( ( [MAX 1 ) 2 ] )"))
+
+
+def test_unknown_options_are_refused(data_dir):
+    with pytest.raises(ValueError, match=r"image: unknown reader option\(s\) \['max_length'\]"):
+        load_split("image", "train", data_dir, max_length=1024)
+    with pytest.raises(ValueError, match=r"accepts \['max_length'\]"):
+        load_split("listops", "train", data_dir, difficulty="x")
+    with pytest.raises(ValueError, match="unknown LRA task 'imdb'"):
+        load_split("imdb", "train", data_dir)
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        load_split("listops", "val", data_dir)
+
+
+def test_unwritable_cache_dir_is_explained(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match=r"cannot write the token cache .* pass cache_dir="):
+        load_split("listops", "train", data_dir, cache_dir=str(blocker / "cache"), rebuild=True)

@@ -5,8 +5,8 @@ Full run (the paper-scale setting; real data):
   Sized for one accelerator (A100 / TPU v3-8 core): 6 layers x 128, batch 32, 50k steps; about
   5-8 hours. Published test accuracy: S4 59.60, MEGA 63.14, Transformer 36.37 (lra.md); SPADE's
   own ListOps number is not public.
-Quick run (CPU, generated data, expressions of 20-200 tokens; about 7 minutes on 2 cores; about
-40% test accuracy against 16% for the majority class):
+Quick run (CPU, generated data, expressions of 20-200 tokens; about 6 minutes on 2 cores;
+35-40% test accuracy against 16% for the majority class):
     python -m lra.main --config=configs/listops.py:quick --workdir=runs/listops-quick
 Other families: configs/listops.py:model=transformer (spade_chunk, local, s4), combinable with
 quick / smoke.

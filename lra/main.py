@@ -6,7 +6,7 @@
 Any config field can be overridden (`--config.batch_size=8`). Rerunning the same command
 resumes from the last checkpoint in --workdir.
 """
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lra import report
@@ -22,6 +22,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # orbax and XLA log every save at INFO: keep the bar clean
+        logging.set_verbosity(logging.WARNING)
     initialize_distributed()
     config = FLAGS.config
     task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict())

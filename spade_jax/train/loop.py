@@ -162,7 +162,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
         state, data_state, _ = restored
         train_iter.set_state(data_state["iterator"])
         best_score = data_state.get("best_score", -np.inf)
-        logging.info("resumed from %s at step %d", workdir, int(state.step))
+        if jax.process_index() == 0:
+            print(f"resuming from the checkpoint at step {int(state.step)} in {workdir}", flush=True)
 
     with nn.logical_axis_rules(rules):
         train_step = jax.jit(

@@ -24,18 +24,14 @@ FULL = {
 QUICK = {
     "generate": {"num": 20_000, "seed": 0, "min_length": 20, "max_length": 200},
     "data_options": {"max_length": 200},
-    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
-    "model.radius": 15, "model.chunk_size": 16, "model.dropout": 0.0,
+    "model.radius": 15, "model.chunk_size": 16,
     "batch_size": 32, "num_train_steps": 2_000, "optimizer.learning_rate": 2e-3,
     "optimizer.warmup_steps": 200, "eval_every": 500, "checkpoint_every": 500, "log_every": 50,
 }
 SMOKE = {
     "generate": {"num": 60, "seed": 0, "min_length": 5, "max_length": 40},
     "data_options": {"max_length": 40},
-    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
-    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 4,
-    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
-    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+    "batch_size": 4,
 }
 
 

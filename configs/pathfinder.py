@@ -22,8 +22,7 @@ FULL = {
 QUICK = {
     "generate": {"num": 12_000, "seed": 0, "image_size": 32, "difficulty": "curv_baseline"},
     "data_options": {"difficulty": "curv_baseline"},
-    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
-    "model.radius": 31, "model.chunk_size": 32, "model.dropout": 0.0, "model.s4.d_state": 32,
+    "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
     "batch_size": 32, "num_train_steps": 1_500, "optimizer.learning_rate": 4e-3,
     "optimizer.warmup_steps": 150, "eval_every": 500, "checkpoint_every": 500, "log_every": 50,
 }
@@ -31,10 +30,6 @@ SMOKE = {
     "generate": {"num": 24, "seed": 0, "image_size": 32, "difficulty": "curv_baseline",
                  "per_folder": 12, "processes": 1},
     "data_options": {"difficulty": "curv_baseline"},
-    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
-    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
-    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
-    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
 }
 
 

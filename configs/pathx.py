@@ -34,10 +34,7 @@ SMOKE = {
     "generate": {"num": 12, "seed": 0, "image_size": 128, "difficulty": "curv_baseline",
                  "per_folder": 6, "processes": 1},
     "data_options": {"difficulty": "curv_baseline"},
-    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
-    "model.radius": 15, "model.chunk_size": 32, "model.s4.d_state": 4, "batch_size": 2,
-    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
-    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+    "model.radius": 15, "model.chunk_size": 32,
 }
 
 

@@ -25,18 +25,13 @@ FULL = {
 QUICK = {
     "generate": {"num": 3_000, "seed": 0},
     "data_options": {"max_length": 512},
-    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
-    "model.radius": 31, "model.chunk_size": 32, "model.dropout": 0.0, "model.s4.d_state": 32,
+    "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
     "batch_size": 16, "num_train_steps": 600, "optimizer.learning_rate": 2e-3,
     "optimizer.warmup_steps": 60, "eval_every": 200, "checkpoint_every": 200, "log_every": 20,
 }
 SMOKE = {
     "generate": {"num": 40, "seed": 0},
     "data_options": {"max_length": 64},
-    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
-    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
-    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
-    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
 }
 
 

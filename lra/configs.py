@@ -26,6 +26,21 @@ FAMILIES = {
 VARIANTS = ("full", "quick", "smoke")
 
 
+# What every task's smoke variant shares (seconds: a tiny model, two steps, one eval batch);
+# a task's own SMOKE dict adds its data and may override any of these.
+SMOKE_COMMON = {
+    "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
+    "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
+    "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
+    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+}
+# What the quick variants share (a 2-layer, 64-wide model); tasks set data, steps and the rest.
+QUICK_COMMON = {
+    "model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
+    "model.dropout": 0.0,
+}
+
+
 def parse_arg(arg):
     """'model=s4,quick' -> ('s4', 'quick')."""
     family, variant = "spade", "full"
@@ -71,7 +86,9 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict) -> ml_collect
                    max_len=spec.max_length, pad_id=spec.pad_id,
                    head="retrieval" if spec.dual else "classify")
     c.model.update(FAMILIES[family])
-    for values in (full, quick if variant == "quick" else {}, smoke if variant == "smoke" else {}):
+    layers = {"full": (full,), "quick": (full, QUICK_COMMON, quick),
+              "smoke": (full, SMOKE_COMMON, smoke)}[variant]
+    for values in layers:
         generate = values.get("generate")
         options = values.get("data_options")
         set_dotted(c, {k: v for k, v in values.items() if k not in ("generate", "data_options")})

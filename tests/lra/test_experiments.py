@@ -109,3 +109,15 @@ def test_bad_config_value_is_named(tmp_path, cache):
 def test_report_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         report.table([str(tmp_path)])
+
+
+def test_rerunning_a_finished_run_resumes_and_reports(tmp_path, cache):
+    listops = os.path.join(ROOT, "configs", "listops.py")
+    first = _run_main(tmp_path / "run", f"{listops}:smoke")
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = (tmp_path / "run" / "results.json").read_text()
+    again = _run_main(tmp_path / "run", f"{listops}:smoke")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from the checkpoint at step 2" in again.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test_accuracy_at_best"] == \
+        json.loads(results)["test_accuracy_at_best"]

@@ -10,7 +10,6 @@ Mixers (`kind`):
   's4'      S4 -> GELU -> Linear (the S4-only baseline; same FFN and residuals as the others).
 Activations are (batch, length, d_model) with logical axes ('batch', 'length', 'embed').
 """
-from typing import Optional
 
 import flax.linen as nn
 import jax

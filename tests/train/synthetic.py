@@ -70,7 +70,6 @@ class SyntheticTask:
 
 
 def small_config(**overrides):
-    from spade_jax.config import S4Config  # noqa: F401
     from spade_jax.train.defaults import default_config
     c = default_config()
     c.model.update(dict(vocab_size=VOCAB, d_model=16, num_heads=2, d_ff=32, num_layers=2,

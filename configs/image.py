@@ -11,6 +11,7 @@ Other families: configs/image.py:model=s4 (spade_chunk, transformer, local), wit
 from lra import configs
 
 FULL = {
+    "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 4, "model.d_ff": 256,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.1, "model.s4.d_state": 64,
     "batch_size": 50, "num_train_steps": 100_000, "optimizer.learning_rate": 4e-3,

@@ -14,6 +14,7 @@ quick / smoke.
 from lra import configs
 
 FULL = {
+    "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 4, "model.d_ff": 256,
     "model.radius": 255, "model.chunk_size": 256, "model.dropout": 0.0, "model.s4.d_state": 64,
     "model.s4.dt_min": 1e-4, "batch_size": 32, "num_train_steps": 200_000,

@@ -86,9 +86,19 @@ def _cell(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def table(run_dirs) -> str:
-    """The markdown table of runs (test accuracy at best validation), plus published numbers."""
-    rows = {}
+def _row(name, values, last, fmt=_cell) -> str:
+    """A markdown row: name, one cell per task, then `last` (the average or total cell)."""
+    return f"| {name} | " + " | ".join(map(fmt, values)) + f" | {last} |"
+
+
+def _average(values):
+    """The mean over all six tasks, or None when one is missing."""
+    return None if None in values else sum(values) / len(values)
+
+
+def read_results(run_dirs) -> list:
+    """The results.json of each run directory, checked."""
+    results = []
     for run in run_dirs:
         path = os.path.join(run, "results.json")
         if not os.path.exists(path):
@@ -98,23 +108,37 @@ def table(run_dirs) -> str:
             r = json.load(f)
         if "task" not in r or "test_accuracy_at_best" not in r:
             raise ValueError(f"{path} is not an lra.main results file (no task / test accuracy)")
+        results.append(r)
+    return results
+
+
+def table(run_dirs) -> str:
+    """Markdown: test accuracy at best validation per model and task (with the majority-class
+    accuracy of each task's test split), the wall time of each run, and published numbers."""
+    accuracy, wall, majority = {}, {}, {}
+    for r in read_results(run_dirs):
         name = r["model"] + ("" if r.get("variant", "full") == "full" else f" ({r['variant']})")
         acc = r["test_accuracy_at_best"]
-        rows.setdefault(name, {})[r["task"]] = None if acc is None else 100 * acc
+        accuracy.setdefault(name, {})[r["task"]] = None if acc is None else 100 * acc
+        wall.setdefault(name, {})[r["task"]] = r["wall_time_s"]
+        if r.get("majority_class_test_accuracy") is not None:
+            majority[r["task"]] = 100 * r["majority_class_test_accuracy"]
     header = "| model | " + " | ".join(TASK_TITLES) + " | avg |\n" + "|---" * 8 + "|\n"
-    lines = []
-    for name, scores in rows.items():
-        values = [scores.get(t) for t in TASK_ORDER]
-        done = [v for v in values if v is not None]
-        avg = sum(done) / len(done) if len(done) == len(TASK_ORDER) else None
-        lines.append(f"| {name} | " + " | ".join(map(_cell, values)) + f" | {_cell(avg)} |")
-    ours = header + "\n".join(lines)
+    rows = [(name, [scores.get(t) for t in TASK_ORDER]) for name, scores in accuracy.items()]
+    rows.append(("majority class", [majority.get(t) for t in TASK_ORDER]))
+    ours = header + "\n".join(_row(name, v, _cell(_average(v))) for name, v in rows)
+    seconds = lambda v: "-" if v is None else f"{v:.0f}"
+    times = header.replace("| avg |", "| total |") + "\n".join(
+        _row(name, [w.get(t) for t in TASK_ORDER], seconds(sum(w.values())), seconds)
+        for name, w in wall.items())
     published = header + "\n".join(
         f"| {name} | " + " | ".join("fail" if v is None and name.startswith("Transformer") and i == 5
                                     else _cell(v) for i, v in enumerate(vals)) + " |"
         for name, vals in PUBLISHED.items())
     return (f"Our runs (test accuracy %, at the best-validation checkpoint; avg only when all six "
-            f"tasks ran):\n\n{ours}\n\nPublished (test accuracy %):\n\n{published}\n")
+            f"tasks ran):\n\n{ours}\n\nWall time of each run (s, training and evaluation; "
+            f"total over the tasks listed):\n\n{times}\n\n"
+            f"Published (test accuracy %):\n\n{published}\n")
 
 
 def main(argv=None):

@@ -38,6 +38,8 @@ class ModelConfig:
       'add' ((g + l) / 2) or 'stack' (attention applied to the S4 output).
     position: 'relative' (T5 bucketed bias, computed once and shared by all layers; used by window
       and full attention), 'learned' (absolute embeddings up to max_len) or 'none'.
+    input_encoder: 'embed' (a learned row per token id) or 'linear' (ids read as intensities in
+      [-1, 1] through Linear(1 -> d), as S4 encodes pixels; for the image tasks).
     head: 'classify' (pooled sequence -> num_classes), 'retrieval' (shared encoder on two
       inputs; [e1, e2, e1*e2, e1-e2] -> MLP -> num_classes), 'lm' (logits over the vocabulary).
     remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
@@ -46,6 +48,7 @@ class ModelConfig:
     family: str = "spade"
     vocab_size: int = 256
     pad_id: int = 0
+    input_encoder: str = "embed"
     num_layers: int = 4
     d_model: int = 128
     num_heads: int = 4
@@ -78,7 +81,7 @@ class ModelConfig:
                        local_attention=("window", "chunk"), combine=("concat", "add", "stack"),
                        position=("relative", "learned", "none"), head=HEADS,
                        pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
-                       remat=("none", "full", "dots"))
+                       remat=("none", "full", "dots"), input_encoder=("embed", "linear"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -105,6 +108,12 @@ class ModelConfig:
             raise ValueError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
         if self.head == "lm" and not self.causal:
             raise ValueError("model.head='lm' needs model.causal=True")
+        if self.input_encoder == "linear" and self.vocab_size < 2:
+            raise ValueError("model.input_encoder='linear' reads ids 0..vocab_size-1 as "
+                             f"intensities: model.vocab_size must be >= 2, got {self.vocab_size}")
+        if self.head == "lm" and self.input_encoder != "embed" and self.tie_embeddings:
+            raise ValueError("model.tie_embeddings needs model.input_encoder='embed' (the output "
+                             "layer reuses the embedding table)")
         if self.head == "lm" and self.s4_bidirectional:
             raise ValueError("model.head='lm' is causal: model.s4.bidirectional must be False")
         if self.pooling == "cls" and self.causal:

@@ -24,6 +24,23 @@ def _embedding(num, cfg: ModelConfig, name):
                         nn.initializers.normal(1.0), ("vocab", "embed")))
 
 
+class ValueEncoder(nn.Module):
+    """Token ids read as intensities (pixel values): id -> 2 * id / (vocab_size - 1) - 1 in
+    [-1, 1], then Linear(1 -> d) with bias, as S4 encodes LRA pixels. Nearby values start with
+    nearby features, which an embedding table must learn one row at a time.
+
+    tokens (B, L) int -> (B, L, d_model).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens):
+        cfg = self.config
+        values = tokens.astype(jnp.float32)[..., None] * (2.0 / (cfg.vocab_size - 1)) - 1.0
+        return dense(cfg.d_model, (None, "embed"), jnp.dtype(cfg.dtype), "linear")(values)
+
+
 class Encoder(nn.Module):
     """Embedding, positions and the stack of blocks.
 
@@ -37,7 +54,10 @@ class Encoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.embed = _embedding(cfg.vocab_size, cfg, "embed")
+        if cfg.input_encoder == "linear":
+            self.embed = ValueEncoder(cfg, name="embed")
+        else:
+            self.embed = _embedding(cfg.vocab_size, cfg, "embed")
         kinds = cfg.layer_kinds()
         if self._biased_kinds():
             self.relpos = attention.RelativePositionBias(

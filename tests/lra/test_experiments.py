@@ -121,3 +121,23 @@ def test_rerunning_a_finished_run_resumes_and_reports(tmp_path, cache):
     assert "resuming from the checkpoint at step 2" in again.stdout
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test_accuracy_at_best"] == \
         json.loads(results)["test_accuracy_at_best"]
+
+
+def test_report_table_rows_average_majority_and_wall_times(tmp_path):
+    """Six runs of one model give an average; the majority row and the wall-time totals come
+    from the results files; a model missing a task gets no average."""
+    runs = []
+    for i, task in enumerate(report.TASK_ORDER):
+        for model in ("spade", "transformer")[: 2 if task == "text" else 1]:
+            run = tmp_path / f"{task}-{model}"
+            run.mkdir()
+            (run / "results.json").write_text(json.dumps({
+                "task": task, "model": model, "variant": "quick", "wall_time_s": 100.0 + i,
+                "test_accuracy_at_best": 0.5 + 0.01 * i, "majority_class_test_accuracy": 0.25}))
+            runs.append(str(run))
+    text = report.table(runs)
+    assert "| spade (quick) | 50.00 | 51.00 | 52.00 | 53.00 | 54.00 | 55.00 | 52.50 |" in text
+    assert "| transformer (quick) | - | 51.00 | - | - | - | - | - |" in text
+    assert "| majority class | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 |" in text
+    assert "| spade (quick) | 100 | 101 | 102 | 103 | 104 | 105 | 615 |" in text
+    assert "| transformer (quick) | - | 101 | - | - | - | - | 101 |" in text

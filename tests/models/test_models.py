@@ -212,3 +212,23 @@ def test_explicit_mask_overrides_pad_id():
     np.testing.assert_allclose(apply(variables, tokens, tokens != 0), implicit, atol=1e-6)
     all_real = apply(variables, tokens, jnp.ones(tokens.shape, bool))
     assert not np.allclose(all_real, implicit, atol=1e-4)
+
+
+def test_linear_input_encoder_reads_ids_as_intensities():
+    """input_encoder='linear': features of the ids are affine in the id (nearby pixel values
+    start nearby), one (1, d) kernel instead of a table; an LM cannot tie to it."""
+    cfg = small(input_encoder="linear")
+    tokens = tokens_for(cfg)
+    params = nn.unbox(init(cfg, tokens))["params"]
+    assert params["encoder"]["embed"]["linear"]["kernel"].shape == (1, 16)
+    encoder = models.ValueEncoder(cfg)
+    ids = jnp.arange(cfg.vocab_size)[None]
+    x = encoder.apply({"params": params["encoder"]["embed"]}, ids)[0]
+    np.testing.assert_allclose(x[2:] - x[1:-1], x[1:-1] - x[:-2], atol=1e-5)
+    assert not np.allclose(x[1], x[0])
+    logits = models.build_model(cfg).apply({"params": params}, tokens)
+    assert logits.shape == (2, cfg.num_classes) and np.isfinite(logits).all()
+    with pytest.raises(ValueError, match="model.input_encoder"):
+        small(input_encoder="pixels")
+    with pytest.raises(ValueError, match="model.tie_embeddings"):
+        _causal_lm("spade", input_encoder="linear")

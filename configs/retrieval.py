@@ -5,7 +5,8 @@ Full run (real data: `tsv_data/new_aan_pairs.{train,eval,test}.tsv` in the LRA r
   Sized for one accelerator: a shared 4 x 128 encoder, [e1, e2, e1*e2, e1-e2] -> MLP head,
   batch 32, 50k steps; about 8-12 hours.
   Published test accuracy: S4 90.90, MEGA 91.25, Transformer 57.46 (lra.md).
-Quick run (CPU; stand-in pairs from standard-library documents, which are not AAN):
+Quick run (CPU; stand-in pairs from standard-library documents, which are not AAN; about 5
+minutes on 2 cores; measured: SPADE 80.0% test accuracy against 50% for the majority class):
     python -m lra.main --config=configs/retrieval.py:quick --workdir=runs/retrieval-quick
 Other families: configs/retrieval.py:model=s4 (spade_chunk, transformer, local), with quick /
 smoke.

@@ -312,6 +312,19 @@ def test_relative_position_bias_module(bidirectional):
         for r in range(2 * radius + 1):
             np.testing.assert_array_equal(table[:, r], dense[0, :, i, i + r - radius])
 
+    # Rectangular (q_length != k_length), and the gradient w.r.t. the bucket embedding is the
+    # sum of the dense gradient over the (i, j) pairs falling in each bucket.
+    for q_len, k_len in ((7, 12), (12, 7), (1, 5)):
+        weights = np.random.default_rng(q_len).normal(size=(1, H, q_len, k_len))
+        rel = np.arange(k_len)[None] - np.arange(q_len)[:, None]
+        buckets = np.asarray(att.relative_position_bucket(rel, bidirectional=bidirectional))
+        np.testing.assert_array_equal(mod.apply(variables, q_len, k_len)[0],
+                                      emb[buckets].transpose(2, 0, 1))
+        grad = jax.grad(lambda v: jnp.sum(mod.apply(v, q_len, k_len) * weights))(variables)
+        expected = np.zeros_like(emb)
+        np.add.at(expected, buckets, weights[0].transpose(1, 2, 0))
+        np.testing.assert_allclose(nn.unbox(grad)["params"]["embedding"], expected, atol=1e-5)
+
     # The offset table fed to local_attention equals the dense bias fed to full attention.
     q, k, v, _ = inputs(length)
     vis = visibility("local", length, False, make_mask(None, length), radius=radius)

@@ -301,7 +301,8 @@ def run_point(fn: str, kwargs: dict, *, timeout_s: float, memory_gb=None,
             elapsed = time.perf_counter() - start
             rss = _meminfo(f"/proc/{proc.pid}/status").get("VmRSS", 0) if limit else 0
             if elapsed > timeout_s:
-                killed, detail = OUT_OF_TIME, f"stopped after {elapsed:.0f} s (budget {timeout_s:.0f} s)"
+                killed = OUT_OF_TIME
+                detail = f"stopped after {elapsed:.0f} s (budget {timeout_s:.0f} s)"
             elif limit and rss > limit:
                 killed, detail = OUT_OF_MEMORY, (f"RSS {rss / 2**30:.1f} GiB above the budget "
                                                  f"{memory_gb:.1f} GiB")
@@ -469,16 +470,26 @@ def target(description: str, measured, limit, *, higher_is_better: bool, unit: s
             "met": met, "line": f"target: {description} {sign} {limit:g}{unit}; measured: {shown}"}
 
 
-def status_reason(row) -> str:
-    """Why a row has no measurement, for target lines."""
-    if row is None:
-        return "not run"
-    return f"{row.get('label', '')} L={length_label(row['length'])}: {row['status']}" + (
-        f", {row['detail']}" if row.get("detail") else "")
+def why_missing(named_rows: dict) -> str:
+    """Why the named rows ({name: row or None}) give no measurement, for target lines:
+    '<name>: not run', '<name> at L=16K: out of memory (<detail>)'; '' when all are ok."""
+    parts = []
+    for name, row in named_rows.items():
+        if row is None:
+            parts.append(f"{name}: not run")
+        elif row["status"] != OK:
+            detail = f" ({row['detail']})" if row.get("detail") else ""
+            parts.append(f"{name} at L={length_label(row['length'])}: {row['status']}{detail}")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables, plots, output folder
+
+
+def div(a, b):
+    """a / b, or None when either is missing (or b is 0)."""
+    return None if a is None or not b else a / b
 
 
 def fmt(value, spec: str = ".3g") -> str:

@@ -97,10 +97,11 @@ def targets(rows, lengths):
         common.target(f"SPADE time per generated token at context {common.length_label(long_)} "
                       f"over that at {common.length_label(short)}", growth, 1.2,
                       higher_is_better=False, unit="x",
-                      missing="; ".join(common.status_reason(r) for r in (a, b))),
+                      missing=common.why_missing({"spade decode (short)": a,
+                                                  "spade decode (long)": b})),
         common.target(f"SPADE decoding speed-up over re-running the forward at context "
                       f"{common.length_label(mid)}", speed, 50, higher_is_better=True, unit="x",
-                      missing="; ".join(common.status_reason(r) for r in (d, f))),
+                      missing=common.why_missing({"spade decode": d, "spade forward": f})),
     ]
 
 
@@ -136,7 +137,8 @@ def main(argv=None):
              "guides": ((0, "flat (constant per token)"), (1, "slope 1 (linear in context)")),
              "series": common.series_points(rows, common.per_token_us)},
             {"title": "peak memory of the calls above a fresh JAX process", "ylabel": "MiB",
-             "series": common.series_points(rows, lambda r: common.memory_mib(r, "run_peak_bytes"))}],
+             "series": common.series_points(
+                 rows, lambda r: common.memory_mib(r, "run_peak_bytes"))}],
             f"generation (batch {args.batch})")
 
     common.write_report(out, "generate", header=header, args=args, rows=rows, plot=plot,

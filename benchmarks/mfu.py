@@ -123,17 +123,14 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
                 mfu=analytic / stats["median_s"] / (peak * devices))
 
 
-def ratio(a, b):
-    return None if a is None or not b else a / b
-
-
 COLUMNS = [("family", lambda r: r["family"])] + common.TIMING_COLUMNS + [
     ("tokens/s", lambda r: common.fmt(r.get("median_s") and r["tokens"] / r["median_s"], ",.0f")),
-    ("analytic GFLOP/step", lambda r: common.fmt(r.get("analytic_flops") and r["analytic_flops"] / 1e9, ".4g")),
-    ("XLA / analytic (step)", lambda r: common.fmt(ratio(r.get("xla_flops"), r.get("analytic_flops")), ".3f")),
+    ("analytic GFLOP/step", lambda r: common.fmt(common.div(r.get("analytic_flops"), 1e9), ".4g")),
+    ("XLA / analytic (step)", lambda r: common.fmt(
+        common.div(r.get("xla_flops"), r.get("analytic_flops")), ".3f")),
     ("XLA / analytic (forward)", lambda r: common.fmt(
-        ratio(r.get("xla_forward_flops"), (r.get("forward") or {}).get("total")), ".3f")),
-    ("f32 peak GFLOP/s", lambda r: common.fmt(r.get("peak_flops") and r["peak_flops"] / 1e9, ".1f")),
+        common.div(r.get("xla_forward_flops"), (r.get("forward") or {}).get("total")), ".3f")),
+    ("f32 peak GFLOP/s", lambda r: common.fmt(common.div(r.get("peak_flops"), 1e9), ".1f")),
     ("MFU %", lambda r: common.fmt(r.get("mfu") and 100 * r["mfu"], ".1f")),
 ] + common.MEMORY_COLUMNS
 
@@ -174,10 +171,11 @@ def main(argv=None):
     rows = common.sweep(series, args.lengths, args, "benchmarks.mfu:measure")
     at = TARGET_LENGTH if TARGET_LENGTH in args.lengths else max(args.lengths)
     spade = common.find(rows, family="spade", length=at)
+    mfu_percent = spade and spade.get("mfu") and 100 * spade["mfu"]
     goals = [common.target(
         f"MFU of the SPADE training step at L={common.length_label(at)} (batch {args.batch}) "
-        f"against the measured float32 matmul peak", spade and spade.get("mfu") and 100 * spade["mfu"],
-        25, higher_is_better=True, unit="%", missing=common.status_reason(spade))]
+        f"against the measured float32 matmul peak", mfu_percent, 25, higher_is_better=True,
+        unit="%", missing=common.why_missing({"spade": spade}))]
 
     def plot(path):
         common.loglog_plot(path, [

@@ -49,16 +49,16 @@ def measure(model: dict, length: int, batch: int, repeats: int, warmup: int) -> 
 
     stats = common.time_jitted(jax.value_and_grad(loss), params, tokens, labels,
                                repeats=repeats, warmup=warmup)
-    return dict(stats, tokens=batch * length, params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
-                layers=list(cfg.layer_kinds()),
+    return dict(stats, tokens=batch * length, layers=list(cfg.layer_kinds()),
+                params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
                 analytic_flops=flops.train_step_flops(cfg, length, batch))
 
 
 COLUMNS = [("scope", lambda r: r["scope"]), ("family", lambda r: r["family"])] + \
     common.TIMING_COLUMNS + [
     common.PER_TOKEN_COLUMN,
-    ("GFLOP/s", lambda r: common.fmt(r.get("median_s") and r["analytic_flops"] / r["median_s"] / 1e9,
-                                     ".3g")),
+    ("GFLOP/s", lambda r: common.fmt(common.div(
+        common.div(r.get("analytic_flops"), r.get("median_s")), 1e9))),
 ] + common.MEMORY_COLUMNS
 
 
@@ -68,8 +68,7 @@ def targets(rows, fits, lengths):
     spade = common.find(rows, scope="block", family="spade", length=at)
     full = common.find(rows, scope="block", family="transformer", length=at)
     ok = all(r is not None and r["status"] == common.OK for r in (spade, full))
-    missing = "; ".join(common.status_reason(r) for r in (spade, full)
-                        if r is None or r["status"] != common.OK)
+    missing = common.why_missing({"spade block": spade, "transformer block": full})
     speed = full["median_s"] / spade["median_s"] if ok else None
     m_spade, m_full = (common.memory_above_base(r) if ok else None for r in (spade, full))
     memory = m_spade / m_full if ok and m_spade is not None and m_full else None
@@ -82,9 +81,10 @@ def targets(rows, fits, lengths):
     ]
     for scope in SCOPES:
         fit = fits["time"].get(f"{scope}/spade")
-        span = f"{common.length_label(fit['from'])}..{common.length_label(fit['to'])}" if fit else ""
+        span = (f"{common.length_label(fit['from'])}..{common.length_label(fit['to'])}" if fit
+                else "1K..64K")
         out.append(common.target(
-            f"growth exponent of SPADE ({scope}) time per sequence, L = {span or '1K..64K'}",
+            f"growth exponent of SPADE ({scope}) time per sequence, L = {span}",
             fit and fit["exponent"], 1.15, higher_is_better=False,
             missing="fewer than two lengths measured"))
     return out
@@ -116,7 +116,8 @@ def main(argv=None):
             panels.append({"title": f"{scope}: forward+backward time per token",
                            "ylabel": "microseconds per token",
                            "guides": common.PER_TOKEN_GUIDES,
-                           "series": common.series_points(mine, common.per_token_us, key=lambda r: r["family"])})
+                           "series": common.series_points(mine, common.per_token_us,
+                                                          key=lambda r: r["family"])})
             panels.append({"title": f"{scope}: peak memory above a fresh JAX process",
                            "ylabel": "MiB", "series": common.series_points(
                                mine, common.memory_mib, key=lambda r: r["family"])})

@@ -100,11 +100,13 @@ def main(argv=None):
     goals = []
     for variant in ("dplr", "diag"):
         kernel = common.find(rows, variant=variant, op="kernel", length=at, **{"pass": "fwd"})
+        layer = common.find(rows, variant=variant, op="layer", length=at, **{"pass": "fwd"})
         if variant in args.variants and "fwd" in args.passes:
             goals.append(common.target(
                 f"{variant} kernel generation as a fraction of the {variant} layer's forward "
                 f"time at L={common.length_label(at)}", kernel and share(rows, kernel), 0.25,
-                higher_is_better=False, missing=common.status_reason(kernel)))
+                higher_is_better=False, missing=common.why_missing(
+                    {f"{variant} kernel fwd": kernel, f"{variant} layer fwd": layer})))
 
     def plot(path):
         panels = [{"title": f"{pass_}: time per token (batch {args.batch}, H {args.d_model}, "

@@ -33,7 +33,8 @@ def test_fit_exponent_recovers_the_power():
 
 
 def test_fit_series_uses_the_ok_rows_of_each_series():
-    rows = [{"label": "a", "length": n, "status": common.OK, "median_s": 1e-6 * n} for n in LENGTHS[:3]]
+    rows = [{"label": "a", "length": n, "status": common.OK, "median_s": 1e-6 * n}
+            for n in LENGTHS[:3]]
     rows += [{"label": "a", "length": LENGTHS[3], "status": common.OUT_OF_MEMORY},
              {"label": "b", "length": 1024, "status": common.OK, "median_s": 1.0}]
     fits = common.fit_series(rows, lambda r: r.get("median_s"))
@@ -59,9 +60,14 @@ def test_target_lines():
     met = common.target("speed-up", 31.0, 20, higher_is_better=True, unit="x")
     assert met["met"] is True and met["line"].endswith("measured: 31x met")
     missed = common.target("exponent", 1.3, 1.15, higher_is_better=False)
-    assert missed["met"] is False and "<= 1.15" in missed["line"] and missed["line"].endswith("missed")
-    absent = common.target("speed-up", None, 20, higher_is_better=True, missing="full: out of memory")
+    assert missed["met"] is False and "<= 1.15" in missed["line"]
+    assert missed["line"].endswith("missed")
+    absent = common.target("speed-up", None, 20, higher_is_better=True,
+                           missing="full: out of memory")
     assert absent["met"] is None and "not measured (full: out of memory)" in absent["line"]
+    rows = {"spade": None, "full": {"status": common.OUT_OF_MEMORY, "length": 16384, "detail": "x"},
+            "local": {"status": common.OK, "length": 16384}}
+    assert common.why_missing(rows) == "spade: not run; full at L=16K: out of memory (x)"
 
 
 def test_writer_writes_json_markdown_png_and_never_overwrites(tmp_path, capsys):
@@ -72,7 +78,8 @@ def test_writer_writes_json_markdown_png_and_never_overwrites(tmp_path, capsys):
     columns = [("series", lambda r: r["label"])] + common.TIMING_COLUMNS + common.MEMORY_COLUMNS
     args = SimpleNamespace(quick=True, lengths=LENGTHS[:4], _private=1)
     plot = lambda path: common.loglog_plot(path, [  # noqa: E731
-        {"title": "t", "ylabel": "us", "series": common.series_points(rows, common.per_token_us)}], "demo")
+        {"title": "t", "ylabel": "us", "series": common.series_points(rows, common.per_token_us)}],
+        "demo")
     markdown = common.write_report(out, "demo", header={"host": "test"}, args=args, rows=rows,
                                    sections=[("Table", common.markdown_table(rows, columns))],
                                    targets=[common.target("x", 1.0, 2, higher_is_better=False)],

@@ -36,7 +36,8 @@ def test_scaling_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| block | spade | 256 | ok |" in proc.stdout
     assert "| block | transformer | 256 | ok |" in proc.stdout
-    assert "target: SPADE block fwd+bwd at L=256: speed-up over the full-attention block" in proc.stdout
+    assert ("target: SPADE block fwd+bwd at L=256: speed-up over the full-attention block"
+            in proc.stdout)
     record = _check_outputs(tmp_path / "scaling", "scaling", [common.OK, common.OK])
     assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
 
@@ -47,7 +48,8 @@ def test_ssm_quick(tmp_path):
     for row in ("| dplr | layer | fwd | 256 | ok |", "| dplr | kernel | fwd | 256 | ok |",
                 "| conv | conv | fwd | 256 | ok |"):
         assert row in proc.stdout
-    assert "target: dplr kernel generation as a fraction of the dplr layer's forward time" in proc.stdout
+    assert ("target: dplr kernel generation as a fraction of the dplr layer's forward time"
+            in proc.stdout)
     _check_outputs(tmp_path / "ssm", "ssm", [common.OK] * 3)
     # The output folder now holds results: a second run into it is refused.
     again = _run("ssm", tmp_path / "ssm", "--variants=conv", "--passes=fwd", "--lengths=256")

@@ -54,7 +54,7 @@ def measure(impl: str, pass_: str, length: int, batch: int, heads: int, head_dim
 
 def main(argv=None):
     p = common.parser(__doc__, batch=1, passes=True)
-    p.add_argument("--impls", type=common.names(IMPLS), default=list(IMPLS))
+    common.add_names(p, "--impls", IMPLS)
     p.add_argument("--heads", type=int, default=None, help="default 4; --quick 2")
     p.add_argument("--head_dim", type=int, default=None, help="default 32; --quick 8")
     p.add_argument("--radius", type=int, default=None, help="window half-width (default 127; "

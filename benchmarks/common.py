@@ -25,6 +25,7 @@ existing non-empty --out is refused), <name>.json (machine header, flags, every 
 targets), <name>.md (the tables, fits and target lines) and <name>.png (log-log plots).
 """
 import argparse
+import ast
 import datetime
 import importlib.metadata
 import json
@@ -92,6 +93,36 @@ def names(choices):
     return parse_names
 
 
+def add_names(p: argparse.ArgumentParser, flag: str, choices, default=None) -> None:
+    """A comma-separated selection flag (`names`); default: all the choices."""
+    default = list(choices) if default is None else default
+    p.add_argument(flag, type=names(choices), default=default,
+                   help=f"comma-separated, from {','.join(choices)} (default {','.join(default)})")
+
+
+def config_override(text: str) -> tuple:
+    """An argparse type: 'model.s4.kernel=diag' -> ('model.s4.kernel', 'diag'); the value is a
+    Python literal where it parses as one (0.0, True, (0, 1)), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. model.dropout=0.0")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass
+    return key.strip(), value
+
+
+def add_config_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], type=config_override,
+                   metavar="KEY=VALUE", help="override a field of the Text config "
+                   "(configs/text.py), e.g. model.dropout=0.0 or model.s4.kernel=diag; repeatable")
+
+
+def overrides_label(args) -> str:
+    return "".join(f", {k}={v}" for k, v in args.set)
+
+
 def length_label(length: int) -> str:
     """4096 -> '4K', 1000 -> '1000'."""
     return f"{length // 1024}K" if length % 1024 == 0 else str(length)
@@ -126,8 +157,7 @@ def parser(description: str, *, lengths: str = "1K,2K,4K,8K,16K,32K,64K",
     if batch:
         p.add_argument("--batch", type=int, default=batch, help="sequences per call")
     if passes:
-        p.add_argument("--passes", type=names(PASSES), default=list(PASSES),
-                       help="fwd (forward) and/or fwd+bwd (forward and backward)")
+        add_names(p, "--passes", PASSES)
     p.set_defaults(_lengths=lengths, _quick_lengths=quick_lengths, _repeats=repeats)
     return p
 

@@ -115,8 +115,8 @@ COLUMNS = [("family", lambda r: r["family"]), ("op", lambda r: r["op"])] + \
 
 def main(argv=None):
     p = common.parser(__doc__, lengths="1K,4K,16K", quick_lengths="64,256", repeats=20, batch=1)
-    p.add_argument("--families", type=common.names(FAMILIES), default=list(FAMILIES))
-    p.add_argument("--ops", type=common.names(OPS), default=list(OPS))
+    common.add_names(p, "--families", FAMILIES)
+    common.add_names(p, "--ops", OPS)
     args = common.parse(p, argv)
     if importlib.util.find_spec("spade_jax.decode") is None:
         print(MISSING, file=sys.stderr)

@@ -25,6 +25,7 @@ import sys
 
 from benchmarks import common
 from lra.configs import set_dotted
+from spade_jax.config import ModelConfig
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
 TARGET_LENGTH = 4096
@@ -72,7 +73,6 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     from benchmarks import roofline
     from lra.tasks import LRATask
     from spade_jax import flops, models, sharding
-    from spade_jax.config import ModelConfig
     from spade_jax.train import optim, steps
     from spade_jax.train import state as state_lib
 
@@ -151,11 +151,12 @@ def breakdown_table(rows) -> str:
 
 def main(argv=None):
     p = common.parser(__doc__, lengths="4K", quick_lengths="256", repeats=3)
-    p.add_argument("--families", type=common.names(FAMILIES), default=["spade"])
+    common.add_names(p, "--families", FAMILIES, ["spade"])
     p.add_argument("--batch", type=int, default=None,
                    help="sequences per step (default: the Text config's 32; --quick 2)")
     p.add_argument("--peak_sizes", type=common.parse_lengths, default=None,
                    help="matmul sizes for the peak (default 1024,2048,4096; --quick 128,256)")
+    common.add_config_overrides(p)
     args = common.parse(p, argv)
     args.peak_sizes = args.peak_sizes or ([128, 256] if args.quick else [1024, 2048, 4096])
     quick = common.QUICK_MODEL if args.quick else {}
@@ -163,6 +164,8 @@ def main(argv=None):
     for family in args.families:
         config = common.text_config(f"model={family}")
         set_dotted(config.model, quick)
+        set_dotted(config, dict(args.set))
+        ModelConfig.from_config(config.model)  # checked before any process starts
         args.batch = args.batch or (2 if args.quick else config.batch_size)
         series.append({"label": family, "family": family,
                        "kwargs": {"config": config.to_dict(), "batch": args.batch,
@@ -188,7 +191,8 @@ def main(argv=None):
             f"LRA Text-sized training step, batch {args.batch}")
 
     common.write_report(out, "mfu", header=header, args=args, rows=rows, plot=plot, targets=goals,
-                        sections=[(f"Training step, batch {args.batch}",
+                        sections=[(f"Training step, batch {args.batch}"
+                                   f"{common.overrides_label(args)}",
                                    common.markdown_table(rows, COLUMNS)),
                                   ("Analytic forward FLOPs by term", breakdown_table(rows))])
     return common.exit_code(rows)

@@ -66,7 +66,7 @@ def main(argv=None):
     p = common.parser(__doc__, lengths=None, repeats=10)
     p.add_argument("--sizes", type=common.parse_lengths, default=None,
                    help="square matrix sizes n (default 512,1024,2048,4096; --quick 128,256)")
-    p.add_argument("--dtypes", type=common.names(DTYPES), default=list(DTYPES))
+    common.add_names(p, "--dtypes", DTYPES)
     args = common.parse(p, argv)
     args.sizes = args.sizes or ([128, 256] if args.quick else [512, 1024, 2048, 4096])
     batched = [(8, 32)] if args.quick else [(256, 128)]

@@ -92,15 +92,19 @@ def targets(rows, fits, lengths):
 
 def main(argv=None):
     p = common.parser(__doc__, batch=1)
-    p.add_argument("--families", type=common.names(FAMILIES), default=list(FAMILIES))
-    p.add_argument("--scopes", type=common.names(SCOPES), default=list(SCOPES))
+    common.add_names(p, "--families", FAMILIES)
+    common.add_names(p, "--scopes", SCOPES)
+    common.add_config_overrides(p)
     args = common.parse(p, argv)
+    if any(not key.startswith("model.") for key, _ in args.set):
+        p.error("--set: scaling takes model fields only (model.<field>=<value>)")
+    changes = dict(common.QUICK_MODEL if args.quick else {}, dropout=0.0,
+                   **{key[len("model."):]: value for key, value in args.set})
     out, header = common.start("scaling", args)
-    quick = common.QUICK_MODEL if args.quick else {}
     series = []
     for scope in args.scopes:
         for family in args.families:
-            model = common.text_model(f"model={family}", dropout=0.0, **quick)
+            model = common.text_model(f"model={family}", **changes)
             if scope == "block":
                 model.update(num_layers=1, global_layers=[0])
             series.append({"label": f"{scope}/{family}", "scope": scope, "family": family,
@@ -125,7 +129,8 @@ def main(argv=None):
 
     common.write_report(out, "scaling", header=header, args=args, rows=rows, plot=plot,
                         targets=goals, data={"fits": fits}, sections=[
-                            (f"Forward+backward, batch {args.batch}",
+                            (f"Forward+backward, batch {args.batch}"
+                             f"{common.overrides_label(args)}",
                              common.markdown_table(rows, COLUMNS))] + fit_sections)
     return common.exit_code(rows)
 

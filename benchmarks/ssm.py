@@ -78,7 +78,7 @@ def share(rows, r):
 
 def main(argv=None):
     p = common.parser(__doc__, batch=8, passes=True)
-    p.add_argument("--variants", type=common.names(VARIANTS), default=list(VARIANTS))
+    common.add_names(p, "--variants", VARIANTS)
     p.add_argument("--d_model", type=int, default=None, help="channels H (default 128; --quick 16)")
     p.add_argument("--d_state", type=int, default=None, help="state size N (default 64; --quick 8)")
     p.add_argument("--causal", action="store_true", help="one causal kernel (LM) instead of two")

@@ -54,6 +54,11 @@ def test_lengths_flag():
     assert quick.lengths == [256, 512] and quick.repeats == 2
     full = common.parse(common.parser("test"), ["--lengths=16K", "--repeats=3"])
     assert full.lengths == [16384] and full.repeats == 3 and full.timeout_s == 600
+    assert common.config_override("model.dropout=0.0") == ("model.dropout", 0.0)
+    assert common.config_override("model.s4.kernel=diag") == ("model.s4.kernel", "diag")
+    assert common.config_override("model.global_layers=(0, 2)") == ("model.global_layers", (0, 2))
+    with pytest.raises(argparse.ArgumentTypeError):
+        common.config_override("model.dropout")
 
 
 def test_target_lines():

@@ -1,0 +1,132 @@
+"""The S4 layer alone against sequence length: kernel generation vs convolution, `fft` vs
+`scan`, `dplr` vs `diag` (issue 7, `ssm`).
+
+    python -m benchmarks.ssm [--lengths=1K,...,64K] [--variants=dplr,diag,scan,conv]
+                             [--passes=fwd,fwd+bwd] [--batch=8] [--d_model=128] [--d_state=64]
+                             [--causal] [--repeats=5] [--quick]
+
+Variants (spade_jax.ssm.S4Layer, bidirectional as in the LRA encoders unless --causal):
+  dplr   kernel='dplr', mode='fft' (S4, the default): the whole layer, and its kernel
+         generation alone (`conv_kernel`, Cauchy kernel + inverse FFT)
+  diag   kernel='diag', mode='fft' (S4D): the whole layer, and its kernel alone (Vandermonde)
+  scan   kernel='diag', mode='scan': the layer by associative scan (no kernel)
+  conv   the FFT convolution alone (the layer's `_fft_conv`) with a given kernel
+Passes: 'fwd', and 'fwd+bwd' (gradient of 0.5 * sum(y^2) for the parameters and the input).
+The kernel depends only on the parameters: the layer computes it once per call, whatever the
+batch. Target (issue 7): kernel generation <= 25% of the layer's forward time at L = 16K.
+"""
+import sys
+
+from benchmarks import common
+
+VARIANTS = ("dplr", "diag", "scan", "conv")
+LAYER = {"dplr": ("dplr", "fft"), "diag": ("diag", "fft"), "scan": ("diag", "scan")}
+TARGET_LENGTH = 16384
+
+
+def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model: int,
+            d_state: int, bidirectional: bool, repeats: int, warmup: int) -> dict:
+    """(In a point.) Times one op ('layer', 'kernel' or 'conv') of one variant."""
+    import flax.linen as nn
+    import jax
+
+    from spade_jax.ssm import S4Layer
+    from spade_jax.ssm.layer import _fft_conv  # the layer's own convolution
+
+    key_x, key_k, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(key_x, (batch, length, d_model))
+    if op == "conv":
+        kernel_length = 2 * length if bidirectional else length
+        k = jax.random.normal(key_k, (d_model, kernel_length)) / kernel_length
+        fn, args = _fft_conv, (x, k)
+    else:
+        kernel, mode = LAYER[variant]
+        layer = S4Layer(d_model=d_model, d_state=d_state, kernel=kernel, mode=mode,
+                        bidirectional=bidirectional, l_max=length)
+        params = nn.unbox(jax.jit(layer.init)(key_init, x[:1, :8]))
+        if op == "kernel":
+            fn = lambda p: layer.apply(p, length, method="conv_kernel")  # noqa: E731
+            args = (params,)
+        else:
+            fn, args = (lambda p, u: layer.apply(p, u)), (params, x)
+    step = common.differentiated(fn, pass_, tuple(range(len(args))))
+    stats = common.time_jitted(step, *args, repeats=repeats, warmup=warmup)
+    return dict(stats, tokens=batch * length)
+
+
+def series_for(args) -> list:
+    ops = {"dplr": ("layer", "kernel"), "diag": ("layer", "kernel"), "scan": ("layer",),
+           "conv": ("conv",)}
+    kwargs = dict(batch=args.batch, d_model=args.d_model, d_state=args.d_state,
+                  bidirectional=not args.causal)
+    out = []
+    for variant in args.variants:
+        for op in ops[variant]:
+            for pass_ in args.passes:
+                out.append({"label": f"{variant} {op} {pass_}", "variant": variant, "op": op,
+                            "pass": pass_, "kwargs": dict(kwargs, variant=variant, op=op,
+                                                          pass_=pass_)})
+    return out
+
+
+def share(rows, r):
+    """r's median time as a fraction of its variant's layer time at the same L and pass (the
+    convolution alone: of the dplr layer's)."""
+    return common.time_ratio(rows, r, op="layer",
+                             variant=r["variant"] if r["op"] != "conv" else "dplr")
+
+
+def main(argv=None):
+    p = common.parser(__doc__, batch=8, passes=True)
+    common.add_names(p, "--variants", VARIANTS)
+    p.add_argument("--d_model", type=int, default=None, help="channels H (default 128; --quick 16)")
+    p.add_argument("--d_state", type=int, default=None, help="state size N (default 64; --quick 8)")
+    p.add_argument("--causal", action="store_true", help="one causal kernel (LM) instead of two")
+    args = common.parse(p, argv)
+    args.d_model = args.d_model or (16 if args.quick else 128)
+    args.d_state = args.d_state or (8 if args.quick else 64)
+    if args.quick and args.batch == 8:
+        args.batch = 2
+    out, header = common.start("ssm", args)
+    rows = common.sweep(series_for(args), args.lengths, args, "benchmarks.ssm:measure")
+    fits, fit_sections = common.growth(rows, "run_peak_bytes")
+    columns = [("variant", lambda r: r["variant"]), ("op", lambda r: r["op"]),
+               ("pass", lambda r: r["pass"])] + common.TIMING_COLUMNS + [
+        ("share of layer", lambda r: "-" if r["op"] == "layer" else
+         common.fmt(share(rows, r) and 100 * share(rows, r), ".0f") + "%"),
+        common.PER_TOKEN_COLUMN] + common.MEMORY_COLUMNS
+
+    at = TARGET_LENGTH if TARGET_LENGTH in args.lengths else max(args.lengths)
+    goals = []
+    for variant in ("dplr", "diag"):
+        kernel = common.find(rows, variant=variant, op="kernel", length=at, **{"pass": "fwd"})
+        layer = common.find(rows, variant=variant, op="layer", length=at, **{"pass": "fwd"})
+        if variant in args.variants and "fwd" in args.passes:
+            goals.append(common.target(
+                f"{variant} kernel generation as a fraction of the {variant} layer's forward "
+                f"time at L={common.length_label(at)}", kernel and share(rows, kernel), 0.25,
+                higher_is_better=False, missing=common.why_missing(
+                    {f"{variant} kernel fwd": kernel, f"{variant} layer fwd": layer})))
+
+    def plot(path):
+        panels = [{"title": f"{pass_}: time per token (batch {args.batch}, H {args.d_model}, "
+                            f"N {args.d_state})", "ylabel": "microseconds per token",
+                   "guides": common.PER_TOKEN_GUIDES,
+                   "series": common.series_points(
+                       [r for r in rows if r["pass"] == pass_], common.per_token_us)}
+                  for pass_ in args.passes]
+        panels.append({"title": "peak memory of the calls above a fresh JAX process",
+                       "ylabel": "MiB", "series": common.series_points(
+                           rows, lambda r: common.memory_mib(r, "run_peak_bytes"))})
+        common.loglog_plot(path, panels, "S4 layer", ncols=3)
+
+    common.write_report(out, "ssm", header=header, args=args, rows=rows, plot=plot, targets=goals,
+                        data={"fits": fits}, sections=[
+                            (f"S4 layer, batch {args.batch}, H {args.d_model}, N {args.d_state}, "
+                             f"{'causal' if args.causal else 'bidirectional'}",
+                             common.markdown_table(rows, columns))] + fit_sections)
+    return common.exit_code(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`python -m benchmarks.<name> --quick` end to end, at the smallest sizes (seconds each): the
+scripts run, print their table and target lines, and write their outputs. Numbers are not
+checked: benchmarks are never timed unit tests."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import common, generate
+
+pytestmark = pytest.mark.slow
+
+
+def _run(name, out, *flags):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", f"--out={out}",
+                           *flags], cwd=common.ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _check_outputs(out, name, statuses):
+    record = json.loads((out / f"{name}.json").read_text())
+    assert [r["status"] for r in record["rows"]] == statuses
+    assert record["header"]["backend"] == "cpu" and record["header"]["jax"]
+    assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.md").stat().st_size > 0
+    return record
+
+
+def test_scaling_quick(tmp_path):
+    proc = _run("scaling", tmp_path / "scaling", "--families=spade,transformer", "--scopes=block",
+                "--lengths=256")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "| block | spade | 256 | ok |" in proc.stdout
+    assert "| block | transformer | 256 | ok |" in proc.stdout
+    assert ("target: SPADE block fwd+bwd at L=256: speed-up over the full-attention block"
+            in proc.stdout)
+    record = _check_outputs(tmp_path / "scaling", "scaling", [common.OK, common.OK])
+    assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
+
+
+def test_ssm_quick(tmp_path):
+    proc = _run("ssm", tmp_path / "ssm", "--variants=dplr,conv", "--passes=fwd", "--lengths=256")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for row in ("| dplr | layer | fwd | 256 | ok |", "| dplr | kernel | fwd | 256 | ok |",
+                "| conv | conv | fwd | 256 | ok |"):
+        assert row in proc.stdout
+    assert ("target: dplr kernel generation as a fraction of the dplr layer's forward time"
+            in proc.stdout)
+    _check_outputs(tmp_path / "ssm", "ssm", [common.OK] * 3)
+    # The output folder now holds results: a second run into it is refused.
+    again = _run("ssm", tmp_path / "ssm", "--variants=conv", "--passes=fwd", "--lengths=256")
+    assert again.returncode != 0 and "never overwritten" in again.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spade_jax.decode") is not None,
+                    reason="spade_jax.decode is present: run benchmarks.generate itself")
+def test_generate_without_decoding_says_what_is_missing(tmp_path):
+    proc = _run("generate", tmp_path / "generate")
+    assert proc.returncode == 2 and generate.MISSING in proc.stderr
+    assert not (tmp_path / "generate").exists()

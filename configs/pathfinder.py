@@ -6,9 +6,9 @@ Full run (real data, `pathfinder32/curv_contour_length_14`):
   Published test accuracy: S4 94.20, MEGA 96.01, Transformer 71.40 (lra.md).
 Quick run (CPU; generated, easier `curv_baseline` images; about 8 minutes on 2 cores). It checks
 the pipeline end to end but does NOT learn yet: 1000 steps of batch 16 (16k images seen) stay at
-chance (measured: 48-51% validation accuracy at steps 250-1000, 49.1% test). Pathfinder needs far more examples
-(S4 trains for 500k steps); for a CPU run that learns, raise --config.num_train_steps and
---config.generate.num and expect hours.
+chance (measured: 48-51% validation accuracy at steps 250-1000, 49.1% test). Pathfinder needs
+far more examples (S4 trains for 500k steps); for a CPU run that learns, raise
+--config.num_train_steps and --config.generate.num and expect hours.
     python -m lra.main --config=configs/pathfinder.py:quick --workdir=runs/pathfinder-quick
 Other families: configs/pathfinder.py:model=s4 (spade_chunk, transformer, local), with quick /
 smoke.

@@ -32,7 +32,7 @@ class Encoder(nn.Module):
     __call__(tokens (B, L) int, mask (B, L) bool or None, deterministic) -> (features (B, L', d),
     mask (B, L') bool), where L' = L + 1 with a CLS token prepended (pooling='cls'), else L.
     Without a mask, padding is tokens == pad_id (pixel tasks, where 0 is a real value, pass an
-    all-True mask). With model.adaptive_cutoffs the embedding is an AdaptiveInput.
+    all-True mask). The LM's embedding is an AdaptiveInput (one plain band without cutoffs).
     decode=True (causal models): tokens (B, 1), the next token of each row; the blocks keep their
     state in the 'cache' collection (see spade_jax.decode); mask and max_len do not apply.
     """
@@ -41,7 +41,7 @@ class Encoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        if cfg.adaptive_cutoffs:
+        if cfg.head == "lm":  # fairseq's embedding: N(0, d^-1/2) x sqrt(d), bands if adaptive
             self.embed = adaptive.AdaptiveInput(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs,
                                                 cfg.adaptive_factor, jnp.dtype(cfg.dtype),
                                                 name="embed")
@@ -175,7 +175,7 @@ class LanguageModel(nn.Module):
     decode=True: tokens (B, 1), the next token of each row; the state lives in the 'cache'
     collection (spade_jax.decode drives it).
     With tie_embeddings the output layer shares the input embedding (its transpose; adaptive:
-    the band embeddings and projections).
+    the band embeddings and projections); untied and without cutoffs it is a Dense layer.
     """
 
     config: ModelConfig
@@ -186,7 +186,7 @@ class LanguageModel(nn.Module):
         cfg = self.config
         encoder = Encoder(cfg, name="encoder")
         x, _ = encoder(tokens, mask, deterministic, decode)
-        if cfg.adaptive_cutoffs:
+        if cfg.adaptive_cutoffs or cfg.tie_embeddings:
             softmax = adaptive.AdaptiveSoftmax(
                 cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_factor,
                 cfg.adaptive_dropout, cfg.tie_embeddings, jnp.dtype(cfg.dtype), name="softmax")
@@ -194,10 +194,7 @@ class LanguageModel(nn.Module):
             if targets is not None:
                 return softmax.nll(x, targets, tied, deterministic)
             return softmax.log_probs(x, tied)
-        if cfg.tie_embeddings:
-            logits = encoder.embed.attend(x.astype(jnp.float32)).astype(jnp.float32)
-        else:
-            logits = dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
+        logits = dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
         if targets is None:
             return logits
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets)

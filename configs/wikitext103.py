@@ -52,10 +52,10 @@ QUICK = {
     "model.dropout": 0.1, "model.ffn_dropout": 0.0, "model.radius": 63, "model.s4.d_state": 32,
     "model.adaptive_cutoffs": (2000, 6000), "model.adaptive_dropout": 0.1,
     "model.dtype": "float32", "model.remat": "none",
-    "seq_len": 256, "eval_context": 128, "batch_size": 16, "num_train_steps": 1_200,
+    "seq_len": 256, "eval_context": 128, "batch_size": 16, "num_train_steps": 600,
     "optimizer.name": "adamw", "optimizer.learning_rate": 2e-3, "optimizer.weight_decay": 0.01,
     "optimizer.warmup_steps": 100, "optimizer.end_lr_factor": 0.0, "optimizer.clip_norm": 1.0,
-    "eval_every": 400, "checkpoint_every": 400, "log_every": 50, "eval_batch_size": 32,
+    "eval_every": 300, "checkpoint_every": 300, "log_every": 50, "eval_batch_size": 32,
 }
 SMOKE = {
     "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,

@@ -169,7 +169,8 @@ class LanguageModel(nn.Module):
 
     __call__(tokens (B, L) int, mask (B, L) bool or None, targets (B, L) int or None,
     deterministic, decode) ->
-      targets None: logits (B, L, vocab_size) float32 (with adaptive softmax: log-probabilities);
+      targets None: logits (B, L, vocab_size) float32 (log-probabilities when the output layer
+        is an AdaptiveSoftmax: tied or adaptive);
       targets given: the negative log-likelihood of each target (B, L) float32, computed without
         materialising (B, L, vocab_size) when the softmax is adaptive.
     decode=True: tokens (B, 1), the next token of each row; the state lives in the 'cache'

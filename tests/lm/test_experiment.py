@@ -121,7 +121,8 @@ def test_context_windows_give_the_one_pass_perplexity_when_context_covers_the_ra
     stream = np.asarray(run.corpus.stream("train"))
     cfg = dataclasses.replace(run.model_config, max_len=len(stream))
     inputs = np.concatenate([[run.corpus.vocab.eos_id], stream[:-1]])[None]
-    nll = models.build_model(cfg).apply({"params": run.params}, inputs, None, stream[None])
+    nll = jax.jit(models.build_model(cfg).apply)({"params": run.params}, inputs, None,
+                                                   stream[None])
     assert windows["nll_per_token"] == pytest.approx(float(nll.mean()), rel=1e-5)
     assert windows["tokens"] == len(stream)
 
@@ -144,6 +145,9 @@ def test_smoke_run_through_lm_main_then_evaluate_and_generate(tmp_path):
     assert results["steps"] == 2 and results["vocab_size"] == 125
     assert results["unigram_perplexity"]["test"] < 125 < results["test_perplexity_last"] < 1e4
     assert results["train_tokens_per_s"] > 0
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        record = [r for r in map(json.loads, f) if r["split"] == "train"][-1]
+    assert record["tokens_per_s"] == pytest.approx(record["steps_per_s"] * 4 * 32)  # inputs only
     # lm.evaluate's reading of the run scores the whole test split as the engine did.
     run = runs.load_run(workdir, "last")
     assert run.step == 2 and run.model_config.adaptive_cutoffs == (20, 60)

@@ -102,7 +102,7 @@ class Vocabulary:
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Ids of a text (a prompt): each line but the last ends with the end of line."""
-        unk_id = self._unk_id(unknown)
+        unk_id = self.unk_id(unknown)
         ids = []
         lines = text.split("\n")
         for i, line in enumerate(lines):
@@ -128,7 +128,7 @@ class Vocabulary:
                 line.append(self.tokens[i])
         return "".join(out) + " ".join(line)
 
-    def _unk_id(self, unknown):
+    def unk_id(self, unknown):
         if unknown == "error" or self.tokenizer == "byte":
             return None
         if unknown != "unk":
@@ -238,7 +238,7 @@ def _build(files, tokenizer, unknown, out):
                 counter.update(line.split())
                 counter[EOS] += 1
         vocab = Vocabulary.from_counts(counter)
-    unk_id = vocab._unk_id(unknown) if tokenizer == "word" else None
+    unk_id = vocab.unk_id(unknown) if tokenizer == "word" else None
     splits = {}
     for split, path in files.items():
         out_path = os.path.join(out, f"{split}.int32")

@@ -11,6 +11,7 @@ Word-level prompts are tokenised as WikiText is (`do n't`, `@-@`); words outside
 become <unk>. The text is streamed as it is produced; the last line gives tokens/s and the
 cache's size.
 """
+import codecs
 import sys
 
 import jax
@@ -64,11 +65,16 @@ def main(argv):
     sys.stdout.write(FLAGS.prompt)
     separator = " " if vocab.tokenizer == "word" and FLAGS.prompt else ""
 
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
     def show(token):
         nonlocal separator
-        text = vocab.decode(token[:1])
-        sys.stdout.write(separator + text if text != "\n" else "\n")
-        separator = "" if text == "\n" or vocab.tokenizer == "byte" else " "
+        if vocab.tokenizer == "byte":  # a character may take several tokens
+            sys.stdout.write(utf8.decode(bytes([int(token[0]) - 1])))
+        else:
+            text = vocab.decode(token[:1])
+            sys.stdout.write(separator + text if text != "\n" else "\n")
+            separator = "" if text == "\n" else " "
         sys.stdout.flush()
 
     _, stats = decode.generate(model, run.params, ids[None], FLAGS.max_new_tokens,

@@ -32,7 +32,8 @@ def restore_params(workdir: str, which: str = "best"):
         directory = os.path.abspath(os.path.join(workdir, folders[name]))
         if not os.path.isdir(directory):
             continue
-        manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
+        manager = ocp.CheckpointManager(directory, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
         step = manager.latest_step()
         if step is None:
             continue

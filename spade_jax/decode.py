@@ -58,25 +58,41 @@ def step(model: models.LanguageModel, params, cache, tokens):
     return logits[:, 0], variables["cache"]
 
 
+def _cutoff(values, enough, iterations: int = 48):
+    """The largest t (to float precision) such that enough(values >= t) holds, by bisection:
+    values (B, V) finite -> (B, 1). O(V) per iteration, where a sort (top-k, top-p) is slow on
+    CPU. Values tied with the cutoff all stay."""
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) / 2
+        ok = enough(values >= mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    bounds = (values.min(-1, keepdims=True), values.max(-1, keepdims=True))
+    return jax.lax.fori_loop(0, iterations, body, bounds)[0]
+
+
 def sample(logits, rng, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0):
     """Next tokens (B,) int32 from logits (B, V): greedy (argmax) when temperature is 0, else a
     draw from softmax(logits / temperature) restricted to the top_k most likely tokens (0: all)
-    and to the smallest set whose probability reaches top_p (1.0: all)."""
+    and to the smallest set of most likely tokens whose probability reaches top_p (1.0: all);
+    tokens tied at either boundary are kept."""
     if temperature <= 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits.astype(jnp.float32) / temperature
     if top_k:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+        finite = jnp.where(jnp.isfinite(logits), logits, jnp.finfo(jnp.float32).min / 4)
+        kth = _cutoff(finite, lambda keep: keep.sum(-1, keepdims=True) >= top_k)
+        logits = jnp.where(finite >= kth, logits, -jnp.inf)
     if top_p < 1.0:
-        order = jnp.argsort(-logits, axis=-1)
-        probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above
-        drop_sorted = before >= top_p
-        drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(
-            drop_sorted)
-        logits = jnp.where(drop, -jnp.inf, logits)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+        probs = jax.nn.softmax(logits, axis=-1)
+        least = _cutoff(probs, lambda keep: jnp.where(keep, probs, 0.0).sum(-1, keepdims=True)
+                        >= top_p)
+        logits = jnp.where(probs >= least, logits, -jnp.inf)
+    # Inverse-CDF draw: one uniform per row (Gumbel-max would draw V of them).
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    u = jax.random.uniform(rng, (logits.shape[0], 1)) * cdf[:, -1:]
+    return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -96,8 +112,9 @@ def feed(model, params, cache, tokens, all_logits: bool = False):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _sample_step(model, params, cache, logits, temperature, top_k, top_p, rng, banned):
-    token = sample(jnp.where(banned, -jnp.inf, logits), rng, temperature, top_k, top_p)
+def _sample_step(model, params, cache, logits, temperature, top_k, top_p, rng, index, banned):
+    token = sample(jnp.where(banned, -jnp.inf, logits), jax.random.fold_in(rng, index),
+                   temperature, top_k, top_p)
     logits, cache = step(model, params, cache, token)
     return token, logits, cache
 
@@ -129,8 +146,7 @@ def generate(model, params, prompt, max_new_tokens: int, rng=None, *, temperatur
     out, timed_from = [], None
     for i in range(max_new_tokens):
         token, logits, cache = _sample_step(model, params, cache, logits, float(temperature),
-                                            int(top_k), float(top_p), jax.random.fold_in(rng, i),
-                                            banned)
+                                            int(top_k), float(top_p), rng, np.int32(i), banned)
         token = np.asarray(token)
         out.append(token)
         if callback is not None:

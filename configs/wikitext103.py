@@ -1,7 +1,7 @@
 """WikiText-103 language modelling: the SPADE causal LM (fairseq transformer_lm_wiki103 shape).
 
 Full run (the paper's recipe; real data, wiki.{train,valid,test}.tokens from wikitext-103-v1.zip):
-    python -m lm.main --config=configs/wikitext103.py --config.data_dir=WIKITEXT103 --workdir=runs/wt103
+    python -m lm.main --config=configs/wikitext103.py --config.data_dir=WT103 --workdir=runs/wt103
   Model: 16 layers x 1024, FFN 4096 (ReLU), 8 heads, pre-LN, no final norm; layer 0 = S4 (DPLR,
   d_state 64) beside causal local attention (radius 511), local attention above; T5 relative
   bias (32 buckets, max distance 128) shared by all layers, no absolute positions; adaptive input

@@ -219,7 +219,8 @@ def _encode_words(path, out_path, vocab, unk_id, train_name):
                 raise DataError(
                     f"{path} line {lines}: token {e.args[0]!r} is not in the vocabulary built "
                     f"from {train_name} ({len(vocab):,} types). WikiText replaces rare words by "
-                    f"{UNK}; set config.data.unknown='unk' to map unknown tokens to {UNK}") from None
+                    f"{UNK}; set config.data.unknown='unk' to map unknown tokens to {UNK}"
+                ) from None
             if len(buf) >= _FLUSH:
                 dst.write(buf.tobytes())
                 tokens, buf = tokens + len(buf), array.array("i")
@@ -278,7 +279,8 @@ def prepare(data_dir: str, tokenizer: str = "word", suffix: str = "tokens",
     print(f"lm: tokenising {data_dir} ({tokenizer}) into {folder}", flush=True)
     with atomic_folder(folder, prefix=f".{name}-") as tmp:
         vocab, splits = _build(files, tokenizer, unknown, tmp)
-        info = dict(options, vocab_size=len(vocab), splits=splits, data_dir=os.path.abspath(data_dir))
+        info = dict(options, vocab_size=len(vocab), splits=splits,
+                    data_dir=os.path.abspath(data_dir))
         with open(os.path.join(tmp, "info.json"), "w") as f:
             json.dump(info, f, indent=2)
     return Corpus(folder)

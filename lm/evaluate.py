@@ -53,12 +53,17 @@ def perplexity(run: Run, split: str, *, context: int | None = None, batch_size: 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
-flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.")
-flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Best-validation or latest checkpoint.")
-flags.DEFINE_integer("context", -1, "Context tokens before each scored window (-1: the run's "
-                     "eval_context).")
-flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).")
+
+
+def define_flags():
+    """The command line's flags (defined here, so that importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
+    flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                      "Best-validation or latest checkpoint.")
+    flags.DEFINE_integer("context", -1, "Context tokens before each scored window (-1: the run's "
+                         "eval_context).")
+    flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).")
 
 
 def main(argv):
@@ -69,8 +74,8 @@ def main(argv):
     result = perplexity(run, FLAGS.split, context=FLAGS.context, batch_size=FLAGS.batch_size)
     extra = (f", per word {result['word_perplexity']:.2f}, {result['bits_per_byte']:.3f} bits per "
              f"byte" if "word_perplexity" in result else "")
-    print(f"{FLAGS.split} ({run.checkpoint} checkpoint, step {run.step}; context {result['context']}"
-          f" in {result['seq_len']}-token windows): perplexity {result['perplexity']:.2f} over "
+    print(f"{FLAGS.split} ({run.checkpoint} checkpoint, step {run.step}; context "
+          f"{result['context']} in {result['seq_len']}-token windows): perplexity {result['perplexity']:.2f} over "
           f"{result['tokens']:,} tokens{extra} (unigram baseline "
           f"{result['unigram_perplexity']:.2f})", flush=True)
     with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}_{run.checkpoint}.json"), "w") as f:
@@ -78,5 +83,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["workdir"])
     app.run(main)

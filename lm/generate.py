@@ -24,16 +24,21 @@ from lm.runs import load_run
 from spade_jax import decode
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
-flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).")
-flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate.")
-flags.DEFINE_float("temperature", 0.0, "0: greedy; else sample from softmax(logits / T).")
-flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
-flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_integer("max_len", 0, "Transformer family: cache size (0: what the text needs, "
-                     "at least the training max_len).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Best-validation or latest checkpoint.")
+
+
+def define_flags():
+    """The command line's flags (defined here, so that importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
+    flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).")
+    flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate.")
+    flags.DEFINE_float("temperature", 0.0, "0: greedy; else sample from softmax(logits / T).")
+    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
+    flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass.")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_integer("max_len", 0, "Transformer family: cache size (0: what the text needs, "
+                         "at least the training max_len).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                      "Best-validation or latest checkpoint.")
 
 
 def prompt_ids(vocab, prompt: str) -> tuple:
@@ -90,5 +95,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["workdir"])
     app.run(main)

@@ -129,7 +129,8 @@ class AdaptiveSoftmax(nn.Module):
             self.clusters = _param(self, "clusters", nn.initializers.xavier_uniform(),
                                    ("embed", None), (self.d_model, tails))
         if not self.tied:
-            self.head_words = _param(self, "head_words", nn.initializers.normal(self.d_model ** -0.5),
+            self.head_words = _param(self, "head_words",
+                                     nn.initializers.normal(self.d_model ** -0.5),
                                      ("vocab", "embed"), (self.bands[0][1], self.d_model))
             self.tail_projections = [
                 _param(self, f"tail_{i}_projection", nn.initializers.xavier_uniform(),

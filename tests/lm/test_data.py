@@ -33,7 +33,8 @@ def test_word_vocabulary_and_streams_round_trip(cache):
     assert len(vocab) == len(counts) + 1 and vocab.tokens[0] == data.PAD
     assert [vocab.counts[vocab.index[t]] for t in counts] == list(counts.values())
     assert list(vocab.counts[1:]) == sorted(vocab.counts[1:], reverse=True)  # by frequency
-    assert vocab.tokens[1] == "the" and vocab.counts.sum() == corpus.info["splits"]["train"]["tokens"]
+    assert vocab.tokens[1] == "the"
+    assert vocab.counts.sum() == corpus.info["splits"]["train"]["tokens"]
     for split in data.SPLITS:
         text = _read(split)
         stream = corpus.stream(split)

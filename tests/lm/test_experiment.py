@@ -40,7 +40,8 @@ def test_every_family_and_variant_builds(family, variant):
     if not variant:  # the recipe of spade.md / wikitext103.md
         assert (model.num_layers, model.d_model, model.d_ff, model.num_heads) == (16, 1024, 4096, 8)
         assert model.adaptive_cutoffs == (20000, 60000) and model.tie_embeddings
-        assert (config.seq_len, config.eval_context, config.num_train_steps) == (3072, 2560, 286_000)
+        assert (config.seq_len, config.eval_context) == (3072, 2560)
+        assert config.num_train_steps == 286_000
         assert (config.optimizer.name, config.optimizer.learning_rate,
                 config.optimizer.clip_norm) == ("sgd", 1.0, 0.1)
     docstring = open(CONFIG).read().split('"""')[1]
@@ -64,7 +65,7 @@ def _run(params_fn, cache, *, family="local", seq_len=16, context=8, **model):
     config = _config(f"model={family},smoke")
     config.data_dir, config.data.cache_dir = FIXTURE, cache
     config.seq_len, config.eval_context = seq_len, context
-    config.model.update(model)
+    config.model.update(dict(num_layers=1, **model))
     corpus = task_lib.load_corpus(config)
     task_lib.set_vocab_size(config, corpus)
     cfg = ModelConfig.from_config(config.model)
@@ -115,8 +116,7 @@ def test_perplexity_of_a_unigram_model_by_hand(tmp_path):
 def test_context_windows_give_the_one_pass_perplexity_when_context_covers_the_radius(tmp_path):
     """Local attention (radius 3) sees nothing beyond 8 tokens of context: scoring the split in
     windows must give exactly the NLL of one pass over the whole split."""
-    run = _run(lambda p: p, str(tmp_path), family="local", seq_len=16, context=8,
-               num_layers=1)
+    run = _run(lambda p: p, str(tmp_path), family="local", seq_len=16, context=8)
     windows = evaluate.perplexity(run, "train")
     stream = np.asarray(run.corpus.stream("train"))
     cfg = dataclasses.replace(run.model_config, max_len=len(stream))

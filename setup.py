@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*"]),
+    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*", "lm", "lm.*"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

@@ -27,9 +27,9 @@ QUICK = {
     "data_options": {"difficulty": "curv_baseline"},
     "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 2, "model.d_ff": 64,
     "model.radius": 63, "model.chunk_size": 64, "model.s4.d_state": 16, "model.dropout": 0.0,
-    "batch_size": 8, "num_train_steps": 300, "optimizer.learning_rate": 2e-3,
-    "optimizer.warmup_steps": 30, "eval_every": 100, "checkpoint_every": 100, "log_every": 10,
-    "max_eval_batches": 10,
+    "batch_size": 8, "num_train_steps": 100, "optimizer.learning_rate": 2e-3,
+    "optimizer.warmup_steps": 10, "eval_every": 50, "checkpoint_every": 50, "log_every": 10,
+    "max_eval_batches": 5,
 }
 SMOKE = {
     "generate": {"num": 12, "seed": 0, "image_size": 128, "difficulty": "curv_baseline",

@@ -16,6 +16,7 @@ import optax
 from absl import logging
 
 from lra.data import DataError, TASKS, load_split, make_batches
+from spade_jax.paths import cache_root
 
 RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:
   DATA_DIR/listops-1000/basic_{train,val,test}.tsv
@@ -23,15 +24,6 @@ RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lr
   DATA_DIR/pathfinder32/curv_contour_length_14/{imgs,metadata}   (Pathfinder)
   DATA_DIR/pathfinder128/curv_contour_length_14/{imgs,metadata}  (Path-X)
   IMDB and CIFAR-10: prepared TFDS datasets, or DATA_DIR/aclImdb, DATA_DIR/cifar-10-batches-bin"""
-
-
-def cache_root() -> str:
-    """Where generated defaults live: $SPADE_JAX_CACHE, else $XDG_CACHE_HOME/spade_jax, else
-    ~/.cache/spade_jax."""
-    if os.environ.get("SPADE_JAX_CACHE"):
-        return os.environ["SPADE_JAX_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "spade_jax")
 
 
 def _generate(task: str, options: dict, out: str) -> None:

@@ -173,6 +173,42 @@ def chunk_attention(q: Array, k: Array, v: Array, *, chunk: int, causal: bool = 
     return out.reshape(batch, nc * chunk, *out.shape[2:])[:, :length]
 
 
+def ring_positions(index: Array, size: int, kind: str) -> tuple[Array, Array]:
+    """Decoding caches: the position held by each of `size` cache slots once the token at
+    position `index` has been written, and whether the query at `index` may see it.
+
+    kind 'window': a ring buffer of radius + 1 slots (slot = position % size) holding the last
+    radius + 1 positions; 'chunk': the slots of the current chunk (slot = position % chunk);
+    'full': slot = position (a preallocated, growing cache). Returns (positions (size,) int32,
+    visible (size,) bool).
+    """
+    slots = jnp.arange(size, dtype=jnp.int32)
+    if kind == "window":
+        positions = index - (index - slots) % size
+        return positions, positions >= 0
+    if kind == "chunk":
+        return index - index % size + slots, slots <= index % size
+    return slots, slots <= index
+
+
+def attend_cache(q: Array, keys: Array, values: Array, visible: Array, bias: Array | None = None,
+                 scale: float | None = None) -> Array:
+    """One decoding step of attention against a cache.
+
+    Args:
+      q: (batch, 1, heads, head_dim), the newest token's query.
+      keys, values: (batch, slots, heads, head_dim), the cache (the newest token included).
+      visible: (slots,) bool, which slots the query sees.
+      bias: optional (heads, slots), added to the scores.
+      scale: q multiplier; default head_dim ** -0.5.
+
+    Returns:
+      (batch, 1, heads, head_dim) in q.dtype, as the parallel kernels give for that query.
+    """
+    return _attend(q, keys, values, visible[None, None, None, :],
+                   None if bias is None else bias[None, :, None, :], scale)
+
+
 def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int = 32,
                              max_distance: int = 128) -> Array:
     """T5 / LongT5 relative-position buckets.

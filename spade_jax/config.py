@@ -42,6 +42,11 @@ class ModelConfig:
       [-1, 1] through Linear(1 -> d), as S4 encodes pixels; for the image tasks).
     head: 'classify' (pooled sequence -> num_classes), 'retrieval' (shared encoder on two
       inputs; [e1, e2, e1*e2, e1-e2] -> MLP -> num_classes), 'lm' (logits over the vocabulary).
+    adaptive_cutoffs: head 'lm' only: ids (by frequency) where the vocabulary is cut into bands
+      for adaptive input and adaptive softmax (fairseq; e.g. (20000, 60000)); band i has
+      d_model // adaptive_factor**i dimensions. () = a plain embedding and softmax. With
+      tie_embeddings the input and output share the band embeddings and projections.
+    adaptive_dropout: dropout inside the adaptive softmax's tail clusters (fairseq 0.2).
     remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
     """
 
@@ -73,6 +78,9 @@ class ModelConfig:
     num_classes: int = 2
     pooling: str = "mean"  # 'mean' over real tokens | 'cls' (a learned token prepended)
     tie_embeddings: bool = True
+    adaptive_cutoffs: tuple = ()
+    adaptive_factor: int = 4
+    adaptive_dropout: float = 0.0
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"
 
@@ -94,7 +102,7 @@ class ModelConfig:
                              f"({self.num_heads})")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ValueError(f"model.radius must be an integer >= 0, got {self.radius!r}")
-        for name in ("dropout", "ffn_dropout"):
+        for name in ("dropout", "ffn_dropout", "adaptive_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.pad_id < self.vocab_size:
@@ -111,14 +119,32 @@ class ModelConfig:
         if self.input_encoder == "linear" and self.vocab_size < 2:
             raise ValueError("model.input_encoder='linear' reads ids 0..vocab_size-1 as "
                              f"intensities: model.vocab_size must be >= 2, got {self.vocab_size}")
-        if self.head == "lm" and self.input_encoder != "embed" and self.tie_embeddings:
-            raise ValueError("model.tie_embeddings needs model.input_encoder='embed' (the output "
-                             "layer reuses the embedding table)")
+        if self.head == "lm" and self.input_encoder != "embed":
+            raise ValueError("model.head='lm' reads word ids through its (adaptive) embedding: "
+                             "model.input_encoder must be 'embed'")
         if self.head == "lm" and self.s4_bidirectional:
             raise ValueError("model.head='lm' is causal: model.s4.bidirectional must be False")
+        if self.adaptive_cutoffs:
+            self._check_adaptive()
         if self.pooling == "cls" and self.causal:
             raise ValueError("model.pooling='cls' reads position 0, which a causal model cannot "
                              "fill with the sequence; use pooling='mean'")
+
+    def _check_adaptive(self):
+        cuts = self.adaptive_cutoffs
+        if self.head != "lm":
+            raise ValueError(f"model.adaptive_cutoffs are for head='lm', got head={self.head!r}")
+        if (not all(isinstance(c, int) for c in cuts) or list(cuts) != sorted(set(cuts))
+                or cuts[0] < 1 or cuts[-1] >= self.vocab_size):
+            raise ValueError(f"model.adaptive_cutoffs must be increasing token ids in [1, "
+                             f"vocab_size={self.vocab_size}), got {cuts}; use () for a plain "
+                             f"softmax (small vocabularies)")
+        if not isinstance(self.adaptive_factor, int) or self.adaptive_factor < 1:
+            raise ValueError(f"model.adaptive_factor must be an integer >= 1, got "
+                             f"{self.adaptive_factor!r}")
+        if self.d_model // self.adaptive_factor ** len(cuts) < 1:
+            raise ValueError(f"model.adaptive_factor {self.adaptive_factor} leaves the last of "
+                             f"{len(cuts) + 1} bands no dimension at d_model={self.d_model}")
 
     @property
     def s4_bidirectional(self) -> bool:
@@ -153,8 +179,9 @@ class ModelConfig:
         if set(s4) - s4_known:
             raise ValueError(f"unknown model.s4 field(s) {sorted(set(s4) - s4_known)}; "
                              f"known: {sorted(s4_known)}")
-        if "global_layers" in values:
-            values["global_layers"] = tuple(values["global_layers"])
+        for name in ("global_layers", "adaptive_cutoffs"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(s4=S4Config(**s4), **values)
 
 

@@ -9,6 +9,7 @@ activations, softmax, embedding lookups (each O(L·d), far below the matmuls).
 """
 import math
 
+from spade_jax.adaptive import bands
 from spade_jax.config import ModelConfig
 
 
@@ -69,13 +70,26 @@ def forward_flops(cfg: ModelConfig, length: int) -> dict:
             fixed += s4_kernel_flops(cfg, length)
         else:
             per_seq += attention(kind)
-    if cfg.head == "lm":
+    if cfg.head == "lm" and cfg.adaptive_cutoffs:
+        per_seq += length * adaptive_flops_per_token(cfg)
+    elif cfg.head == "lm":
         per_seq += 2 * length * d * cfg.vocab_size
     elif cfg.head == "retrieval":
         per_seq += (2 * 4 * d * d + 2 * d * cfg.num_classes) / 2  # the pair's MLP, per sequence
     else:
         per_seq += 2 * d * cfg.num_classes
     return {"per_sequence": per_seq, "per_step_fixed": fixed}
+
+
+def adaptive_flops_per_token(cfg: ModelConfig) -> float:
+    """Adaptive input (each band's projection, as computed: every band at every token) and
+    adaptive softmax (head words + clusters, and every tail at every token: projection + logits)."""
+    parts = bands(cfg.vocab_size, cfg.adaptive_cutoffs, cfg.d_model, cfg.adaptive_factor)
+    d = cfg.d_model
+    inputs = sum(2 * dim * d for _, _, dim in parts)
+    head = 2 * d * (parts[0][1] + len(parts) - 1)
+    tails = sum(2 * (d * dim + dim * size) for _, size, dim in parts[1:])
+    return inputs + head + tails
 
 
 def train_step_flops(cfg: ModelConfig, length: int, sequences: int) -> float:

@@ -9,6 +9,12 @@ Mixers (`kind`):
   'window'  local (sliding-window) attention, 'chunk' chunked attention, 'full' full attention.
   's4'      S4 -> GELU -> Linear (the S4-only baseline; same FFN and residuals as the others).
 Activations are (batch, length, d_model) with logical axes ('batch', 'length', 'embed').
+
+Decoding (`decode=True`, causal models): the input is one token (batch, 1, d_model) and each
+mixer keeps what it needs in the 'cache' collection, with the same parameters as the parallel
+forward: S4 its recurrent state (S4Layer.init_state / step), window attention a ring buffer of
+radius + 1 keys and values, chunk attention chunk_size, full attention max_len (preallocated).
+The first call with an empty cache only creates it (and returns zeros); see spade_jax.decode.
 """
 
 import flax.linen as nn
@@ -39,16 +45,18 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with Q/K/V/O projections (no bias).
 
     kind: 'full', 'window' (radius from the config) or 'chunk' (chunk_size from the config).
-    __call__(x (B, L, d), mask (B, L) bool or None, bias) -> (B, L, d). `bias` is the shared
-    relative-position bias in the form the kind takes: (1, heads, L, L) for full, (heads,
-    2*radius+1) for window; None for none (chunk attention takes no bias).
+    __call__(x (B, L, d), mask (B, L) bool or None, bias, decode) -> (B, L, d). `bias` is the
+    shared relative-position bias in the form the kind takes: (1, heads, L, L) for full, (heads,
+    2*radius+1) for window; None for none (chunk attention takes no bias). Decoding (x (B, 1, d),
+    mask ignored): bias is a (heads, 2*R+1) offset table for full and window (R = max_len - 1
+    for full).
     """
 
     config: ModelConfig
     kind: str
 
     @nn.compact
-    def __call__(self, x, mask=None, bias=None):
+    def __call__(self, x, mask=None, bias=None, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         proj = lambda name: nn.DenseGeneral(
@@ -57,7 +65,9 @@ class SelfAttention(nn.Module):
                 nn.initializers.xavier_uniform(), ("embed", "heads", "head_dim")))
         q, k, v = (nn.with_logical_constraint(proj(n)(x), ("batch", "length", "heads", "head_dim"))
                    for n in ("query", "key", "value"))
-        if self.kind == "full":
+        if decode:
+            out = self._decode(q, k, v, bias)
+        elif self.kind == "full":
             out = attention.full_attention(q, k, v, causal=cfg.causal, mask=mask, bias=bias)
         elif self.kind == "window":
             out = attention.local_attention(q, k, v, radius=cfg.radius, causal=cfg.causal,
@@ -72,12 +82,52 @@ class SelfAttention(nn.Module):
             name="out", kernel_init=nn.with_logical_partitioning(
                 nn.initializers.xavier_uniform(), ("heads", "head_dim", "embed")))(out)
 
+    def _decode(self, q, k, v, bias):
+        """One token against the cache (see attention.ring_positions for the slots)."""
+        cfg = self.config
+        if self.kind not in ("full", "window", "chunk"):
+            raise ValueError(f"unknown attention kind {self.kind!r}")
+        size = {"full": cfg.max_len, "window": cfg.radius + 1, "chunk": cfg.chunk_size}[self.kind]
+        ready = self.has_variable("cache", "index")
+        shape = (k.shape[0], size) + k.shape[2:]
+        keys = self.variable("cache", "keys", jnp.zeros, shape, k.dtype)
+        values = self.variable("cache", "values", jnp.zeros, shape, v.dtype)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if not ready:
+            return jnp.zeros_like(q)
+        if q.shape[1] != 1:
+            raise ValueError(f"decoding takes one token at a time, got length {q.shape[1]}")
+        i = index.value
+        positions, visible = attention.ring_positions(i, size, self.kind)
+        slot = i % size
+        keys.value = jax.lax.dynamic_update_slice_in_dim(keys.value, k, slot, axis=1)
+        values.value = jax.lax.dynamic_update_slice_in_dim(values.value, v, slot, axis=1)
+        index.value = i + 1
+        if bias is not None:
+            center = (bias.shape[1] - 1) // 2
+            bias = jnp.take(bias, jnp.clip(positions - i + center, 0, 2 * center), axis=1)
+        return attention.attend_cache(q, keys.value, values.value, visible, bias)
+
 
 def s4_layer(cfg: ModelConfig, name="s4") -> S4Layer:
     return S4Layer(d_model=cfg.d_model, d_state=cfg.s4.d_state, kernel=cfg.s4.kernel,
                    mode=cfg.s4.mode, discretization=cfg.s4.discretization, dt_min=cfg.s4.dt_min,
                    dt_max=cfg.s4.dt_max, bidirectional=cfg.s4_bidirectional,
                    l_max=cfg.max_len + (cfg.pooling == "cls"), name=name)
+
+
+def _run_s4(module: nn.Module, cfg: ModelConfig, u, mask, decode: bool):
+    """The config's S4 layer on u (B, L, d), created inside `module`; when decoding, one step
+    of its recurrence with the state kept in module's 'cache' collection."""
+    s4 = s4_layer(cfg)
+    if not decode:
+        return s4(u, mask)
+    ready = module.has_variable("cache", "s4_state")
+    state = module.variable("cache", "s4_state", s4.init_state, u.shape[0])
+    if not ready:
+        return jnp.zeros_like(u)
+    state.value, y = s4.step(state.value, u[:, 0])
+    return y[:, None]
 
 
 class GlobalMixer(nn.Module):
@@ -89,14 +139,14 @@ class GlobalMixer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, u, mask=None, bias=None):
+    def __call__(self, u, mask=None, bias=None, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         local = SelfAttention(cfg, cfg.local_attention, name="attention")
-        g = layer_norm(dtype, "norm_s4")(s4_layer(cfg)(u, mask))
+        g = layer_norm(dtype, "norm_s4")(_run_s4(self, cfg, u, mask, decode))
         if cfg.combine == "stack":
-            return layer_norm(dtype, "norm_attention")(local(g, mask, bias))
-        l = layer_norm(dtype, "norm_attention")(local(u, mask, bias))
+            return layer_norm(dtype, "norm_attention")(local(g, mask, bias, decode))
+        l = layer_norm(dtype, "norm_attention")(local(u, mask, bias, decode))
         if cfg.combine == "add":
             return 0.5 * (g + l)
         return dense(cfg.d_model, ("mlp", "embed"), dtype, "combine")(jnp.concatenate([g, l], -1))
@@ -108,9 +158,9 @@ class S4Mixer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, u, mask=None, bias=None):
+    def __call__(self, u, mask=None, bias=None, decode: bool = False):
         cfg = self.config
-        y = nn.gelu(s4_layer(cfg)(u, mask))
+        y = nn.gelu(_run_s4(self, cfg, u, mask, decode))
         return dense(cfg.d_model, ("embed", "mlp"), jnp.dtype(cfg.dtype), "out")(y)
 
 
@@ -133,14 +183,14 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """One layer: mixer `kind` + FFN, pre- or post-LN (see the module docstring).
 
-    __call__(x (B, L, d), mask (B, L) or None, bias, deterministic) -> (B, L, d).
+    __call__(x (B, L, d), mask (B, L) or None, bias, deterministic, decode) -> (B, L, d).
     """
 
     config: ModelConfig
     kind: str
 
     @nn.compact
-    def __call__(self, x, mask, bias, deterministic: bool):
+    def __call__(self, x, mask, bias, deterministic: bool, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         if self.kind == "global":
@@ -152,10 +202,10 @@ class Block(nn.Module):
         ffn = FeedForward(cfg, name="ffn")
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         if cfg.norm == "pre":
-            h = x + drop(mixer(layer_norm(dtype, "norm_mixer")(x), mask, bias))
+            h = x + drop(mixer(layer_norm(dtype, "norm_mixer")(x), mask, bias, decode))
             y = h + drop(ffn(layer_norm(dtype, "norm_ffn")(h), deterministic))
         else:
-            h = layer_norm(dtype, "norm_mixer")(x + drop(mixer(x, mask, bias)))
+            h = layer_norm(dtype, "norm_mixer")(x + drop(mixer(x, mask, bias, decode)))
             y = layer_norm(dtype, "norm_ffn")(h + drop(ffn(h, deterministic)))
         return nn.with_logical_constraint(y, ACTIVATION_AXES)
 
@@ -170,4 +220,4 @@ def block_class(cfg: ModelConfig):
     """Block, or Block under nn.remat with the config's named policy."""
     if cfg.remat == "none":
         return Block
-    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4,))
+    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4, 5))

@@ -7,13 +7,15 @@ ModelConfig.layer_kinds), so the suite compares like with like.
                      unless a mask (B, L) bool (True = real token) is given
   SequenceClassifier tokens (B, L) -> logits (B, num_classes)   [mean over real tokens, or CLS]
   RetrievalClassifier (tokens1, tokens2) -> logits (B, num_classes)
-  LanguageModel      tokens (B, L) -> logits (B, L, vocab_size), float32, causal
+  LanguageModel      tokens (B, L) -> logits (B, L, vocab_size), float32, causal; with targets
+                     (B, L): the NLL of each target (B, L); decode=True: one token at a time
 `build_model(config)` returns the module the config's `head` asks for.
 """
 import flax.linen as nn
 import jax.numpy as jnp
+import optax
 
-from spade_jax import attention
+from spade_jax import adaptive, attention
 from spade_jax.config import ModelConfig
 from spade_jax.layers import ACTIVATION_AXES, block_class, dense, layer_norm
 
@@ -47,14 +49,20 @@ class Encoder(nn.Module):
     __call__(tokens (B, L) int, mask (B, L) bool or None, deterministic) -> (features (B, L', d),
     mask (B, L') bool), where L' = L + 1 with a CLS token prepended (pooling='cls'), else L.
     Without a mask, padding is tokens == pad_id (pixel tasks, where 0 is a real value, pass an
-    all-True mask).
+    all-True mask). The LM's embedding is an AdaptiveInput (one plain band without cutoffs).
+    decode=True (causal models): tokens (B, 1), the next token of each row; the blocks keep their
+    state in the 'cache' collection (see spade_jax.decode); mask and max_len do not apply.
     """
 
     config: ModelConfig
 
     def setup(self):
         cfg = self.config
-        if cfg.input_encoder == "linear":
+        if cfg.head == "lm":  # fairseq's embedding: N(0, d^-1/2) x sqrt(d), bands if adaptive
+            self.embed = adaptive.AdaptiveInput(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs,
+                                                cfg.adaptive_factor, jnp.dtype(cfg.dtype),
+                                                name="embed")
+        elif cfg.input_encoder == "linear":
             self.embed = ValueEncoder(cfg, name="embed")
         else:
             self.embed = _embedding(cfg.vocab_size, cfg, "embed")
@@ -73,10 +81,12 @@ class Encoder(nn.Module):
         self.final_norm = layer_norm(jnp.dtype(cfg.dtype), "final_norm") if cfg.final_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def __call__(self, tokens, mask=None, deterministic: bool = True):
+    def __call__(self, tokens, mask=None, deterministic: bool = True, decode: bool = False):
         cfg = self.config
         if tokens.ndim != 2:
             raise ValueError(f"expected token ids of shape (batch, length), got {tokens.shape}")
+        if decode:
+            return self._decode(tokens), None
         if tokens.shape[1] > cfg.max_len:
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds model.max_len "
                              f"{cfg.max_len}")
@@ -93,10 +103,28 @@ class Encoder(nn.Module):
                                        ACTIVATION_AXES)
         biases = self._relative_biases(length)
         for block in self.blocks:
-            x = block(x, mask, biases.get(block.kind), deterministic)
+            x = block(x, mask, biases.get(block.kind), deterministic, False)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, mask
+
+    def _decode(self, tokens):
+        """tokens (B, 1) -> features (B, 1, d) of the next position."""
+        cfg = self.config
+        if not cfg.causal:
+            raise ValueError("decoding needs a causal model (model.causal=True)")
+        if tokens.shape[1] != 1:
+            raise ValueError(f"decoding takes one token per row, got shape {tokens.shape}")
+        if cfg.position == "learned":
+            raise ValueError("decoding supports model.position 'relative' or 'none', not "
+                             "'learned'")
+        x = self.embed(tokens)
+        kinds = self._biased_kinds()
+        biases = {kind: self.relpos.offsets(cfg.max_len - 1 if kind == "full" else cfg.radius)
+                  for kind in kinds}
+        for block in self.blocks:
+            x = block(x, None, biases.get(block.kind), True, True)
+        return self.final_norm(x) if self.final_norm is not None else x
 
     def _biased_kinds(self) -> set:
         """The layer kinds that take the relative-position bias (chunk attention takes none)."""
@@ -156,21 +184,40 @@ class RetrievalClassifier(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """Causal LM: tokens (B, L) [, mask (B, L)] -> logits (B, L, vocab_size), float32.
+    """Causal LM.
 
-    With tie_embeddings the output projection is the token embedding's transpose.
+    __call__(tokens (B, L) int, mask (B, L) bool or None, targets (B, L) int or None,
+    deterministic, decode) ->
+      targets None: logits (B, L, vocab_size) float32 (log-probabilities when the output layer
+        is an AdaptiveSoftmax: tied or adaptive);
+      targets given: the negative log-likelihood of each target (B, L) float32, computed without
+        materialising (B, L, vocab_size) when the softmax is adaptive.
+    decode=True: tokens (B, 1), the next token of each row; the state lives in the 'cache'
+    collection (spade_jax.decode drives it).
+    With tie_embeddings the output layer shares the input embedding (its transpose; adaptive:
+    the band embeddings and projections); untied and without cutoffs it is a Dense layer.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, mask=None, deterministic: bool = True):
+    def __call__(self, tokens, mask=None, targets=None, deterministic: bool = True,
+                 decode: bool = False):
         cfg = self.config
         encoder = Encoder(cfg, name="encoder")
-        x, _ = encoder(tokens, mask, deterministic)
-        if cfg.tie_embeddings:
-            return encoder.embed.attend(x.astype(jnp.float32)).astype(jnp.float32)
-        return dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
+        x, _ = encoder(tokens, mask, deterministic, decode)
+        if cfg.adaptive_cutoffs or cfg.tie_embeddings:
+            softmax = adaptive.AdaptiveSoftmax(
+                cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_factor,
+                cfg.adaptive_dropout, cfg.tie_embeddings, jnp.dtype(cfg.dtype), name="softmax")
+            tied = encoder.embed.tables() if cfg.tie_embeddings else None
+            if targets is not None:
+                return softmax.nll(x, targets, tied, deterministic)
+            return softmax.log_probs(x, tied)
+        logits = dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
+        if targets is None:
+            return logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
 
 
 HEADS = {"classify": SequenceClassifier, "retrieval": RetrievalClassifier, "lm": LanguageModel}

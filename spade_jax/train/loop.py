@@ -39,6 +39,9 @@ class Task(Protocol):
         sum / count). 'accuracy', if present, picks the best checkpoint (else -loss); a
         'token_loss' (mean NLL per token) adds 'perplexity' = exp(token_loss) to the logs."""
 
+    # Optional: sequences(batch) -> tuple of the (batch, length) token arrays the model encodes,
+    # for tokens/s and FLOPs (default: model_inputs(batch), which may also hold masks, targets).
+
 
 def _check_known_fields(config):
     """Typos in the engine's sections (optimizer, mesh) would otherwise be silently ignored."""
@@ -194,7 +197,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(state.step)
     progress = metrics_lib.progress_bar(config.num_train_steps, step, config.progress_bar)
-    inputs = task.model_inputs(example)
+    inputs = (task.sequences(example) if hasattr(task, "sequences")
+              else task.model_inputs(example))
     tokens_per_batch = sum(np.size(x) for x in inputs) * jax.process_count()
     step_flops = flops.train_step_flops(model_cfg, inputs[0].shape[1],
                                         sum(len(x) for x in inputs) * jax.process_count())

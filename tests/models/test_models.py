@@ -216,7 +216,7 @@ def test_explicit_mask_overrides_pad_id():
 
 def test_linear_input_encoder_reads_ids_as_intensities():
     """input_encoder='linear': features of the ids are affine in the id (nearby pixel values
-    start nearby), one (1, d) kernel instead of a table; an LM cannot tie to it."""
+    start nearby), one (1, d) kernel instead of a table; a language model refuses it."""
     cfg = small(input_encoder="linear")
     tokens = tokens_for(cfg)
     params = nn.unbox(init(cfg, tokens))["params"]
@@ -230,5 +230,5 @@ def test_linear_input_encoder_reads_ids_as_intensities():
     assert logits.shape == (2, cfg.num_classes) and np.isfinite(logits).all()
     with pytest.raises(ValueError, match="model.input_encoder"):
         small(input_encoder="pixels")
-    with pytest.raises(ValueError, match="model.tie_embeddings"):
+    with pytest.raises(ValueError, match="model.input_encoder must be 'embed'"):
         _causal_lm("spade", input_encoder="linear")

@@ -1,0 +1,88 @@
+"""Perplexity of a trained run, with fairseq's context window.
+
+    python -m lm.evaluate --workdir=RUN --split=test
+    python -m lm.evaluate --workdir=RUN --split=valid --checkpoint=last --context=1024
+
+Every token of the split is scored once, from up to `context` earlier tokens (see
+lm.data.eval_window); the first is predicted after an end of line. Prints the mean NLL, the
+perplexity per token and, for the byte tokenizer, per word (total NLL / word tokens, end-of-line
+tokens included) and bits per byte; writes RUN/eval_<split>_<checkpoint>.json.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+from absl import app, flags, logging
+
+from lm import data
+from lm.runs import Run, load_run
+from lm.task import LMTask
+from spade_jax import models
+from spade_jax.train import steps
+
+
+def perplexity(run: Run, split: str, *, context: int | None = None, batch_size: int = 0) -> dict:
+    """Scores `split` with the run's seq_len and `context` (default: the run's eval_context)."""
+    config = run.config
+    context = config.eval_context if context is None or context < 0 else context
+    task = LMTask(run.corpus, config.seq_len, context)
+    model = models.build_model(dataclasses.replace(run.model_config, remat="none"))
+    eval_step = jax.jit(steps.make_eval_step(model, task))
+    batch_size = batch_size or config.eval_batch_size or config.batch_size
+    start = time.perf_counter()
+    total = count = 0.0
+    for batch in task.eval_iterator(split, batch_size=batch_size, shard_index=0, shard_count=1):
+        sums = jax.device_get(eval_step(run.params, batch))
+        total, count = total + float(sums["loss"][0]), count + float(sums["loss"][1])
+    stream = run.corpus.stream(split)
+    if int(count) != len(stream):
+        raise AssertionError(f"scored {count} of {len(stream)} tokens")
+    result = {"split": split, "checkpoint": run.checkpoint, "step": run.step,
+              "seq_len": config.seq_len, "context": context, "tokens": int(count),
+              "nll_per_token": total / count, "perplexity": math.exp(min(total / count, 50.0)),
+              "unigram_perplexity": math.exp(data.unigram_nll(run.corpus, split)),
+              "seconds": time.perf_counter() - start}
+    if run.corpus.tokenizer == "byte":
+        words = run.corpus.words(split)
+        result.update(words=words, word_perplexity=math.exp(min(total / words, 50.0)),
+                      bits_per_byte=total / count / math.log(2))
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (defined here, so that importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
+    flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                      "Best-validation or latest checkpoint.")
+    flags.DEFINE_integer("context", -1, "Context tokens before each scored window (-1: the run's "
+                         "eval_context).")
+    flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).")
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:  # orbax logs every restore at INFO
+        logging.set_verbosity(logging.WARNING)
+    run = load_run(FLAGS.workdir, FLAGS.checkpoint)
+    result = perplexity(run, FLAGS.split, context=FLAGS.context, batch_size=FLAGS.batch_size)
+    extra = (f", per word {result['word_perplexity']:.2f}, {result['bits_per_byte']:.3f} bits per "
+             f"byte" if "word_perplexity" in result else "")
+    print(f"{FLAGS.split} ({run.checkpoint} checkpoint, step {run.step}; context "
+          f"{result['context']} in {result['seq_len']}-token windows): perplexity {result['perplexity']:.2f} over "
+          f"{result['tokens']:,} tokens{extra} (unigram baseline "
+          f"{result['unigram_perplexity']:.2f})", flush=True)
+    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}_{run.checkpoint}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)

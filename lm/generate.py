@@ -1,0 +1,100 @@
+"""Generate text with a trained run, through the model's recurrent view.
+
+    python -m lm.generate --workdir=RUN --prompt "The tide mill" --max_new_tokens 100
+    python -m lm.generate --workdir=RUN --prompt "..." --temperature 0.8 --top_k 40 --top_p 0.95
+
+Greedy by default. The spade, local and s4 families decode with a constant-size cache (S4's
+recurrent state, a ring buffer of radius + 1 keys / values per attention layer): memory and time
+per token do not grow with the text. The transformer keeps every previous key and value (its
+cache holds --max_len tokens, default the training max_len or what the text needs).
+Word-level prompts are tokenised as WikiText is (`do n't`, `@-@`); words outside the vocabulary
+become <unk>. The text is streamed as it is produced; the last line gives tokens/s and the
+cache's size.
+"""
+import codecs
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from lm import corpus as corpus_lib
+from lm.data import PAD_ID, UNK
+from lm.runs import load_run
+from spade_jax import decode
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line's flags (defined here, so that importing the module defines none)."""
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
+    flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).")
+    flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate.")
+    flags.DEFINE_float("temperature", 0.0, "0: greedy; else sample from softmax(logits / T).")
+    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
+    flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass.")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_integer("max_len", 0, "Transformer family: cache size (0: what the text needs, "
+                         "at least the training max_len).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                      "Best-validation or latest checkpoint.")
+
+
+def prompt_ids(vocab, prompt: str) -> tuple:
+    """(ids (n,) int32 beginning with the end-of-line token, [unknown words])."""
+    unknown = []
+    if vocab.tokenizer == "word":
+        lines = [corpus_lib.tokenize(line) for line in prompt.split("\n")]
+        unknown = sorted({w for line in lines for w in line if w not in vocab.index})
+        prompt = "\n".join(" ".join(line) for line in lines)
+    ids = vocab.encode(prompt, unknown="unk" if UNK in (vocab.index or {}) else "error")
+    return np.concatenate([[vocab.eos_id], ids]).astype(np.int32), unknown
+
+
+def cache_bytes(cache) -> int:
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(cache)))
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    run = load_run(FLAGS.workdir, FLAGS.checkpoint)
+    vocab = run.corpus.vocab
+    ids, unknown = prompt_ids(vocab, FLAGS.prompt)
+    if unknown:
+        print(f"[not in the vocabulary, read as {UNK}: {' '.join(unknown[:20])}]", file=sys.stderr)
+    needed = max(FLAGS.max_len, len(ids) + FLAGS.max_new_tokens)
+    model = decode.decoding_model(run.model_config, max_len=needed)
+    sys.stdout.write(FLAGS.prompt)
+    separator = " " if vocab.tokenizer == "word" and FLAGS.prompt else ""
+
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def show(token):
+        nonlocal separator
+        if vocab.tokenizer == "byte":  # a character may take several tokens
+            sys.stdout.write(utf8.decode(bytes([int(token[0]) - 1])))
+        else:
+            text = vocab.decode(token[:1])
+            sys.stdout.write(separator + text if text != "\n" else "\n")
+            separator = "" if text == "\n" else " "
+        sys.stdout.flush()
+
+    _, stats = decode.generate(model, run.params, ids[None], FLAGS.max_new_tokens,
+                               jax.random.PRNGKey(FLAGS.seed), temperature=FLAGS.temperature,
+                               top_k=FLAGS.top_k, top_p=FLAGS.top_p, banned=(PAD_ID,),
+                               callback=show)
+    size = cache_bytes(decode.init_cache(model, run.params, 1))
+    limit = decode.capacity(model)
+    print(f"\n[{run.model_config.family}: {FLAGS.max_new_tokens} tokens, "
+          f"{stats['tokens_per_s']:.1f} tokens/s after the first; prompt {len(ids)} tokens in "
+          f"{stats['prefill_s']:.2f} s (with compilation); cache {size / 2**20:.2f} MiB, "
+          f"{'constant' if limit is None else f'room for {limit} tokens'}]", flush=True)
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)

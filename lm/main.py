@@ -1,0 +1,88 @@
+"""Train and evaluate a language model on WikiText-103 (or any folder in its format).
+
+    python -m lm.main --config=configs/wikitext103.py --config.data_dir=WIKITEXT103 --workdir=DIR
+    python -m lm.main --config=configs/wikitext103.py:quick --workdir=runs/wt103-quick
+    python -m lm.main --config=configs/wikitext103.py:model=transformer,quick --workdir=DIR
+
+Any config field can be overridden (`--config.batch_size=8`). Rerunning the same command
+resumes from the last checkpoint in --workdir. At the end, WORKDIR/results.json holds the valid
+and test perplexities (best-validation and last checkpoint) beside the unigram baseline's.
+"""
+import json
+import math
+import os
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lm import data
+from lm.task import LMTask, describe, load_corpus, set_vocab_size
+from spade_jax.train.loop import initialize_distributed, train_and_evaluate
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config (configs/wikitext103.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _train_tokens_per_s(workdir) -> float:
+    """Median training tokens/s of the logged intervals (the first, with compilation, left out)."""
+    rates = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if record["split"] == "train" and record.get("tokens_per_s"):
+                rates.append(record["tokens_per_s"])
+    return float(np.median(rates)) if rates else 0.0
+
+
+def summarize(workdir, config, results, corpus) -> dict:
+    """Adds perplexities, the unigram baseline and throughput to results.json; prints them."""
+    ppl = lambda metrics: math.exp(min(metrics["token_loss"], 50.0))
+    summary = {
+        "task": config.task, "model": config.model_name, "variant": config.variant,
+        "corpus": corpus.info["data_dir"], "tokenizer": corpus.tokenizer,
+        "vocab_size": len(corpus.vocab),
+        "unigram_perplexity": {s: math.exp(data.unigram_nll(corpus, s)) for s in ("valid", "test")},
+        "test_perplexity_last": ppl(results["last"]["test"]),
+        "train_tokens_per_s": _train_tokens_per_s(workdir),
+    }
+    if "best" in results:
+        summary["validation_perplexity_best"] = math.exp(-results["best"]["validation_score"])
+        summary["test_perplexity_best"] = ppl(results["best"]["test"])
+    results = {**results, **summary}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    best = summary.get("test_perplexity_best", summary["test_perplexity_last"])
+    print(f"{config.model_name} ({config.variant}): valid perplexity "
+          f"{summary.get('validation_perplexity_best', float('nan')):.2f}, test perplexity "
+          f"{best:.2f} (best-validation checkpoint; last {summary['test_perplexity_last']:.2f}); "
+          f"unigram baseline valid {summary['unigram_perplexity']['valid']:.2f} / test "
+          f"{summary['unigram_perplexity']['test']:.2f}; {summary['train_tokens_per_s']:,.0f} "
+          f"training tokens/s. Results: {os.path.join(workdir, 'results.json')}", flush=True)
+    return results
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:  # orbax and XLA log every save at INFO: keep the bar clean
+        logging.set_verbosity(logging.WARNING)
+    initialize_distributed()
+    config = FLAGS.config
+    corpus = load_corpus(config)
+    set_vocab_size(config, corpus)
+    print(f"lm: {describe(corpus)}", flush=True)
+    task = LMTask(corpus, config.seq_len, config.eval_context)
+    results = train_and_evaluate(config, FLAGS.workdir, task)
+    if "preempted_at_step" in results:
+        print(f"preempted at step {results['preempted_at_step']}: rerun the same command to resume")
+        return
+    if jax.process_index() == 0:
+        summarize(FLAGS.workdir, config, results, corpus)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,62 @@
+"""A finished (or running) lm.main run, read back: its config, corpus and parameters."""
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from lm import data
+from lm.task import load_corpus, set_vocab_size
+from spade_jax.config import ModelConfig
+
+
+@dataclasses.dataclass
+class Run:
+    config: ml_collections.ConfigDict
+    corpus: data.Corpus
+    model_config: ModelConfig
+    params: dict
+    step: int
+    checkpoint: str
+
+
+def restore_params(workdir: str, which: str = "best"):
+    """(params, step) of the best-validation ('best') or latest ('last') checkpoint, onto the
+    default device (whatever mesh wrote it). 'best' falls back to 'last' when there is none."""
+    folders = {"best": "best", "last": "checkpoints"}
+    if which not in folders:
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
+    for name in ([which, "last"] if which == "best" else [which]):
+        directory = os.path.abspath(os.path.join(workdir, folders[name]))
+        if not os.path.isdir(directory):
+            continue
+        manager = ocp.CheckpointManager(directory, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+        step = manager.latest_step()
+        if step is None:
+            continue
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        metadata = manager.item_metadata(step)["state"]
+        abstract = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        manager.close()
+        return restored["state"]["params"], step
+    raise FileNotFoundError(f"no checkpoint in {workdir} (expected {workdir}/best or "
+                            f"{workdir}/checkpoints from lm.main)")
+
+
+def load_run(workdir: str, checkpoint: str = "best") -> Run:
+    """The config, corpus, model config and parameters of a run of lm.main."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: --workdir must be a run directory of lm.main")
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    corpus = load_corpus(config)
+    set_vocab_size(config, corpus)
+    params, step = restore_params(workdir, checkpoint)
+    return Run(config, corpus, ModelConfig.from_config(config.model), params, step, checkpoint)

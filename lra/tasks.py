@@ -94,6 +94,10 @@ class LRATask:
             return batch["inputs1"], batch["inputs2"], batch["mask1"], batch["mask2"]
         return batch["inputs"], batch["mask"]
 
+    def sequences(self, batch):
+        """The token arrays the model encodes (for tokens/s and FLOPs; masks excluded)."""
+        return (batch["inputs1"], batch["inputs2"]) if self.spec.dual else (batch["inputs"],)
+
     def metrics(self, logits, batch):
         weights = batch["weights"].astype(jnp.float32)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])

@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=None,
                         help="pathfinder/pathx: 32, 64, 128 or 256 (default 32 / 128)")
     parser.add_argument("--difficulty", default="curv_contour_length_14",
-                        choices=sorted(pathfinder.DIFFICULTIES), help="pathfinder/pathx")
+                        choices=pathfinder.DIFFICULTIES, help="pathfinder/pathx")
     parser.add_argument("--per_folder", type=int, default=1000,
                         help="pathfinder/pathx: images per imgs/<k> folder and metadata file")
     parser.add_argument("--processes", type=int, default=None,

@@ -25,7 +25,17 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
+# The release's difficulty folders: each sets only the contour length (paddles per target snake).
+RELEASE_DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9,
+                        "curv_contour_length_14": 14}
+# Generator-only difficulties (not in the release): parameter overrides on the size's preset.
+# `easy`: curv_baseline's short contours with no distractor snakes, and paths drawn at about half
+# the markers' brightness, so that the markers stand out and the only question left is whether
+# one path joins them. It exists so that a few CPU minutes can show Pathfinder learning.
+GENERATED_DIFFICULTIES = {
+    "easy": dict(contour_length=6, num_distractors=0, contrast_scale=0.5),
+}
+DIFFICULTIES = sorted([*RELEASE_DIFFICULTIES, *GENERATED_DIFFICULTIES])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,11 @@ class SnakeParams:
 
 
 PRESETS = {
+    # 16 px is not in LRA: the 32 px values at half scale, for CPU runs (markers stand out only
+    # with the `easy` difficulty's dimmer paths).
+    16: SnakeParams(16, paddle_margin=1, seed_distance=4, marker_radius=1.0, paddle_length=1.5,
+                    paddle_thickness=0.5, continuity=1.0, num_distractors=2,
+                    distractor_length=3, contrast=2.0),
     32: SnakeParams(32, paddle_margin=1, seed_distance=7, marker_radius=1.5, paddle_length=2,
                     paddle_thickness=0.5, continuity=1.0, num_distractors=5,
                     distractor_length=4, contrast=2.0),
@@ -232,12 +247,18 @@ def make_image(p, label, rng):
 
 
 def params_for(image_size, difficulty="curv_contour_length_14"):
-    """The LRA parameters at image_size (32, 64, 128, 256) for a difficulty folder name."""
+    """The generator parameters at image_size (16, 32, 64, 128, 256) for a difficulty: a release
+    folder name (LRA's parameters) or a generator-only one (GENERATED_DIFFICULTIES)."""
     if image_size not in PRESETS:
         raise ValueError(f"image_size must be one of {sorted(PRESETS)}, got {image_size}")
     if difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
-    return dataclasses.replace(PRESETS[image_size], contour_length=DIFFICULTIES[difficulty])
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    preset = PRESETS[image_size]
+    if difficulty in RELEASE_DIFFICULTIES:
+        return dataclasses.replace(preset, contour_length=RELEASE_DIFFICULTIES[difficulty])
+    overrides = dict(GENERATED_DIFFICULTIES[difficulty])
+    overrides["contrast"] = preset.contrast * overrides.pop("contrast_scale", 1.0)
+    return dataclasses.replace(preset, **overrides)
 
 
 def _write_folder(job):

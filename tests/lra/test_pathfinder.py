@@ -52,6 +52,33 @@ def test_markers_joined_iff_label_is_one(size, trials, agree):
     assert hits >= agree * trials
 
 
+@pytest.mark.parametrize("size", [16, 32])
+def test_easy_difficulty_has_no_distractors_and_bright_markers(size):
+    """`easy` (generator only): two target snakes, paths clearly dimmer than the markers."""
+    p = gen.params_for(size, "easy")
+    assert (p.num_distractors, p.contour_length) == (0, 6)
+    assert p.contrast == gen.PRESETS[size].contrast / 2
+    rng = np.random.default_rng(1)
+    hits, trials = 0, 30
+    ys, xs = np.mgrid[:size, :size] + 0.5
+    for i in range(trials):
+        label = i % 2
+        img, markers = gen.make_image(p, label, rng)
+        near = np.zeros(img.shape, bool)
+        for x, y in markers:
+            assert img[int(y), int(x)] >= 220
+            near |= np.hypot(xs - x, ys - y) <= p.marker_radius + 1
+        assert img[~near].max() <= 180  # path pixels away from the markers
+        joined = _component(img > 0, *markers[0])[int(markers[1][1]), int(markers[1][0])]
+        hits += joined == (label == 1)
+    assert hits >= 0.9 * trials
+
+
+def test_unknown_difficulty_lists_the_choices():
+    with pytest.raises(ValueError, match="easy"):
+        gen.params_for(32, "curv_contour_length_20")
+
+
 def test_release_layout_and_balanced_labels(data_dir):
     root = os.path.join(data_dir, "pathfinder32", "curv_contour_length_14")
     assert sorted(os.listdir(os.path.join(root, "metadata"))) == ["0.npy", "1.npy"]

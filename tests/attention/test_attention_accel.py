@@ -6,6 +6,8 @@ and gradients, with padding masks, lengths that are not a multiple of the splash
 that see no key. cuDNN cannot run here: its refusal and its argument construction are checked
 (the arguments through jax.nn.dot_product_attention's XLA path).
 """
+import importlib.util
+import os
 from functools import partial
 
 import jax
@@ -142,7 +144,7 @@ def test_cudnn_lengths_stop_at_the_first_padding_token():
 # ----------------------------------------------------------------------------- model and config
 
 SMALL = dict(vocab_size=20, num_layers=2, d_model=32, num_heads=2, d_ff=64, max_len=200,
-             radius=20, chunk_size=64, s4={"d_state": 4}, dropout=0.0)
+             radius=20, chunk_size=64, s4={"d_state": 4, "kernel": "diag"}, dropout=0.0)
 
 
 @pytest.mark.slow
@@ -168,6 +170,31 @@ def test_default_config_exposes_attention_impl():
     config.attention_impl = "splash"
     config.position = "none"
     assert ModelConfig.from_config(config).attention_impl == "splash"
+
+
+def _experiment_config(name, arg=None):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_{name}_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_experiment_configs_select_the_kernel():
+    """`--config.model.attention_impl=...` on an experiment config: checked with the rest."""
+    lm = _experiment_config("wikitext103")
+    lm.model.vocab_size = 267_735  # set from the data at run time
+    lm.model.attention_impl = "cudnn"
+    with pytest.raises(ValueError, match="cannot add the relative-position bias"):
+        ModelConfig.from_config(lm.model)
+    lm.model.position = "none"
+    assert ModelConfig.from_config(lm.model).attention_impl == "cudnn"
+    text = _experiment_config("text")
+    text.model.update(attention_impl="cudnn", position="none")
+    with pytest.raises(ValueError, match="needs model.causal=True"):
+        ModelConfig.from_config(text.model)
+    text.model.attention_impl = "splash"
+    assert ModelConfig.from_config(text.model).attention_impl == "splash"
 
 
 @pytest.mark.parametrize("fields,message", [

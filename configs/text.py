@@ -11,6 +11,8 @@ Quick run (CPU; a stand-in corpus of standard-library prose, which is not IMDB; 
 minutes on 2 cores; measured: SPADE 72.3% test accuracy against 50% for the majority class):
     python -m lra.main --config=configs/text.py:quick --workdir=runs/text-quick
 Other families: configs/text.py:model=transformer (spade_chunk, local, s4), with quick / smoke.
+On a TPU: --config.model.attention_impl=splash --config.model.position=none (splash attention
+takes no relative bias; cudnn is for causal models only).
 """
 from lra import configs
 

@@ -29,6 +29,8 @@ measured on 2 cores shared with another training run, an estimated 7-9 on 2 idle
   baseline 343 / 352: they say that the pipeline learns, nothing about WikiText-103.
 Other families: configs/wikitext103.py:model=transformer (local, s4), combinable with quick /
 smoke. Generate: python -m lm.generate --workdir=runs/wt103-quick --prompt "The function"
+Accelerator kernels (spade_jax.attention_accel): --config.model.attention_impl=cudnn on a GPU or
+=splash on a TPU, with --config.model.position=none (neither kernel takes the relative bias).
 """
 from lm import configs
 

@@ -12,6 +12,7 @@ All three kernels go through one masked-softmax core, `_attend`.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -198,6 +199,24 @@ def chunk_attention(q: Array, k: Array, v: Array, *, chunk: int, causal: bool = 
     Returns:
       (batch, length, heads, head_dim) in q.dtype.
     """
+    return in_chunks(partial(full_attention, causal=causal, scale=scale), q, k, v, chunk=chunk,
+                     mask=mask)
+
+
+def in_chunks(attend: Callable[..., Array], q: Array, k: Array, v: Array, *, chunk: int,
+              mask: Array | None) -> Array:
+    """Runs `attend(q, k, v, mask=...)` on each chunk of `chunk` positions, the chunks reshaped
+    into the batch axis (the last chunk padded with keys marked invalid).
+
+    Args:
+      attend: an attention over (batch', chunk, heads, head_dim) taking a (batch', chunk) key mask.
+      q, k, v: (batch, length, heads, head_dim).
+      chunk: chunk length.
+      mask: optional (batch, length) bool, True for real key tokens.
+
+    Returns:
+      (batch, length, heads, head_dim), what `attend` gives on each chunk.
+    """
     batch, length = q.shape[:2]
     nc = -(-length // chunk)
     pad = nc * chunk - length
@@ -206,7 +225,7 @@ def chunk_attention(q: Array, k: Array, v: Array, *, chunk: int, causal: bool = 
         return _pad_axis(x, 1, 0, pad, value).reshape(batch * nc, chunk, *x.shape[2:])
 
     valid = to_chunks(_key_valid(mask, batch, length), value=False)  # (batch*nc, chunk)
-    out = full_attention(to_chunks(q), to_chunks(k), to_chunks(v), causal=causal, mask=valid, scale=scale)
+    out = attend(to_chunks(q), to_chunks(k), to_chunks(v), mask=valid)
     return out.reshape(batch, nc * chunk, *out.shape[2:])[:, :length]
 
 

@@ -11,6 +11,7 @@ import ml_collections
 
 FAMILIES = ("spade", "transformer", "local", "s4")
 HEADS = ("classify", "retrieval", "lm")
+ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.attention_accel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,12 @@ class ModelConfig:
       tie_embeddings the input and output share the band embeddings and projections.
     adaptive_dropout: dropout inside the adaptive softmax's tail clusters (fairseq 0.2).
     remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
+    attention_impl: the kernel behind window, chunk and full attention (spade_jax.attention_accel):
+      'blocked' (the portable jnp kernels of spade_jax.attention; any backend), 'splash' (TPU
+      Pallas splash attention; bidirectional or causal) or 'cudnn' (GPU cuDNN fused attention;
+      causal only, dtype bfloat16, head_dim a multiple of 8 up to 256). Neither accelerator
+      kernel takes the relative-position bias: with them, position must be 'none' or 'learned'
+      wherever an attention layer would take the bias. Decoding and family 's4' ignore it.
     """
 
     family: str = "spade"
@@ -83,13 +90,15 @@ class ModelConfig:
     adaptive_dropout: float = 0.0
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"
+    attention_impl: str = "blocked"
 
     def __post_init__(self):
         choices = dict(family=FAMILIES, activation=("gelu", "relu"), norm=("pre", "post"),
                        local_attention=("window", "chunk"), combine=("concat", "add", "stack"),
                        position=("relative", "learned", "none"), head=HEADS,
                        pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
-                       remat=("none", "full", "dots"), input_encoder=("embed", "linear"))
+                       remat=("none", "full", "dots"), input_encoder=("embed", "linear"),
+                       attention_impl=ATTENTION_IMPLS)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -129,6 +138,31 @@ class ModelConfig:
         if self.pooling == "cls" and self.causal:
             raise ValueError("model.pooling='cls' reads position 0, which a causal model cannot "
                              "fill with the sequence; use pooling='mean'")
+        if self.attention_impl != "blocked":
+            self._check_attention_impl()
+
+    def _check_attention_impl(self):
+        impl = self.attention_impl
+        if self.relative_bias_kinds():
+            raise ValueError(
+                f"model.attention_impl={impl!r} cannot add the relative-position bias that "
+                f"model.position='relative' gives the {sorted(self.relative_bias_kinds())} "
+                "attention layers: the kernel takes no additive score bias (only as a dense "
+                "(L, L) array, which it exists to avoid). Set model.position to 'none' or "
+                "'learned', or model.attention_impl='blocked'")
+        if impl != "cudnn":
+            return
+        if not self.causal:
+            raise ValueError("model.attention_impl='cudnn' needs model.causal=True: cuDNN's "
+                             "sliding window is left-only; use 'splash' (TPU) or 'blocked' for "
+                             "bidirectional attention")
+        if self.dtype != "bfloat16":
+            raise ValueError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN "
+                             f"fused attention takes bfloat16 / float16), got {self.dtype!r}")
+        if self.head_dim % 8 or self.head_dim > 256:
+            raise ValueError(f"model.attention_impl='cudnn' needs a head_dim (d_model / "
+                             f"num_heads) that is a multiple of 8 and at most 256 (128 before "
+                             f"Hopper), got {self.head_dim}")
 
     def _check_adaptive(self):
         cuts = self.adaptive_cutoffs
@@ -165,6 +199,14 @@ class ModelConfig:
             return (self.local_attention,) * self.num_layers
         return tuple("global" if i in self.global_layers else self.local_attention
                      for i in range(self.num_layers))
+
+    def relative_bias_kinds(self) -> set:
+        """The layer kinds that take the shared relative-position bias: 'full', and 'window' /
+        'global' when local attention is the window (chunk attention takes none)."""
+        if self.position != "relative":
+            return set()
+        takers = {"full"} | ({"window", "global"} if self.local_attention == "window" else set())
+        return takers & set(self.layer_kinds())
 
     @classmethod
     def from_config(cls, config) -> "ModelConfig":

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spade_jax import attention
+from spade_jax import attention, attention_accel
 from spade_jax.config import ModelConfig
 from spade_jax.ssm import S4Layer
 
@@ -45,6 +45,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with Q/K/V/O projections (no bias).
 
     kind: 'full', 'window' (radius from the config) or 'chunk' (chunk_size from the config).
+    The kernel is the config's attention_impl: the blocked kernels of spade_jax.attention, or an
+    accelerator kernel of spade_jax.attention_accel (which take no bias).
     __call__(x (B, L, d), mask (B, L) bool or None, bias, decode) -> (B, L, d). `bias` is the
     shared relative-position bias in the form the kind takes: (1, heads, L, L) for full, (heads,
     2*radius+1) for window; None for none (chunk attention takes no bias). Decoding (x (B, 1, d),
@@ -67,6 +69,13 @@ class SelfAttention(nn.Module):
                    for n in ("query", "key", "value"))
         if decode:
             out = self._decode(q, k, v, bias)
+        elif cfg.attention_impl != "blocked":
+            if bias is not None:  # ModelConfig refuses this combination
+                raise ValueError(f"attention_impl={cfg.attention_impl!r} takes no "
+                                 "relative-position bias")
+            out = attention_accel.attend(cfg.attention_impl, self.kind, q, k, v,
+                                         radius=cfg.radius, chunk=cfg.chunk_size,
+                                         causal=cfg.causal, mask=mask)
         elif self.kind == "full":
             out = attention.full_attention(q, k, v, causal=cfg.causal, mask=mask, bias=bias)
         elif self.kind == "window":

@@ -67,7 +67,7 @@ class Encoder(nn.Module):
         else:
             self.embed = _embedding(cfg.vocab_size, cfg, "embed")
         kinds = cfg.layer_kinds()
-        if self._biased_kinds():
+        if cfg.relative_bias_kinds():
             self.relpos = attention.RelativePositionBias(
                 num_heads=cfg.num_heads, num_buckets=cfg.relpos_buckets,
                 max_distance=cfg.relpos_max_distance, bidirectional=not cfg.causal, name="relpos")
@@ -119,25 +119,17 @@ class Encoder(nn.Module):
             raise ValueError("decoding supports model.position 'relative' or 'none', not "
                              "'learned'")
         x = self.embed(tokens)
-        kinds = self._biased_kinds()
+        kinds = cfg.relative_bias_kinds()
         biases = {kind: self.relpos.offsets(cfg.max_len - 1 if kind == "full" else cfg.radius)
                   for kind in kinds}
         for block in self.blocks:
             x = block(x, None, biases.get(block.kind), True, True)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def _biased_kinds(self) -> set:
-        """The layer kinds that take the relative-position bias (chunk attention takes none)."""
-        cfg = self.config
-        if cfg.position != "relative":
-            return set()
-        takers = {"full"} | ({"window", "global"} if cfg.local_attention == "window" else set())
-        return takers & set(cfg.layer_kinds())
-
     def _relative_biases(self, length):
         """The shared relative-position bias in the form each attention kind takes: dense
         (1, heads, L, L) for full attention, a (heads, 2*radius+1) offset table for windows."""
-        kinds = self._biased_kinds()
+        kinds = self.config.relative_bias_kinds()
         biases = {"full": self.relpos.dense(length, length)} if "full" in kinds else {}
         if kinds - {"full"}:
             biases["window"] = biases["global"] = self.relpos.offsets(self.config.radius)

@@ -42,6 +42,17 @@ def test_scaling_quick(tmp_path):
     assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
 
 
+def test_attention_quick_leaves_out_accelerator_kernels_on_cpu(tmp_path):
+    proc = _run("attention", tmp_path / "attention", "--impls=local,splash,cudnn",
+                "--passes=fwd", "--lengths=256")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "| local | fwd | 256 | ok |" in proc.stdout
+    assert "- splash: needs the tpu backend; this machine's JAX backend is cpu" in proc.stdout
+    assert "- cudnn: needs the gpu backend; this machine's JAX backend is cpu" in proc.stdout
+    record = _check_outputs(tmp_path / "attention", "attention", [common.OK])
+    assert sorted(record["not_measured"]) == ["cudnn", "splash"]
+
+
 def test_ssm_quick(tmp_path):
     proc = _run("ssm", tmp_path / "ssm", "--variants=dplr,conv", "--passes=fwd", "--lengths=256")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -1,0 +1,218 @@
+"""Accelerator attention kernels behind `ModelConfig.attention_impl`, with the semantics of the
+portable blocked kernels in spade_jax.attention (the default, 'blocked').
+
+  'splash'  TPU: Pallas splash attention (jax.experimental.pallas.ops.tpu.splash_attention) with a
+            LocalMask of the window; it skips the blocks the mask leaves empty. Window, chunk and
+            full attention, bidirectional or causal.
+  'cudnn'   GPU: cuDNN fused attention (jax.nn.dot_product_attention(implementation='cudnn')),
+            whose sliding window is left-only: causal window, chunk and full attention only,
+            bfloat16 / float16, head_dim a multiple of 8 up to 128 (256 on Hopper).
+
+Conventions as in spade_jax.attention: q, k, v (batch, length, heads, head_dim); mask (batch,
+length) bool, True for real key tokens; q scaled by `scale` (default head_dim ** -0.5) in q's
+dtype; the output has q's dtype, and a query that sees no key gets exactly zero.
+
+Neither kernel takes an additive score bias (splash has none; cuDNN's is a dense (length,
+length) array, the quadratic memory these kernels exist to avoid), so the T5 relative-position
+bias is not supported: ModelConfig refuses attention_impl != 'blocked' with
+position='relative' wherever an attention layer would take the bias.
+
+Padding masks:
+  * splash: exact for any mask. Key validity goes in as segment ids (queries 0; keys 0 if real,
+    1 if padding); the sequence is padded to a multiple of the block size with padding keys;
+    rows that see no key are zeroed afterwards (the kernel would average the masked values).
+  * cudnn: cuDNN takes padding only as per-row lengths (a boolean mask becomes a dense bias), so
+    each row's mask is read as a real prefix followed by padding: keys and queries from the
+    first padding token on are treated as padding (padded queries get zero). This is exact for
+    the real tokens of suffix-padded rows (what the LM and LRA pipelines produce); a row with a
+    real token after a padding token would lose the keys after the gap.
+"""
+from __future__ import annotations
+
+import functools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+from spade_jax import attention
+
+Array = jax.Array
+
+# Splash tiles: the kernel needs block sizes that are multiples of 128 (TPU lanes); the sequence
+# is padded to a multiple of the block.
+SPLASH_BLOCK = 128
+# How splash runs when `interpret` is not given: None compiles the Pallas kernel on a TPU and
+# refuses other backends; True runs it in the Pallas interpreter on any backend (slow: tests).
+SPLASH_INTERPRET: bool | None = None
+
+
+def window_of(kind: str, radius: int, causal: bool) -> tuple[int | None, int | None]:
+    """The (left, right) key window of an attention kind, None for unbounded on that side:
+    'window' -> (radius, radius) ((radius, 0) causal); 'full' and 'chunk' (within each chunk)
+    -> (None, None) ((None, 0) causal)."""
+    if kind == "window":
+        return radius, 0 if causal else radius
+    if kind in ("full", "chunk"):
+        return None, 0 if causal else None
+    raise ValueError(f"unknown attention kind {kind!r}")
+
+
+def has_visible_key(valid: Array, window: tuple[int | None, int | None]) -> Array:
+    """(batch, length) bool: whether query i sees at least one valid key j with
+    i - left <= j <= i + right, from running sums of `valid` (batch, length) bool; O(length)."""
+    left, right = window
+    length = valid.shape[1]
+    counts = jnp.pad(jnp.cumsum(valid.astype(jnp.int32), axis=1), ((0, 0), (1, 0)))
+    i = np.arange(length)
+    lo = np.zeros(length, int) if left is None else np.maximum(i - left, 0)
+    hi = np.full(length, length - 1) if right is None else np.minimum(i + right, length - 1)
+    return counts[:, hi + 1] - counts[:, lo] > 0
+
+
+def _splash_interpret(interpret: bool | None) -> bool:
+    interpret = SPLASH_INTERPRET if interpret is None else interpret
+    if interpret is None:
+        backend = jax.default_backend()
+        if backend != "tpu":
+            raise RuntimeError(
+                f"attention_impl='splash' needs a TPU (the JAX backend is {backend!r}); use "
+                "attention_impl='blocked', or interpret=True for a (slow) check on this backend")
+        return False
+    return bool(interpret)
+
+
+@functools.lru_cache(maxsize=64)
+def _splash_kernel(length: int, heads: int, window: tuple, block: int, interpret: bool):
+    """The splash MHA kernel for one (length, heads, window, block): a FullMask, CausalMask or
+    LocalMask per head; mask processing happens here, in numpy, once per shape."""
+    shape = (length, length)
+    if window == (None, None):  # LocalMask's function would build a numpy constant in the kernel
+        head_mask = splash.FullMask(shape)
+    elif window == (None, 0):
+        head_mask = splash.CausalMask(shape)
+    else:
+        head_mask = splash.LocalMask(shape, window, offset=0)
+    mask = splash.MultiHeadMask([head_mask] * heads)
+    sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                              block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                              block_q_dq=block, block_kv_dq=block)
+    # The kernel holds its block tables as arrays: make them constants, not tracers of the first
+    # trace that asked (they are cached across traces).
+    with jax.ensure_compile_time_eval():
+        return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                      interpret=interpret)
+
+
+def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, int | None],
+                     mask: Array | None = None, scale: float | None = None,
+                     block: int = SPLASH_BLOCK, interpret: bool | None = None) -> Array:
+    """Windowed attention through Pallas splash attention (TPU).
+
+    Query i sees key j iff mask[j] and i - left <= j <= i + right (window = (left, right), None
+    for unbounded), as `spade_jax.attention.local_attention` with (radius, radius) / (radius, 0)
+    and `full_attention` with (None, None) / (None, 0).
+
+    Args:
+      q, k, v: (batch, length, heads, head_dim).
+      window: (left, right) key window.
+      mask: optional (batch, length) bool, True for real key tokens (any pattern).
+      scale: q multiplier; default head_dim ** -0.5.
+      block: the kernel's query and key tile (a multiple of 128); length is padded up to it.
+      interpret: run in the Pallas interpreter; None: `SPLASH_INTERPRET` (by default: compiled on
+        a TPU, an error elsewhere).
+
+    Returns:
+      (batch, length, heads, head_dim) in q.dtype; rows with no visible key are exactly 0.
+    """
+    interpret = _splash_interpret(interpret)
+    if block < 128 or block % 128:
+        raise ValueError(f"splash block must be a positive multiple of 128, got {block}")
+    batch, length, heads, head_dim = q.shape
+    padded = -(-length // block) * block
+    pad = padded - length
+    valid = attention._pad_axis(attention._key_valid(mask, batch, length), 1, 0, pad, False)
+    scale = head_dim ** -0.5 if scale is None else scale
+    q = q * jnp.asarray(scale, q.dtype)
+
+    def heads_major(x):  # (batch, length, heads, d) -> (batch, heads, padded, d)
+        return jnp.swapaxes(attention._pad_axis(x, 1, 0, pad), 1, 2)
+
+    kernel = _splash_kernel(padded, heads, tuple(window), block, interpret)
+    segments = splash.SegmentIds(q=jnp.zeros((batch, padded), jnp.int32),
+                                 kv=(~valid).astype(jnp.int32))
+    out = jax.vmap(lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=s1))(
+        heads_major(q), heads_major(k), heads_major(v), segments)
+    out = jnp.swapaxes(out, 1, 2)[:, :length]  # (batch, length, heads, head_dim)
+    seen = has_visible_key(valid, window)[:, :length, None, None]
+    return jnp.where(seen, out, 0).astype(q.dtype)
+
+
+def cudnn_arguments(*, window: tuple[int | None, int | None],
+                    mask: Array | None = None, scale: float | None = None) -> dict:
+    """Keyword arguments of `jax.nn.dot_product_attention` for a causal (left-only) window.
+
+    cuDNN supports only a left window (right = 0, with is_causal); local_window_size=(left, 0)
+    gives keys i - left <= j <= i (cuDNN's sliding window of left + 1). A mask becomes per-row
+    lengths: the number of real tokens before the first padding token (see the module
+    docstring), for queries and keys alike.
+    """
+    left, right = window
+    if right != 0:
+        raise ValueError(f"cuDNN attention takes only a causal (left-only) window; got window "
+                         f"{window} (use attention_impl 'splash' or 'blocked' for bidirectional "
+                         "attention)")
+    args = dict(is_causal=True, scale=scale,
+                local_window_size=None if left is None else (left, 0))
+    if mask is not None:
+        prefix = jnp.sum(jnp.cumprod(jnp.asarray(mask, jnp.int32), axis=1), axis=1)
+        args.update(query_seq_lengths=prefix.astype(jnp.int32),
+                    key_value_seq_lengths=prefix.astype(jnp.int32))
+    return args
+
+
+def cudnn_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, int | None],
+                    mask: Array | None = None, scale: float | None = None) -> Array:
+    """Causal windowed attention through cuDNN fused attention (GPU).
+
+    Args:
+      q, k, v: (batch, length, heads, head_dim), bfloat16 or float16, head_dim a multiple of 8.
+      window: (left, 0): keys i - left <= j <= i; (None, 0): all keys j <= i.
+      mask: optional (batch, length) bool, read as a real prefix (see the module docstring).
+      scale: q multiplier; default head_dim ** -0.5.
+
+    Returns:
+      (batch, length, heads, head_dim) in q.dtype; queries from the first padding token on are 0.
+    """
+    backend = jax.default_backend()
+    if backend != "gpu":
+        raise RuntimeError(f"attention_impl='cudnn' needs a GPU (the JAX backend is {backend!r}); "
+                           "use attention_impl='blocked'")
+    if q.dtype not in (jnp.bfloat16, jnp.float16):
+        raise ValueError(f"attention_impl='cudnn' takes bfloat16 or float16, got {q.dtype} "
+                         "(set model.dtype='bfloat16')")
+    args = cudnn_arguments(window=window, mask=mask, scale=scale)
+    out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn", **args)
+    if mask is not None:
+        real = jnp.arange(q.shape[1])[None, :] < args["query_seq_lengths"][:, None]
+        out = jnp.where(real[:, :, None, None], out, 0)
+    return out.astype(q.dtype)
+
+
+def attend(impl: str, kind: str, q: Array, k: Array, v: Array, *, radius: int, chunk: int,
+           causal: bool, mask: Array | None = None, scale: float | None = None) -> Array:
+    """Attention of one kind ('window', 'chunk', 'full') through an accelerator kernel
+    (`impl` 'splash' or 'cudnn'); the same visibility as the blocked kernels of that kind.
+    Chunk attention reshapes the chunks into the batch axis (spade_jax.attention.in_chunks)."""
+    win = window_of(kind, radius, causal)
+    if impl == "splash":
+        fn = partial(splash_attention, window=win, scale=scale)
+    elif impl == "cudnn":
+        fn = partial(cudnn_attention, window=win, scale=scale)
+    else:
+        raise ValueError(f"attention impl must be 'splash' or 'cudnn' here, got {impl!r}")
+    if kind == "chunk":
+        return attention.in_chunks(fn, q, k, v, chunk=chunk, mask=mask)
+    return fn(q, k, v, mask=mask)

@@ -39,5 +39,14 @@ SMOKE = {
 }
 
 
+# Full attention at L = 16384 holds a (16K x 16K) score matrix per head: on the CPU its quick
+# run is a few steps at batch 2, a check that the pipeline runs (the paper's Transformer fails
+# Path-X even at full scale).
+QUICK_BY_FAMILY = {"transformer": {"batch_size": 2, "num_train_steps": 10, "eval_every": 5,
+                                   "checkpoint_every": 5, "log_every": 1,
+                                   "optimizer.warmup_steps": 2}}
+
+
 def get_config(arg=None):
-    return configs.build("pathx", arg, full=FULL, quick=QUICK, smoke=SMOKE)
+    return configs.build("pathx", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         quick_by_family=QUICK_BY_FAMILY)

@@ -71,8 +71,14 @@ def set_dotted(config, values: dict):
     return config
 
 
-def build(task: str, arg, *, full: dict, quick: dict, smoke: dict) -> ml_collections.ConfigDict:
-    """The config of `task` for the family and variant named in `arg`."""
+def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
+          quick_by_family: dict | None = None) -> ml_collections.ConfigDict:
+    """The config of `task` for the family and variant named in `arg`.
+
+    quick_by_family: {family: overrides} applied on top of `quick` for that family's quick
+      variant (e.g. fewer steps for the transformer, whose full attention is slower on CPU, to
+      keep every quick run within its 10-minute budget).
+    """
     family, variant = parse_arg(arg)
     spec = TASKS[task]
     c = default_config()
@@ -86,7 +92,11 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict) -> ml_collect
                    max_len=spec.max_length, pad_id=spec.pad_id,
                    head="retrieval" if spec.dual else "classify")
     c.model.update(FAMILIES[family])
-    layers = {"full": (full,), "quick": (full, QUICK_COMMON, quick),
+    unknown = sorted(set(quick_by_family or {}) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"{task}: quick_by_family names unknown families {unknown}")
+    layers = {"full": (full,),
+              "quick": (full, QUICK_COMMON, quick, (quick_by_family or {}).get(family, {})),
               "smoke": (full, SMOKE_COMMON, smoke)}[variant]
     for values in layers:
         generate = values.get("generate")

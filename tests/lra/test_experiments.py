@@ -59,6 +59,21 @@ def test_config_arguments_are_checked():
         _load(path, "fast")
 
 
+def test_quick_overrides_by_family_apply_to_that_family_only():
+    full = {"num_train_steps": 1000}
+    quick = {"num_train_steps": 100, "batch_size": 4}
+    by_family = {"transformer": {"num_train_steps": 10}}
+    built = {f: configs.build("listops", f"model={f},quick", full=full, quick=quick, smoke={},
+                              quick_by_family=by_family) for f in ("spade", "transformer")}
+    assert built["spade"].num_train_steps == 100
+    assert (built["transformer"].num_train_steps, built["transformer"].batch_size) == (10, 4)
+    assert configs.build("listops", "model=transformer", full=full, quick=quick, smoke={},
+                         quick_by_family=by_family).num_train_steps == 1000  # full untouched
+    with pytest.raises(ValueError, match="unknown families \\['mega'\\]"):
+        configs.build("listops", "quick", full=full, quick=quick, smoke={},
+                      quick_by_family={"mega": {}})
+
+
 def test_full_config_without_data_says_where_the_release_goes(cache):
     config = _load(os.path.join(ROOT, "configs", "listops.py"))
     with pytest.raises(DataError, match=r"(?s)config.data_dir is not set.*listops-1000/basic_.*:quick"):

@@ -97,11 +97,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch_np.items()}
     placed = sharding.place_batch(batch_np, mesh)
     with nn.logical_axis_rules(rules):
-        train_step = jax.jit(
-            steps.make_train_step(model, tx, task, grad_accum_steps=config.grad_accum_steps,
-                                  skip_nonfinite=config.skip_nonfinite, seed=config.seed),
-            in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None),
-            donate_argnums=0)
+        train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
+                                          batch_shardings)
         compiled, compile_s = common.compile_timed(train_step, state, placed)
     holder = [state]
 

@@ -169,11 +169,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
             print(f"resuming from the checkpoint at step {int(state.step)} in {workdir}", flush=True)
 
     with nn.logical_axis_rules(rules):
-        train_step = jax.jit(
-            steps.make_train_step(model, tx, task, grad_accum_steps=config.grad_accum_steps,
-                                  skip_nonfinite=config.skip_nonfinite, seed=config.seed),
-            in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None),
-            donate_argnums=0)
+        train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
+                                          batch_shardings)
         eval_step = jax.jit(steps.make_eval_step(model, task),
                             in_shardings=(state_shardings.params, batch_shardings))
 

@@ -64,6 +64,16 @@ def make_train_step(model, tx, task, *, grad_accum_steps: int, skip_nonfinite: b
     return train_step
 
 
+def jit_train_step(model, tx, task, config, state_shardings, batch_shardings):
+    """`make_train_step` from the config's grad_accum_steps / skip_nonfinite / seed, jitted with
+    explicit shardings and the state donated: (state, batch) -> (state, metrics). Trace it
+    inside `nn.logical_axis_rules(...)`."""
+    step = make_train_step(model, tx, task, grad_accum_steps=config.grad_accum_steps,
+                           skip_nonfinite=config.skip_nonfinite, seed=config.seed)
+    return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+
+
 def make_eval_step(model, task):
     """eval_step(params, batch) -> {name: (sum, count)} (summed over the batch)."""
     def eval_step(params, batch):

@@ -63,11 +63,13 @@ def _check_config(config, mesh):
     accum = int(config.grad_accum_steps)
     if accum < 1:
         raise ValueError(f"config.grad_accum_steps must be >= 1, got {accum}")
-    if config.batch_size % (dp * accum * jax.process_count()):
+    # dp counts the devices of every host, so a multi-host batch needs no extra factor for the
+    # processes: each host reads batch_size / process_count rows for its own devices.
+    if config.batch_size % (dp * accum) or config.batch_size % jax.process_count():
         raise ValueError(
             f"config.batch_size ({config.batch_size}) must be divisible by grad_accum_steps "
-            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp) x processes "
-            f"({jax.process_count()})")
+            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp, all hosts' devices) and "
+            f"by the number of processes ({jax.process_count()})")
     if config.num_train_steps < 1:
         raise ValueError(f"config.num_train_steps must be >= 1, got {config.num_train_steps}")
     for name in ("log_every", "eval_every", "checkpoint_every"):

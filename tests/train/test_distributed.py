@@ -42,3 +42,32 @@ def test_a_bad_switch_value_is_an_error(calls, monkeypatch):
     with pytest.raises(ValueError, match="SPADE_JAX_DISTRIBUTED must be 0 or 1"):
         loop.initialize_distributed()
     assert calls == []
+
+
+def _config(batch_size, accum=1):
+    from spade_jax.train.defaults import default_config
+    config = default_config()
+    config.batch_size, config.grad_accum_steps = batch_size, accum
+    return config
+
+
+@pytest.mark.parametrize("processes, batch_size, accum, ok", [
+    (1, 16, 1, True),
+    (4, 16, 1, True),    # 8 devices on 4 hosts: 4 rows per host, 2 per device
+    (4, 32, 2, True),
+    (4, 12, 1, False),   # not a multiple of the 8 data-parallel devices
+    (4, 16, 4, False),   # micro-batches of 4 rows over 8 devices
+    (16, 8, 1, False),   # fewer rows than processes
+])
+def test_the_global_batch_is_checked_against_devices_and_hosts(monkeypatch, processes, batch_size,
+                                                               accum, ok):
+    """A v4-32 (16 devices, 4 hosts) Path-X run has batch 32: it must not need 16 x 4 = 64."""
+    from spade_jax import sharding
+    mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    assert sharding.data_parallel_size(mesh) == 8
+    monkeypatch.setattr(jax, "process_count", lambda: processes)
+    if ok:
+        loop._check_config(_config(batch_size, accum), mesh)
+    else:
+        with pytest.raises(ValueError, match="config.batch_size"):
+            loop._check_config(_config(batch_size, accum), mesh)

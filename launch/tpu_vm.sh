@@ -62,7 +62,9 @@ parse_args "$@"
 
 [[ -n $NAME ]] || die "--name is required"
 [[ -n $ZONE ]] || die "--zone is required"
-[[ $WORKDIR =~ ^gs://([^/]+)/(.*[^/])/?$ ]] || die "--workdir must be gs://BUCKET/PATH, got '$WORKDIR'"
+# plain names only: the paths go unquoted into the workers' shell commands
+[[ $WORKDIR =~ ^gs://([a-z0-9][a-z0-9._-]*)/([A-Za-z0-9_./-]*[A-Za-z0-9_.-])/?$ ]] ||
+    die "--workdir must be gs://BUCKET/PATH (letters, digits, _ . - /), got '$WORKDIR'"
 BUCKET=${BASH_REMATCH[1]}
 MOUNT=/mnt/gcs/$BUCKET
 REMOTE_WORKDIR=$MOUNT/${BASH_REMATCH[2]}

@@ -136,6 +136,7 @@ def test_tpu_keep_and_clone():
     (["--zone=z", "--workdir=gs://b/r"], "--name is required"),
     (["--name=t", "--zone=z", "--workdir=/local/runs"], "--workdir must be gs://BUCKET/PATH"),
     (["--name=t", "--zone=z", "--workdir=gs://b"], "--workdir must be gs://BUCKET/PATH"),
+    (["--name=t", "--zone=z", "--workdir=gs://b/my run"], "--workdir must be gs://BUCKET/PATH"),
     (["--name=t", "--zone=z", "--workdir=gs://b/r", "--", *PATHX, "--workdir=x"],
      "leave --workdir out"),
     (["--name=t", "--zone=z", "--workdir=gs://b/r", "--max-attempts=0", "--", *PATHX],
@@ -187,3 +188,58 @@ def test_slurm_inside_the_job_runs_srun():
     (srun,) = _commands(out)
     assert srun == ["srun", "--kill-on-bad-exit=1", *PATHX, "--workdir=/shared/p"]
     assert "2 nodes, 16 processes" in out
+
+
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+# A stand-in for gcloud: logs each call; the training command fails on its first run, when the
+# VM then reads PREEMPTED (or READY, with FAKE_FAIL_ALWAYS=1: a real failure).
+echo "$*" >> "$FAKE_DIR/calls"
+runs=$(cat "$FAKE_DIR/runs" 2>/dev/null || echo 0)
+case "$*" in
+    *"ssh"*"lra.main"*)
+        runs=$((runs + 1)); echo "$runs" > "$FAKE_DIR/runs"
+        echo "training output of run $runs"
+        if [[ $runs == 1 || -n ${FAKE_FAIL_ALWAYS:-} ]]; then exit 255; fi ;;
+    *"describe"*)
+        if [[ -n ${FAKE_FAIL_ALWAYS:-} || $runs != 1 ]]; then echo READY; else echo PREEMPTED; fi ;;
+    *"storage ls"*)
+        [[ -z ${FAKE_FAIL_ALWAYS:-} && $runs -ge 2 ]] || exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _fake_gcloud(tmp_path, **env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+    (bin_dir / "gcloud").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path),
+            "TMPDIR": str(tmp_path), **env}
+
+
+def _calls(tmp_path):
+    return (tmp_path / "calls").read_text().splitlines()
+
+
+def test_tpu_spot_loop_against_a_fake_gcloud_recreates_after_preemption(tmp_path):
+    """The real (not dry) path: a preempted first attempt, then a finished second one."""
+    result = _launch("tpu_vm.sh", "--name=p", "--zone=z", "--accelerator=v4-32", "--spot",
+                     "--retry-wait=0", "--workdir=gs://b/runs/p", "--", *PATHX,
+                     env=_fake_gcloud(tmp_path))
+    calls = _calls(tmp_path)
+    verbs = [c.split()[3] for c in calls if c.startswith("compute tpus tpu-vm")]
+    assert verbs.count("create") == 2 and verbs.count("delete") == 2 and verbs[-1] == "delete"
+    assert "training output of run 1" in result.stdout and "training output of run 2" in result.stdout
+    assert "p is PREEMPTED" in result.stdout and "finished: gs://b/runs/p/results.json" in result.stdout
+    assert (tmp_path / "spade-jax-p.tar.gz").stat().st_size > 0  # the checkout that was copied
+
+
+def test_tpu_failure_on_a_healthy_vm_is_not_retried(tmp_path):
+    result = _launch("tpu_vm.sh", "--name=p", "--zone=z", "--spot", "--retry-wait=0",
+                     "--workdir=gs://b/runs/p", "--", *PATHX,
+                     env=_fake_gcloud(tmp_path, FAKE_FAIL_ALWAYS="1"), check=False)
+    assert result.returncode == 1
+    assert "healthy VM; not retrying" in result.stderr
+    verbs = [c.split()[3] for c in _calls(tmp_path) if c.startswith("compute tpus tpu-vm")]
+    assert verbs.count("create") == 1 and verbs[-1] == "delete"  # deleted all the same

@@ -243,3 +243,18 @@ def test_tpu_failure_on_a_healthy_vm_is_not_retried(tmp_path):
     assert "healthy VM; not retrying" in result.stderr
     verbs = [c.split()[3] for c in _calls(tmp_path) if c.startswith("compute tpus tpu-vm")]
     assert verbs.count("create") == 1 and verbs[-1] == "delete"  # deleted all the same
+
+
+def test_gpu_retries_until_results_json(tmp_path):
+    """The real path of gpu.sh: a command that stops (as after SIGTERM) once, then finishes."""
+    job = tmp_path / "job.sh"
+    job.write_text('n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+                   'echo "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES run $((n + 1))"\n'
+                   '[ "$n" -ge 1 ] && echo {} > "${1#--workdir=}/results.json"; exit 0\n')
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = _launch("gpu.sh", "--gpus=0,1", "--retries=3", "--", "bash", str(job),
+                     f"--workdir={workdir}")
+    assert "CUDA_VISIBLE_DEVICES=0,1 run 2" in result.stdout
+    assert "run 3" not in result.stdout and (workdir / "results.json").exists()
+    assert "rerunning (resumes)" in result.stderr

@@ -6,6 +6,7 @@
 Any config field can be overridden (`--config.batch_size=8`). Rerunning the same command
 resumes from the last checkpoint in --workdir.
 """
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -31,7 +32,8 @@ def main(argv):
     if "preempted_at_step" in results:
         print(f"preempted at step {results['preempted_at_step']}: rerun the same command to resume")
         return
-    report.finish_run(FLAGS.workdir, config, results, task.majority_accuracy("test"))
+    if jax.process_index() == 0:  # one writer of results.json on a pod slice
+        report.finish_run(FLAGS.workdir, config, results, task.majority_accuracy("test"))
 
 
 if __name__ == "__main__":

@@ -63,11 +63,13 @@ def _check_config(config, mesh):
     accum = int(config.grad_accum_steps)
     if accum < 1:
         raise ValueError(f"config.grad_accum_steps must be >= 1, got {accum}")
-    if config.batch_size % (dp * accum * jax.process_count()):
+    # dp counts the devices of every host, so a multi-host batch needs no extra factor for the
+    # processes: each host reads batch_size / process_count rows for its own devices.
+    if config.batch_size % (dp * accum) or config.batch_size % jax.process_count():
         raise ValueError(
             f"config.batch_size ({config.batch_size}) must be divisible by grad_accum_steps "
-            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp) x processes "
-            f"({jax.process_count()})")
+            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp, all hosts' devices) and "
+            f"by the number of processes ({jax.process_count()})")
     if config.num_train_steps < 1:
         raise ValueError(f"config.num_train_steps must be >= 1, got {config.num_train_steps}")
     for name in ("log_every", "eval_every", "checkpoint_every"):
@@ -123,13 +125,22 @@ def _abstract(state, shardings):
 
 
 def initialize_distributed() -> None:
-    """jax.distributed.initialize() where a multi-process platform is detected: Cloud TPU pod
-    slices (several worker hosts), SLURM jobs with several tasks, or an explicit coordinator
-    (JAX_COORDINATOR_ADDRESS). A single host needs nothing."""
+    """jax.distributed.initialize() where a multi-process platform is detected: SLURM jobs with
+    several tasks, GKE TPU pods (TPU_WORKER_HOSTNAMES), or an explicit coordinator
+    (JAX_COORDINATOR_ADDRESS). A single host needs nothing.
+
+    A Cloud TPU VM pod slice (`gcloud compute tpus tpu-vm create`, e.g. v4-32 = 4 hosts) sets no
+    such variable: JAX finds its workers in the VM's metadata server. Set SPADE_JAX_DISTRIBUTED=1
+    there (launch/tpu_vm.sh does) to call jax.distributed.initialize() unconditionally;
+    SPADE_JAX_DISTRIBUTED=0 never calls it."""
     env = os.environ
+    forced = env.get("SPADE_JAX_DISTRIBUTED", "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"SPADE_JAX_DISTRIBUTED must be 0 or 1 (or unset), got {forced!r}")
     tpu_hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-    if (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
-            or "JAX_COORDINATOR_ADDRESS" in env):
+    detected = (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
+                or "JAX_COORDINATOR_ADDRESS" in env)
+    if forced == "1" or (forced == "" and detected):
         jax.distributed.initialize()
 
 

@@ -135,6 +135,9 @@ def _variant_table(module) -> list:
     for key in keys:
         cells = [_cell(dicts[v][key]) if key in dicts[v] else "" for v in VARIANTS]
         lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
+    for family, overrides in (getattr(module, "QUICK_BY_FAMILY", None) or {}).items():
+        values = ", ".join(f"`{k}` = {_cell(v)}" for k, v in _flatten(overrides).items())
+        lines += ["", f"Quick variant of family `{family}`, on top of the quick column: {values}."]
     return lines
 
 

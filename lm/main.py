@@ -14,12 +14,12 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
-from spade_jax.train.loop import initialize_distributed, train_and_evaluate
+from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config (configs/wikitext103.py).",
@@ -68,9 +68,7 @@ def summarize(workdir, config, results, corpus) -> dict:
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:  # orbax and XLA log every save at INFO: keep the bar clean
-        logging.set_verbosity(logging.WARNING)
-    initialize_distributed()
+    start_process()
     config = FLAGS.config
     corpus = load_corpus(config)
     set_vocab_size(config, corpus)

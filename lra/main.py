@@ -7,12 +7,12 @@ Any config field can be overridden (`--config.batch_size=8`). Rerunning the same
 resumes from the last checkpoint in --workdir.
 """
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from lra import report
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax.train.loop import initialize_distributed, train_and_evaluate
+from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<task>.py).",
@@ -23,9 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:  # orbax and XLA log every save at INFO: keep the bar clean
-        logging.set_verbosity(logging.WARNING)
-    initialize_distributed()
+    start_process()
     config = FLAGS.config
     task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict())
     results = train_and_evaluate(config, FLAGS.workdir, task)

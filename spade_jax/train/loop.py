@@ -15,7 +15,7 @@ from typing import Protocol
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from spade_jax import flops, models, sharding
 from spade_jax.config import ModelConfig
@@ -122,6 +122,15 @@ class _Preemption:
 def _abstract(state, shardings):
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def start_process() -> None:
+    """What an entry point (lra.main, lm.main) does before anything else: keep orbax's and XLA's
+    INFO logs (one per checkpoint save) off the progress bar unless --verbosity was given, and
+    join the other processes of a multi-host run (`initialize_distributed`)."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    initialize_distributed()
 
 
 def initialize_distributed() -> None:

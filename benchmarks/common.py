@@ -3,7 +3,7 @@
 Measurement points run in fresh processes. Each point (one configuration at one length) is a
 function `module:function(**kwargs) -> dict` run by `python -m benchmarks.point` in a new Python
 process, so that
-  * its peak memory is its own: the peak RSS of that process on CPU (`ru_maxrss`), the device's
+  * its peak memory is its own: the peak RSS of that process on CPU (`VmHWM`), the device's
     `memory_stats()['peak_bytes_in_use']` on accelerators. Reported above the baseline of a
     process that has imported JAX, Flax and spade_jax and run a tiny jitted function ('memory':
     setup, compilation and the calls; 'run': the timed calls alone, the CPU peak being restarted
@@ -192,6 +192,12 @@ def peak_memory():
     accelerators (None when the device keeps no statistics)."""
     import jax
     if jax.default_backend() == "cpu":
+        # Linux: VmHWM, the high-water mark of this process's own address space (reset by
+        # `reset_peak_memory`). Not ru_maxrss: execve folds the parent's peak into it, so a point
+        # started from a large process (a pytest worker) would read that parent's peak.
+        hwm = _meminfo("/proc/self/status").get("VmHWM")
+        if hwm is not None:
+            return hwm, "process peak RSS"
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "process peak RSS"
     stats = jax.devices()[0].memory_stats() or {}
@@ -229,7 +235,7 @@ def reset_peak_memory() -> bool:
     only what follows; returns whether it could.
 
     CPU (Linux): returns the freed C heap to the system (malloc_trim) and resets the process's
-    peak RSS (VmHWM and ru_maxrss) to its current RSS through /proc/self/clear_refs.
+    peak RSS (VmHWM) to its current RSS through /proc/self/clear_refs.
     Accelerators: nothing to reset; compilation does not allocate device memory, so the device
     peak already stands for the run (plus the short-lived setup).
     """

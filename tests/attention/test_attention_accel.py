@@ -45,9 +45,9 @@ CASES = [
     # 200 is not a multiple of the 128 block; in the second row the queries from 101 on see no key.
     ("window", False, 200, 40, None, (200, 60)),
     ("window", True, 200, 40, None, (200, 60)),
-    # The window spans three blocks of 128.
-    ("window", False, 256, 130, None, None),
-    ("full", True, 200, None, None, (200, 150)),
+    # The window spans three blocks of 128 (long: the interpreter takes ~15 s per case on CI).
+    pytest.param("window", False, 256, 130, None, None, marks=pytest.mark.long),
+    pytest.param("full", True, 200, None, None, (200, 150), marks=pytest.mark.long),
     ("chunk", False, 200, None, 64, (200, 150)),
 ]
 
@@ -148,8 +148,9 @@ SMALL = dict(vocab_size=20, num_layers=2, d_model=32, num_heads=2, d_ff=64, max_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,local_attention,causal", [("spade", "window", False),
-                                                           ("local", "chunk", True)])
+@pytest.mark.parametrize("family,local_attention,causal", [
+    pytest.param("spade", "window", False, marks=pytest.mark.long),  # ~20 s interpreted on CI
+    ("local", "chunk", True)])
 def test_model_with_splash_matches_blocked(monkeypatch, family, local_attention, causal):
     """The same parameters give the same logits whichever kernel the config selects."""
     _splash_interpreted(monkeypatch)

@@ -119,6 +119,42 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def available_memory() -> int | None:
+    """Bytes a new computation may still allocate on this process's first device: MemAvailable
+    (/proc/meminfo) on CPU, bytes_limit - bytes_in_use on accelerators; None where unknown."""
+    device = jax.local_devices()[0]
+    if device.platform == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                fields = dict(line.split(":", 1) for line in f)
+            return int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return None
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
+def check_step_memory(compiled, what: str, config, available: int | None) -> None:
+    """Raises MemoryError, before the first step runs, when XLA's memory analysis of `compiled`
+    says it needs more than `available` bytes beyond its (already allocated) arguments."""
+    analysis = compiled.memory_analysis()
+    if analysis is None or available is None:
+        return
+    need = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+            - analysis.alias_size_in_bytes)
+    if need > available:
+        gib = 2 ** 30
+        raise MemoryError(
+            f"{what} needs {need / gib:.1f} GiB per device beyond its inputs (XLA's memory "
+            f"analysis: {analysis.temp_size_in_bytes / gib:.1f} GiB of temporaries), but only "
+            f"{available / gib:.1f} GiB is available on {jax.local_devices()[0].platform}. "
+            f"Lower config.batch_size ({config.batch_size}; config.grad_accum_steps splits it), "
+            f"model.max_len ({config.model.max_len}), or set model.remat; a model family with "
+            f"local attention (spade, local, s4) needs far less than full attention at this length")
+
+
 def _abstract(state, shardings):
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
@@ -189,8 +225,12 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
             print(f"resuming from the checkpoint at step {int(state.step)} in {workdir}", flush=True)
 
     with nn.logical_axis_rules(rules):
+        # Compiled ahead of the loop, so that a step that cannot fit in memory stops here with
+        # a clear message instead of being killed mid-step.
         train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
-                                          batch_shardings)
+                                          batch_shardings).lower(
+            state, sharding.place_batch(example, mesh)).compile()
+        check_step_memory(train_step, "the train step", config, available_memory())
         eval_step = jax.jit(steps.make_eval_step(model, task),
                             in_shardings=(state_shardings.params, batch_shardings))
 

@@ -19,26 +19,95 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# Elements of one (H, N2, chunk) complex64 block: 2**22 elements is 32 MiB.
-CHUNK_ELEMENTS = 2**22
+# Elements of one (H, N2, chunk) block of the kernel's float32 intermediates (2**26 elements are
+# 256 MiB; forward and backward together hold a few such blocks). Larger chunks are faster on the
+# CPU (a lax.map body runs its ops about 2x slower than straight-line code), so the kernel at the
+# LRA widths is computed in one piece up to L = 16K (d_model 128, d_state 64) and chunked above.
+CHUNK_ELEMENTS = 2**26
 
 
 def _chunked(fn, positions, per_position: int):
     """Applies fn to chunks of the 1-D array `positions` and concatenates along the last axis.
 
-    fn(chunk) -> array (..., len(chunk)). Chunks are sized so one chunk's (H, N2, chunk)
-    intermediate holds about CHUNK_ELEMENTS elements; each chunk is rematerialised in the backward
-    pass, so only fn's inputs and outputs are kept.
+    fn(chunk) -> array (..., len(chunk)). Chunks are of equal size (the last one padded by at most
+    count - 1 positions), each holding about CHUNK_ELEMENTS elements of fn's (H, N2, chunk)
+    intermediates; each chunk is rematerialised in the backward pass, so only fn's inputs and
+    outputs are kept.
     """
     n = positions.shape[0]
-    size = max(1, min(n, CHUNK_ELEMENTS // max(per_position, 1)))
-    if size >= n:
+    limit = max(1, min(n, CHUNK_ELEMENTS // max(per_position, 1)))
+    if limit >= n:
         return fn(positions)
-    count = -(-n // size)
+    count = -(-n // limit)
+    size = -(-n // count)  # equal chunks: 2049 positions by 1024 are 3 x 683, not 3 x 1024
     padded = jnp.pad(positions, (0, count * size - n), mode="edge").reshape(count, size)
     out = jax.lax.map(jax.checkpoint(fn), padded)  # (count, ..., size)
     out = jnp.moveaxis(out, 0, -2)
     return out.reshape(*out.shape[:-2], count * size)[..., :n]
+
+
+def _cmul(ar, ai, br, bi):
+    """(ar + i ai)(br + i bi) as a (real, imag) pair of float32 arrays."""
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+def _sign(two_f: int):
+    half = two_f // 2
+    return jnp.concatenate([jnp.ones((half,), jnp.float32), -jnp.ones((half,), jnp.float32)])
+
+
+def _q(c1, c2, basis, basis_other):
+    """q = conj(z) / |z|^2 as [Re q | Im q], (H, N2, 2F): see `_cauchy_sums`."""
+    c1, c2 = c1[..., None], c2[..., None]  # (H, N2, 1)
+    part = basis[:, None, 0] + c1 * basis[:, None, 1] + c2 * basis[:, None, 2]  # z's own component
+    other = basis_other[:, None, 0] + c1 * basis_other[:, None, 1] + c2 * basis_other[:, None, 2]
+    return _sign(basis.shape[-1]) * part / (part * part + other * other)
+
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@jax.custom_vjp
+def _cauchy_sums(weights, c1, c2, basis, basis_other):
+    """s[h, r, :] = sum_n weights[h, r, n] q[h, n, :], q = 1 / z, z = b_0 + c1 b_1 + c2 b_2.
+
+    Complex quantities along the last axis as [real | imag] halves (2F = two halves of F):
+      weights: (H, R, N2) real;  c1, c2: (H, N2) real, the per-mode coefficients;
+      basis: (H, 3, 2F), the complex per-frequency factors b_j as [Re | Im];  basis_other: the
+        same with the halves swapped ([Im | Re]), so that z's other component costs the same.
+    Returns s: (H, R, 2F) = [Re s | Im s].
+
+    Forward: one element-wise pass over (H, N2, 2F) and one matrix product. The hand-written
+    backward pass recomputes q instead of saving it and is matrix products plus two element-wise
+    passes (autodiff of the broadcasting forward took twice as long and 3x the memory).
+    """
+    return jnp.einsum("hrn,hnf->hrf", weights, _q(c1, c2, basis, basis_other), precision=_HIGHEST)
+
+
+def _cauchy_sums_fwd(weights, c1, c2, basis, basis_other):
+    return _cauchy_sums(weights, c1, c2, basis, basis_other), (weights, c1, c2, basis, basis_other)
+
+
+def _cauchy_sums_bwd(res, g):
+    weights, c1, c2, basis, basis_other = res
+    half = basis.shape[-1] // 2
+    q = _q(c1, c2, basis, basis_other)  # recomputed: (H, N2, 2F)
+    g_weights = jnp.einsum("hrf,hnf->hrn", g, q, precision=_HIGHEST)
+    g_q = jnp.einsum("hrn,hrf->hnf", weights, g, precision=_HIGHEST)  # [dRe q | dIm q]
+    # q = 1 / z is holomorphic: the cotangent of z is conj(dq/dz) g_q = conj(-q^2) g_q.
+    q_re, q_im = q[..., :half], q[..., half:]
+    g_re, g_im = g_q[..., :half], g_q[..., half:]
+    m_re, m_im = q_im * q_im - q_re * q_re, 2.0 * q_re * q_im  # conj(-q^2)
+    g_z = jnp.concatenate([m_re * g_re - m_im * g_im, m_re * g_im + m_im * g_re], axis=-1)
+    # Real coefficients: dc_j = Re(conj(b_j) g_z), summed over frequencies (the [Re | Im] dot);
+    # complex factors: db_j = sum_n c_j g_z (c_0 = 1).
+    g_c = jnp.einsum("hnf,hjf->hnj", g_z, basis[:, 1:], precision=_HIGHEST)  # (H, N2, 2)
+    coef = jnp.stack([jnp.ones_like(c1), c1, c2], axis=-1)  # (H, N2, 3)
+    g_basis = jnp.einsum("hnj,hnf->hjf", coef, g_z, precision=_HIGHEST)
+    return g_weights, g_c[..., 0], g_c[..., 1], g_basis, jnp.zeros_like(basis_other)
+
+
+_cauchy_sums.defvjp(_cauchy_sums_fwd, _cauchy_sums_bwd)
 
 
 def dplr_kernel(lam, p, b, c, dt, length: int):
@@ -54,10 +123,12 @@ def dplr_kernel(lam, p, b, c, dt, length: int):
 
         v / (alpha - lam beta) + conj(v) / (alpha - conj(lam) beta)
           = (2 Re(v) alpha - 2 Re(v conj(lam)) beta) * q,
-        q = 1 / (alpha^2 - 2 Re(lam) alpha beta + |lam|^2 beta^2),
+        q = 1 / z,   z = alpha^2 - 2 Re(lam) alpha beta + |lam|^2 beta^2,
 
     so the sums over modes are real-weighted matrix products with q (one reciprocal per mode and
-    frequency), and no term is infinite at omega = -1.
+    frequency), and no term is infinite at omega = -1. The (H, N2, F) part is computed in real
+    float32 arithmetic, q = conj(z) / |z|^2 with one real division (XLA's complex64 division and
+    element-wise ops ran several times slower on the CPU); only the O(H F) remainder is complex.
 
     Returns: (Cc, H, length) float32.
     """
@@ -68,22 +139,47 @@ def dplr_kernel(lam, p, b, c, dt, length: int):
     # v10 = P^* B and v11 = P^* P.
     v = jnp.concatenate([c.conj() * b, c.conj() * p, (p.conj() * b)[None], (p.conj() * p)[None]])
     v = jnp.moveaxis(v, 0, 1)  # (H, K, N2), K = 2 Cc + 2
+    n_v = v.shape[1]
     weights = jnp.concatenate([2.0 * v.real, 2.0 * (v * lam.conj()[:, None]).real], axis=1)
-    lam_re, lam_abs2 = lam.real[..., None], (jnp.abs(lam) ** 2)[..., None]  # (H, N2, 1)
+    # z = alpha^2 - 2 Re(lam) alpha beta + |lam|^2 beta^2 = b_0 + c1 b_1 + c2 b_2.
+    c1, c2 = -2.0 * lam.real, lam.real ** 2 + lam.imag ** 2  # (H, N2)
 
     def at_frequencies(k):
-        omega = jnp.exp(-2j * jnp.pi * k.astype(jnp.float32) / length).astype(jnp.complex64)
-        alpha = two_over_dt[:, None] * (1.0 - omega)  # (H, F)
-        beta = 1.0 + omega  # (F,)
-        ab, bb = (alpha * beta)[:, None], (beta * beta)[None, None]
-        q = 1.0 / (alpha[:, None] ** 2 - 2.0 * lam_re * ab + lam_abs2 * bb)  # (H, N2, F)
-        s = jax.lax.complex(jnp.einsum("hkn,hnf->hkf", weights, q.real),
-                            jnp.einsum("hkn,hnf->hkf", weights, q.imag))  # (H, 2K, F)
-        s = alpha[:, None] * s[:, : v.shape[1]] - beta * s[:, v.shape[1]:]  # (H, K, F)
-        s00, s01 = s[:, :channels], s[:, channels: 2 * channels]  # (H, Cc, F)
-        s10, s11 = s[:, -2:-1], s[:, -1:]
-        out = 2.0 * s00 - 2.0 * s01 * (beta * s10 / (1.0 + beta * s11))
-        return jnp.moveaxis(out, 1, 0)  # (Cc, H, F)
+        n_f = k.shape[0]
+        theta = (2.0 * jnp.pi / length) * k.astype(jnp.float32)  # (F,)
+        w_re, w_im = jnp.cos(theta), -jnp.sin(theta)  # omega = exp(-i theta)
+        a_re = two_over_dt[:, None] * (1.0 - w_re)  # alpha: (H, F)
+        a_im = two_over_dt[:, None] * (-w_im)
+        b_re, b_im = 1.0 + w_re, w_im  # beta: (F,)
+        aa_re, aa_im = _cmul(a_re, a_im, a_re, a_im)  # alpha^2, (H, F)
+        ab_re, ab_im = _cmul(a_re, a_im, b_re, b_im)  # alpha beta, (H, F)
+        bb_re, bb_im = (jnp.broadcast_to(x, aa_re.shape) for x in _cmul(b_re, b_im, b_re, b_im))
+        # [Re | Im] (and [Im | Re]) halves on the frequency axis, materialised before the
+        # (H, N2, 2F) pass (optimization_barrier): fused into it, the cosines, sines and products
+        # above would be recomputed at every mode.
+        basis = jnp.stack([jnp.concatenate(x, -1) for x in
+                           ((aa_re, aa_im), (ab_re, ab_im), (bb_re, bb_im))], 1)  # (H, 3, 2F)
+        basis_other = jnp.concatenate([basis[..., n_f:], basis[..., :n_f]], -1)
+        basis, basis_other = jax.lax.optimization_barrier((basis, basis_other))
+        s = _cauchy_sums(weights, c1, c2, basis, basis_other)  # (H, 2K, 2F)
+        s_re, s_im = s[..., :n_f], s[..., n_f:]  # (H, 2K, F)
+        # The O(H K F) remainder, in real arithmetic too: s = alpha S_1 - beta S_2 (H, K, F),
+        # then the Woodbury correction for the rank-one term.
+        a_re, a_im = a_re[:, None], a_im[:, None]  # (H, 1, F)
+        t_re, t_im = _cmul(a_re, a_im, s_re[:, :n_v], s_im[:, :n_v])
+        u_re, u_im = _cmul(b_re, b_im, s_re[:, n_v:], s_im[:, n_v:])
+        s_re, s_im = t_re - u_re, t_im - u_im
+        # r = beta s10 / (1 + beta s11), (H, 1, F)
+        n_re, n_im = _cmul(b_re, b_im, s_re[:, -2:-1], s_im[:, -2:-1])
+        d_re, d_im = _cmul(b_re, b_im, s_re[:, -1:], s_im[:, -1:])
+        d_re = 1.0 + d_re
+        d_abs2 = d_re * d_re + d_im * d_im
+        r_re, r_im = _cmul(n_re, n_im, d_re / d_abs2, -d_im / d_abs2)
+        x_re, x_im = _cmul(s_re[:, channels: 2 * channels], s_im[:, channels: 2 * channels],
+                           r_re, r_im)
+        out_re = 2.0 * (s_re[:, :channels] - x_re)  # (H, Cc, F)
+        out_im = 2.0 * (s_im[:, :channels] - x_im)
+        return jnp.moveaxis(jax.lax.complex(out_re, out_im), 1, 0)  # (Cc, H, F)
 
     freqs = jnp.arange(length // 2 + 1)
     spectrum = _chunked(at_frequencies, freqs, lam.shape[0] * lam.shape[1])

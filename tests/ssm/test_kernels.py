@@ -1,4 +1,5 @@
 """The S4 and S4D kernels against dense systems simulated independently in float64 numpy."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,3 +86,45 @@ def test_diag_kernel_equals_c_abar_power_bbar(method):
 def test_bad_discretization_is_named():
     with pytest.raises(ValueError, match="'zoh' or 'bilinear'"):
         kernels.discretize_diag(jnp.ones((1, 1)) * -1, jnp.ones((1, 1)), jnp.ones(1), "euler")
+
+
+def _reference_dplr_kernel(lam, p, b, c, dt, length):
+    """The S4 generating function in plain complex arithmetic (two Cauchy terms per conjugate
+    pair, Woodbury for the rank-one term), differentiated by JAX's autodiff."""
+    omega = jnp.exp(-2j * jnp.pi * jnp.arange(length // 2 + 1) / length)
+    g = (2.0 / dt)[:, None] * (1 - omega) / (1 + omega)  # (H, F); omega = -1 is excluded below
+    full = lambda x: jnp.concatenate([x, x.conj()], -1)
+
+    def cauchy(u, w):  # sum_n u_n w_n / (g - lam_n) over both members of each pair
+        return jnp.einsum("...hn,hnf->...hf", u * w, 1.0 / (g[:, None] - full(lam)[..., None]))
+
+    cf, bf, pf = full(c), full(b), full(p)
+    k00, k01 = cauchy(cf.conj(), bf), cauchy(cf.conj(), pf)
+    k10, k11 = cauchy(pf.conj(), bf), cauchy(pf.conj(), pf)
+    spectrum = 2.0 / (1 + omega) * (k00 - k01 * k10 / (1 + k11))
+    return jnp.fft.irfft(spectrum, n=length, axis=-1)
+
+
+def test_dplr_kernel_gradients_equal_autodiff_of_complex_reference():
+    """The hand-written backward pass of the real-arithmetic Cauchy sums (kernels._cauchy_sums)
+    gives the gradients that autodiff gives through the plain complex formula."""
+    rng = np.random.default_rng(3)
+    lam, p, b, c, dt = _random_dplr(rng, h=3, n=8)
+    length = 15  # odd: omega = -1 is not a frequency, where the reference divides by zero
+    pair = lambda z: jnp.stack([jnp.asarray(z.real), jnp.asarray(z.imag)], -1).astype(jnp.float32)
+    args = (pair(lam), pair(p), pair(b), pair(c), jnp.asarray(dt, jnp.float32))
+    probe = jnp.asarray(rng.normal(size=(2, 3, length)), jnp.float32)
+    cplx = lambda x: jax.lax.complex(x[..., 0], x[..., 1])
+
+    def loss(fn, lam, p, b, c, dt):
+        return jnp.sum(probe * fn(cplx(lam), cplx(p), cplx(b), cplx(c), dt, length))
+
+    got = jax.grad(lambda *a: loss(kernels.dplr_kernel, *a), argnums=range(5))(*args)
+    want = jax.grad(lambda *a: loss(_reference_dplr_kernel, *a), argnums=range(5))(*args)
+    np.testing.assert_allclose(kernels.dplr_kernel(*map(cplx, args[:4]), args[4], length),
+                               _reference_dplr_kernel(*map(cplx, args[:4]), args[4], length),
+                               atol=1e-4)
+    for name, g, w in zip(("lam", "p", "b", "c", "dt"), got, want):
+        scale = float(jnp.abs(w).max())
+        assert scale > 0, name
+        np.testing.assert_allclose(g, w, atol=2e-4 * scale, err_msg=name)

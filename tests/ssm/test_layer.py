@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax.ssm import S4Layer
+from spade_jax.ssm import S4Layer, kernels
 
 H, N = 4, 8
 
@@ -130,9 +130,11 @@ def test_step_needs_causal_and_l_max():
 
 
 @pytest.mark.parametrize("kernel", ["dplr", "diag"])
-def test_kernel_generation_memory_is_chunked_at_16k(kernel):
-    """d_model 256, d_state 64, L = 16384: forward and backward of the kernel compile to a small
-    working set (an unchunked (H, N/2, L/2) complex intermediate alone would be 0.5 GiB)."""
+def test_kernel_generation_memory_is_chunked_at_16k(kernel, monkeypatch):
+    """d_model 256, d_state 64, L = 16384, chunks of 2**22 elements: forward and backward of the
+    kernel compile to a small working set (an unchunked (H, N/2, L/2) complex intermediate alone
+    would be 0.5 GiB; the default chunk is larger, for speed, and bounded the same way)."""
+    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 2**22)
     length = 16384
     layer = S4Layer(d_model=256, d_state=64, kernel=kernel, l_max=length)
     params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 256)))

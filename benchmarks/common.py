@@ -41,6 +41,8 @@ import time
 
 import numpy as np
 
+from spade_jax import allocator
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 MIB = 2.0**20
@@ -325,7 +327,7 @@ def run_point(fn: str, kwargs: dict, *, timeout_s: float, memory_gb=None,
     kills the process past `timeout_s` or past `memory_gb` of RSS (checked every `poll_s`).
     """
     spec = {"fn": fn, "kwargs": kwargs, "deadline": time.time() + 0.8 * timeout_s}
-    env = dict(os.environ)
+    env = allocator.preload_env()  # the points run as lra.main does (spade_jax/allocator.py)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     limit = memory_gb * 2**30 if memory_gb else None
     start = time.perf_counter()
@@ -734,7 +736,8 @@ def probe() -> dict:
     return {"backend": jax.default_backend(), "device_kind": device.device_kind,
             "device_count": jax.device_count(),
             "matmul_precision": str(jax.config.jax_default_matmul_precision),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "allocator": allocator.active() or "system malloc"}
 
 
 def machine_header() -> dict:
@@ -761,6 +764,7 @@ def machine_line(header: dict) -> str:
             f"{header.get('memory_gib')} GiB; backend {header.get('backend')} "
             f"({header.get('device_kind')} x{header.get('device_count')}); jax "
             f"{header.get('jax')}, jaxlib {header.get('jaxlib')}, flax {header.get('flax')}; "
+            f"allocator {header.get('allocator', '?')}; "
             f"commit {commit}; {header.get('date')}{load}.")
 
 

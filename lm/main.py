@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
+from spade_jax import allocator
 from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -83,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    allocator.reexec_if_needed()  # jemalloc on CPU hosts (spade_jax/allocator.py)
     app.run(main)

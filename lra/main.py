@@ -12,6 +12,7 @@ from ml_collections import config_flags
 
 from lra import report
 from lra.tasks import LRATask, resolve_data_dir
+from spade_jax import allocator
 from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -35,4 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    allocator.reexec_if_needed()  # jemalloc on CPU hosts (spade_jax/allocator.py)
     app.run(main)

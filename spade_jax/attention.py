@@ -58,37 +58,58 @@ def _add_shared_bias_bwd(bias_shape, g):
 _add_shared_bias.defvjp(_add_shared_bias_fwd, _add_shared_bias_bwd)
 
 
-def _attend(q: Array, k: Array, v: Array, visible: Array, bias: Array | None, scale: float | None,
-            large_shared_bias: bool = False) -> Array:
-    """Masked softmax attention over arbitrary leading axes `...` (batch, blocks, ...).
+def _heads_major(x: Array) -> Array:
+    """(..., length, heads, head_dim) <-> (..., heads, length, head_dim)."""
+    return jnp.swapaxes(x, -3, -2)
+
+
+def _attend(q: Array, k: Array, v: Array, visible: Array | None, bias: Array | None,
+            scale: float | None, large_shared_bias: bool = False) -> Array:
+    """Masked softmax attention over arbitrary leading axes `...` (batch, heads, blocks, ...).
+
+    Heads-major: the matrix products are then plain batched products over contiguous leading
+    axes (the blocked local attention ran 1.5x faster this way on the CPU than with heads after
+    the length).
 
     Args:
-      q: (..., q_len, heads, head_dim) queries.
-      k, v: (..., k_len, heads, head_dim) keys and values.
-      visible: bool, broadcastable to (..., heads, q_len, k_len); True where query may see key.
-      bias: None or float, broadcastable to (..., heads, q_len, k_len); added to the scores.
+      q: (..., q_len, head_dim) queries; the leading axes include the heads.
+      k, v: (..., k_len, head_dim) keys and values.
+      visible: None (everything visible) or bool, broadcastable to (..., q_len, k_len); True
+        where the query may see the key.
+      bias: None or float, broadcastable to (..., q_len, k_len); added to the scores. It may
+        hold _MASKED entries: a static window is cheapest as part of the bias.
       scale: multiplier applied to q; None means head_dim ** -0.5.
       large_shared_bias: the bias is as large as one example's scores and shared by the batch
         (full attention's dense bias): sum its gradient with `_add_shared_bias`. (For the small
         per-block tables of local attention XLA's own reduce is faster.)
 
     Returns:
-      (..., q_len, heads, head_dim) in q.dtype. Rows with no visible key are exactly 0.
+      (..., q_len, head_dim) in q.dtype. Callers zero the rows with no visible key
+      (`_zero_empty_rows`); every other masked entry gets exactly zero weight.
     """
     if scale is None:
         scale = q.shape[-1] ** -0.5
     q = q * jnp.asarray(scale, q.dtype)
-    # scores: (..., heads, q_len, k_len), float32.
-    scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+    # scores: (..., q_len, k_len), float32.
+    scores = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
     if bias is not None:
         add = _add_shared_bias if large_shared_bias else jnp.add
         scores = add(scores, bias.astype(jnp.float32))
-    scores = jnp.where(visible, scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1)
-    # An all-masked row comes out uniform: zero it (and every masked entry) explicitly.
-    probs = jnp.where(visible, probs, 0.0)
-    out = jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    if visible is not None:
+        scores = jnp.where(visible, scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1)  # a masked entry: exp(_MASKED - max) == 0 exactly
+    out = jnp.einsum("...qk,...kd->...qd", probs.astype(v.dtype), v,
+                     preferred_element_type=jnp.float32)
     return out.astype(q.dtype)
+
+
+def _zero_empty_rows(out: Array, has_key: Array | None) -> Array:
+    """out (..., q_len, head_dim) with the rows whose query sees no key set to exactly 0 (their
+    softmax is uniform over masked keys); has_key: None (no such rows) or bool broadcastable to
+    (..., q_len)."""
+    if has_key is None:
+        return out
+    return jnp.where(has_key[..., None], out, jnp.zeros((), out.dtype))
 
 
 def _pad_axis(x: Array, axis: int, before: int, after: int, value: Any = 0) -> Array:
@@ -120,10 +141,14 @@ def full_attention(q: Array, k: Array, v: Array, *, causal: bool = False, mask: 
       (batch, q_len, heads, head_dim) in q.dtype.
     """
     batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
-    visible = _key_valid(mask, batch, k_len)[:, None, None, :]  # (batch, 1, 1, k_len)
+    visible = None if mask is None else jnp.asarray(mask, bool)[:, None, None, :]  # (B, 1, 1, k)
     if causal:
-        visible = visible & jnp.tril(jnp.ones((q_len, k_len), bool))
-    return _attend(q, k, v, visible, bias, scale, large_shared_bias=True)
+        tril = jnp.tril(jnp.ones((q_len, k_len), bool))
+        visible = tril if visible is None else visible & tril
+    has_key = None if visible is None else jnp.any(visible, axis=-1)  # (B, 1, q_len) or (q_len,)
+    out = _attend(_heads_major(q), _heads_major(k), _heads_major(v), visible, bias, scale,
+                  large_shared_bias=True)  # (batch, heads, q_len, head_dim)
+    return _heads_major(_zero_empty_rows(out, has_key))
 
 
 def local_attention(q: Array, k: Array, v: Array, *, radius: int, causal: bool = False,
@@ -148,38 +173,44 @@ def local_attention(q: Array, k: Array, v: Array, *, radius: int, causal: bool =
     Returns:
       (batch, length, heads, head_dim) in q.dtype.
     """
-    batch, length, heads, _ = q.shape
+    batch, length, heads, head_dim = q.shape
     w = radius + 1  # block length
     nb = -(-length // w)  # number of blocks
     pad = nb * w - length
     n_ctx = 2 if causal else 3  # key blocks per query block: previous, own (, next)
 
-    def blocks(x):  # (batch, n*w, ...) -> (batch, n, w, ...)
-        return x.reshape(batch, x.shape[1] // w, w, *x.shape[2:])
+    def key_windows(x):  # (batch, heads, length, ...) -> (batch, heads, nb, n_ctx * w, ...)
+        x = _pad_axis(x, 2, w, pad + w, value=0)  # one extra block each side
+        x = x.reshape(*x.shape[:2], nb + 2, w, *x.shape[3:])
+        return jnp.concatenate([x[:, :, i:i + nb] for i in range(n_ctx)], axis=3)
 
-    def key_windows(x):  # (batch, length, ...) -> (batch, nb, n_ctx * w, ...)
-        x = blocks(_pad_axis(x, 1, w, pad + w, value=0))[:, :, None]  # one extra block each side
-        x = jnp.concatenate([x[:, i:i + nb] for i in range(n_ctx)], axis=2)  # (batch, nb, n_ctx, w, ...)
-        return x.reshape(batch, nb, n_ctx * w, *x.shape[4:])
-
-    qb = blocks(_pad_axis(q, 1, 0, pad))  # (batch, nb, w, heads, head_dim)
-    kb, vb = key_windows(k), key_windows(v)  # (batch, nb, n_ctx*w, heads, head_dim)
-    valid = key_windows(_key_valid(mask, batch, length))  # (batch, nb, n_ctx*w); padding False
+    # Heads-major blocks: q (batch, heads, nb, w, head_dim); keys (batch, heads, nb, n_ctx*w, .).
+    qb = _pad_axis(_heads_major(q), 2, 0, pad).reshape(batch, heads, nb, w, head_dim)
+    kb, vb = key_windows(_heads_major(k)), key_windows(_heads_major(v))
 
     # Query a of block n sits at n*w + a; key c of its window at (n-1)*w + c: offset c - w - a.
     offset = np.arange(n_ctx * w)[None, :] - w - np.arange(w)[:, None]  # (w, n_ctx*w), static
     in_window = (np.abs(offset) <= radius) & ((offset <= 0) if causal else True)
-    visible = valid[:, :, None, None, :] & in_window  # (batch, nb, 1, w, n_ctx*w)
-
-    block_bias = None
+    # The window is part of the additive bias: (heads or 1, w, n_ctx*w), _MASKED outside it.
     if bias is not None:
         if bias.shape != (heads, 2 * radius + 1):
             raise ValueError(f"local bias must be (heads, 2 * radius + 1), got {bias.shape}")
         index = np.clip(offset + radius, 0, 2 * radius)  # out-of-window entries are masked anyway
-        block_bias = bias[:, index]  # (heads, w, n_ctx*w), broadcasts over (batch, nb)
+        table = jnp.where(in_window, bias.astype(jnp.float32)[:, index], _MASKED)
+    else:
+        table = jnp.asarray(np.where(in_window, 0.0, _MASKED), jnp.float32)[None]
+    table = table[:, None]  # (heads or 1, 1, w, n_ctx*w): broadcasts over (batch, ., nb)
 
-    out = _attend(qb, kb, vb, visible, block_bias, scale)  # (batch, nb, w, heads, head_dim)
-    return out.reshape(batch, nb * w, *out.shape[3:])[:, :length]
+    # Keys: the window's padding (before the start, after the end) is never visible; the mask's
+    # padding only when a mask is given. Queries without any visible key give exactly 0.
+    valid = key_windows(_key_valid(mask, batch, length)[:, None])[:, 0]  # (batch, nb, n_ctx*w)
+    visible = valid[:, None, :, None, :]  # (batch, 1, nb, 1, n_ctx*w)
+    has_key = None
+    if mask is not None:
+        has_key = jnp.any(valid[:, :, None, :] & in_window, axis=-1)[:, None]  # (B, 1, nb, w)
+    out = _attend(qb, kb, vb, visible, table, scale)  # (batch, heads, nb, w, head_dim)
+    out = _zero_empty_rows(out, has_key).reshape(batch, heads, nb * w, head_dim)[:, :, :length]
+    return _heads_major(out)
 
 
 def chunk_attention(q: Array, k: Array, v: Array, *, chunk: int, causal: bool = False,
@@ -261,8 +292,10 @@ def attend_cache(q: Array, keys: Array, values: Array, visible: Array, bias: Arr
     Returns:
       (batch, 1, heads, head_dim) in q.dtype, as the parallel kernels give for that query.
     """
-    return _attend(q, keys, values, visible[None, None, None, :],
-                   None if bias is None else bias[None, :, None, :], scale)
+    out = _attend(_heads_major(q), _heads_major(keys), _heads_major(values),
+                  visible[None, None, None, :], None if bias is None else bias[None, :, None, :],
+                  scale)  # (batch, heads, 1, head_dim)
+    return _heads_major(_zero_empty_rows(out, jnp.any(visible)[None, None, None]))
 
 
 def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int = 32,

@@ -8,6 +8,10 @@ Any config field can be overridden (`--config.batch_size=8`). Rerunning the same
 resumes from the last checkpoint in --workdir. At the end, WORKDIR/results.json holds the valid
 and test perplexities (best-validation and last checkpoint) beside the unigram baseline's.
 """
+if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart once with jemalloc
+    from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
+    allocator.reexec_if_needed()
+
 import json
 import math
 import os
@@ -19,7 +23,6 @@ from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
-from spade_jax import allocator
 from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -84,5 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    allocator.reexec_if_needed()  # jemalloc on CPU hosts (spade_jax/allocator.py)
     app.run(main)

@@ -6,13 +6,16 @@
 Any config field can be overridden (`--config.batch_size=8`). Rerunning the same command
 resumes from the last checkpoint in --workdir.
 """
+if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart once with jemalloc
+    from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
+    allocator.reexec_if_needed()
+
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
 from lra import report
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax import allocator
 from spade_jax.train.loop import start_process, train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -36,5 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    allocator.reexec_if_needed()  # jemalloc on CPU hosts (spade_jax/allocator.py)
     app.run(main)

@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from spade_jax import allocator
+from spade_jax import allocator, host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -174,7 +174,7 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     if args.timeout_s is None:
         args.timeout_s = 120.0 if args.quick else 600.0
     if args.memory_gb is None:
-        available = _meminfo().get("MemAvailable")
+        available = host.meminfo().get("MemAvailable")
         args.memory_gb = round(0.8 * available / 2**30, 1) if available else None
     if args.repeats < 1 or args.warmup < 0 or args.timeout_s <= 0:
         p.error("--repeats must be >= 1, --warmup >= 0 and --timeout_s > 0")
@@ -197,7 +197,7 @@ def peak_memory():
         # Linux: VmHWM, the high-water mark of this process's own address space (reset by
         # `reset_peak_memory`). Not ru_maxrss: execve folds the parent's peak into it, so a point
         # started from a large process (a pytest worker) would read that parent's peak.
-        hwm = _meminfo("/proc/self/status").get("VmHWM")
+        hwm = host.meminfo("/proc/self/status").get("VmHWM")
         if hwm is not None:
             return hwm, "process peak RSS"
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
@@ -303,21 +303,6 @@ def tree_bytes(tree) -> int:
 # Running points (the parent process)
 
 
-def _meminfo(path="/proc/meminfo") -> dict:
-    """/proc/meminfo (or /proc/<pid>/status) fields in bytes; {} where there is none."""
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                parts = value.split()
-                if parts and parts[0].isdigit():
-                    out[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    except OSError:
-        pass
-    return out
-
-
 def run_point(fn: str, kwargs: dict, *, timeout_s: float, memory_gb=None,
               poll_s: float = 0.05) -> dict:
     """Runs `fn` ('module:function') with `kwargs` in a fresh process (benchmarks.point).
@@ -337,7 +322,7 @@ def run_point(fn: str, kwargs: dict, *, timeout_s: float, memory_gb=None,
                                 stdout=out, stderr=err, env=env)
         while proc.poll() is None:
             elapsed = time.perf_counter() - start
-            rss = _meminfo(f"/proc/{proc.pid}/status").get("VmRSS", 0) if limit else 0
+            rss = host.meminfo(f"/proc/{proc.pid}/status").get("VmRSS", 0) if limit else 0
             if elapsed > timeout_s:
                 killed = OUT_OF_TIME
                 detail = f"stopped after {elapsed:.0f} s (budget {timeout_s:.0f} s)"
@@ -747,7 +732,7 @@ def machine_header() -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gib": round(_meminfo().get("MemTotal", 0) / 2**30, 1) or None,
+        "memory_gib": round(host.meminfo().get("MemTotal", 0) / 2**30, 1) or None,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "jax": _version("jax"), "jaxlib": _version("jaxlib"),
         "flax": _version("flax"), "git": _git(),

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from spade_jax import allocator, flops, models, sharding
+from spade_jax import allocator, flops, host, models, sharding
 from spade_jax.config import ModelConfig
 from spade_jax.train import checkpoint, metrics as metrics_lib, optim, state as state_lib, steps
 
@@ -124,12 +124,7 @@ def available_memory() -> int | None:
     (/proc/meminfo) on CPU, bytes_limit - bytes_in_use on accelerators; None where unknown."""
     device = jax.local_devices()[0]
     if device.platform == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                fields = dict(line.split(":", 1) for line in f)
-            return int(fields["MemAvailable"].split()[0]) * 1024
-        except (OSError, KeyError, ValueError):
-            return None
+        return host.meminfo().get("MemAvailable")
     stats = device.memory_stats() or {}
     if "bytes_limit" not in stats:
         return None

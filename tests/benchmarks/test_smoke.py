@@ -42,6 +42,17 @@ def test_scaling_quick(tmp_path):
     assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
 
 
+def test_mfu_quick_counts_the_higher_of_two_peak_readings(tmp_path):
+    proc = _run("mfu", tmp_path / "mfu")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "target: MFU of the SPADE training step at L=256" in proc.stdout
+    row = _check_outputs(tmp_path / "mfu", "mfu", [common.OK])["rows"][0]
+    square = [r for r in row["peak_matmuls"] if r["dtype"] == "float32" and r["batch"] == 1]
+    assert [r["n"] for r in square] == [128, 256, 128, 256]  # before and after the step
+    assert row["peak_flops"] == max(r["best_flops"] for r in square)
+    assert row["mfu"] == pytest.approx(row["analytic_flops"] / row["median_s"] / row["peak_flops"])
+
+
 def test_attention_quick_leaves_out_accelerator_kernels_on_cpu(tmp_path):
     proc = _run("attention", tmp_path / "attention", "--impls=local,splash,cudnn",
                 "--passes=fwd", "--lengths=256")

@@ -5,8 +5,9 @@ glibc's malloc, every buffer above 32 MiB is a fresh mmap, so each step page-fau
 working set in again and hands it back. jemalloc configured never to return freed pages
 (`dirty_decay_ms:-1`) keeps them mapped. Measured on the 2-core CI machine, the LRA Text
 training step (L = 4K, batch 4): 3.4 s and 6.5 GB resident with jemalloc, 5.2 s and 2.9 GB with
-glibc's malloc (an element-wise add of two 33 MiB arrays: 6 ms with tcmalloc, 20 ms with glibc). The cost is memory:
-the process keeps the pages of its peak, and some fragmentation. tcmalloc also works.
+glibc's malloc (an element-wise add of two 33 MiB arrays: 6 ms with tcmalloc, 20 ms with
+glibc's). The cost is memory: the process keeps the pages of its peak, and some fragmentation.
+tcmalloc also works.
 
 The allocator must be loaded before the process starts (LD_PRELOAD), so the entry points
 (`python -m lra.main`, `python -m lm.main`, the benchmark points) call `reexec_if_needed()`

@@ -140,7 +140,7 @@ def full_attention(q: Array, k: Array, v: Array, *, causal: bool = False, mask: 
     Returns:
       (batch, q_len, heads, head_dim) in q.dtype.
     """
-    batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
+    q_len, k_len = q.shape[1], k.shape[1]
     visible = None if mask is None else jnp.asarray(mask, bool)[:, None, None, :]  # (B, 1, 1, k)
     if causal:
         tril = jnp.tril(jnp.ones((q_len, k_len), bool))

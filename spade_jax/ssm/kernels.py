@@ -228,12 +228,43 @@ def dplr_dense(lam, p, b):
     return a, b_f
 
 
+def solve(m, rhs):
+    """m^{-1} rhs for batches of small square systems: m (..., n, n), rhs (..., n, k) -> (..., n, k).
+
+    Gauss-Jordan elimination with partial pivoting in plain XLA ops (a fori_loop over the n
+    columns), not jnp.linalg: on the CPU each jnp.linalg call is a LAPACK custom call that waits
+    on XLA's intra-op thread pool, and a program with more such calls able to run at once than
+    the pool has threads (the recurrent views of three S4 layers on a 2-core machine) deadlocks.
+    For the few (H, N, N) systems of the recurrent view (N = d_state) the loop costs little.
+    """
+    n = m.shape[-1]
+    aug = jnp.concatenate([m, rhs.astype(m.dtype)], axis=-1)  # (..., n, n + k)
+    rows = jnp.arange(n)
+
+    def eliminate(j, aug):
+        column = jax.lax.dynamic_index_in_dim(aug, j, axis=-1, keepdims=False)  # (..., n)
+        size = jnp.where(rows >= j, jnp.abs(column), -1.0)
+        pivot = jnp.argmax(size, axis=-1)  # (...,) the largest remaining entry of column j
+        row_j = jax.lax.dynamic_index_in_dim(aug, j, axis=-2, keepdims=True)  # (..., 1, n + k)
+        row_p = jnp.take_along_axis(aug, pivot[..., None, None], axis=-2)
+        swap = (rows == j).astype(aug.dtype) - (rows == pivot[..., None]).astype(aug.dtype)
+        aug = aug + swap[..., None] * (row_p - row_j)  # rows j and pivot exchanged
+        row = row_p / jax.lax.dynamic_index_in_dim(row_p, j, axis=-1)  # pivot row, leading 1
+        factor = jax.lax.dynamic_index_in_dim(aug, j, axis=-1)  # (..., n, 1)
+        factor = jnp.where((rows == j)[:, None], 0.0, factor)
+        aug = aug - factor * row
+        return jnp.where((rows == j)[:, None], row, aug)
+
+    return jax.lax.fori_loop(0, n, eliminate, aug)[..., n:]
+
+
 def discretize_dense_bilinear(a, b, dt):
     """Bilinear discretisation of dense systems: A (H, N, N), B (H, N), dt (H,) -> A_bar, B_bar."""
     eye = jnp.eye(a.shape[-1], dtype=a.dtype)
     half = (dt.astype(jnp.float32) / 2.0)[:, None, None]
-    inv = jnp.linalg.inv(eye - half * a)
-    return inv @ (eye + half * a), jnp.einsum("hij,hj->hi", inv, b) * dt[:, None]
+    rhs = jnp.concatenate([eye + half * a, b[..., None]], axis=-1)  # (H, N, N + 1)
+    out = solve(eye - half * a, rhs)
+    return out[..., :-1], out[..., -1] * dt[:, None]
 
 
 @functools.partial(jax.jit, static_argnames=("length",))
@@ -246,4 +277,4 @@ def c_tilde_to_c_bar(a_bar, c_tilde, length: int):
     eye = jnp.eye(a_bar.shape[-1], dtype=a_bar.dtype)
     a_pow = jnp.linalg.matrix_power(a_bar, length)
     m = jnp.conj(jnp.swapaxes(eye - a_pow, -1, -2))
-    return jnp.linalg.solve(m, c_tilde[..., None])[..., 0]
+    return solve(m, c_tilde[..., None])[..., 0]

@@ -1,6 +1,10 @@
 """The LM's model side: adaptive input / softmax against dense and hand-computed references,
 the LanguageModel's per-target NLL, constant-memory decoding against the parallel forward."""
 
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -234,3 +238,26 @@ def test_sample_top_k_and_top_p_keep_only_the_likely_tokens():
     assert set(np.asarray(decode.sample(logits, keys[1], 1.0, top_p=0.7)).tolist()) == {0, 1}
     assert set(np.asarray(decode.sample(logits, keys[2], 1.0)).tolist()) == {0, 1, 2, 3}
     assert set(np.asarray(decode.sample(logits, keys[0])).tolist()) == {0}
+
+
+def test_decoding_many_s4_layers_does_not_hang():
+    """Six S4 layers (64 x 64 dense systems) derive their recurrent views in one compiled
+    init_cache. With jnp.linalg these were six LAPACK calls able to run at once, which
+    deadlocked XLA's CPU thread pool when they outnumbered its threads (three could hang two
+    cores). In a fresh process, so that a hang fails the test."""
+    fields = {k: v for k, v in LM.items() if k != "s4"} | {"family": "s4", "num_layers": 6,
+                                                            "d_model": 32}
+    script = ("import jax, jax.numpy as jnp\n"
+              "from spade_jax import decode, models\n"
+              "from spade_jax.config import ModelConfig, S4Config\n"
+              f"cfg = ModelConfig(**{fields!r}, s4=S4Config(d_state=64))\n"
+              "model = models.build_model(cfg)\n"
+              "tokens = jnp.ones((1, 8), jnp.int32)\n"
+              "params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)['params']\n"
+              "dm = decode.decoding_model(cfg)\n"
+              "logits, _ = decode.feed(dm, params, decode.init_cache(dm, params, 1), tokens)\n"
+              "assert bool(jnp.isfinite(logits).all())\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as users
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=240)  # run it (eight simulated devices did not hang)
+    assert done.returncode == 0, done.stderr[-3000:]

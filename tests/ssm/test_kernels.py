@@ -128,3 +128,15 @@ def test_dplr_kernel_gradients_equal_autodiff_of_complex_reference():
         scale = float(jnp.abs(w).max())
         assert scale > 0, name
         np.testing.assert_allclose(g, w, atol=2e-4 * scale, err_msg=name)
+
+
+def test_solve_equals_numpy_and_pivots():
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(4, 12, 12)) + 1j * rng.normal(size=(4, 12, 12))
+    m[:, 0, 0] = 0.0  # the first pivot must come from another row
+    rhs = rng.normal(size=(4, 12, 3)) + 1j * rng.normal(size=(4, 12, 3))
+    got = kernels.solve(jnp.asarray(m, jnp.complex64), jnp.asarray(rhs, jnp.complex64))
+    want = np.linalg.solve(m, rhs)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    swap = jnp.asarray([[0.0, 2.0], [4.0, 0.0]])
+    np.testing.assert_allclose(kernels.solve(swap, jnp.eye(2)), [[0, 0.25], [0.5, 0]])

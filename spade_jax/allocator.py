@@ -51,13 +51,24 @@ def find(name: str) -> str | None:
     return None
 
 
+def _choice(env) -> str:
+    choice = env.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"{ENV}={env.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
+    return choice
+
+
+def wanted(env=None) -> bool:
+    """False when SPADE_JAX_MALLOC=system asks for the system's malloc, True otherwise.
+    Raises ValueError for an unknown value."""
+    return _choice(os.environ if env is None else env) != "system"
+
+
 def choose(env=None) -> tuple[str | None, str | None]:
     """(allocator name, library path) that SPADE_JAX_MALLOC asks for, or (None, None) for the
     system's. Raises ValueError for an unknown value or an explicitly named, missing library."""
     env = os.environ if env is None else env
-    choice = env.get(ENV, "auto").strip().lower() or "auto"
-    if choice not in CHOICES:
-        raise ValueError(f"{ENV}={env.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
+    choice = _choice(env)
     if choice == "system":
         return None, None
     for name in (("jemalloc", "tcmalloc") if choice == "auto" else (choice,)):

@@ -30,6 +30,8 @@ def test_tcmalloc_when_asked_and_system_leaves_malloc_alone(fake_libraries):
     assert env["LD_PRELOAD"] == f"{fake_libraries}/libtcmalloc_minimal.so.4"
     assert "MALLOC_CONF" not in env
     assert "LD_PRELOAD" not in allocator.preload_env({allocator.ENV: "system"})
+    assert not allocator.wanted({allocator.ENV: " System"})
+    assert allocator.wanted({}) and allocator.wanted({allocator.ENV: "tcmalloc"})
 
 
 def test_an_allocator_already_preloaded_is_not_doubled(fake_libraries):
@@ -48,6 +50,8 @@ def test_nothing_found_means_the_system_malloc_unless_one_is_named(tmp_path, mon
 def test_a_bad_choice_names_the_variable():
     with pytest.raises(ValueError, match="SPADE_JAX_MALLOC='glibc'.*auto, jemalloc"):
         allocator.choose({allocator.ENV: "glibc"})
+    with pytest.raises(ValueError, match="SPADE_JAX_MALLOC='glibc'"):
+        allocator.wanted({allocator.ENV: "glibc"})
 
 
 _PROBE = ("from spade_jax import allocator; allocator.reexec_if_needed(); "

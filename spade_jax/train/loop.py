@@ -162,8 +162,7 @@ def start_process() -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     initialize_distributed()
-    if (jax.default_backend() == "cpu" and allocator.active() is None
-            and os.environ.get(allocator.ENV, "").lower() != "system"):
+    if jax.default_backend() == "cpu" and allocator.active() is None and allocator.wanted():
         logging.warning("CPU run with the system's malloc: steps can take up to 1.7x longer "
                         "than with jemalloc (apt install libjemalloc2; the entry points then "
                         "preload it themselves; see spade_jax/allocator.py)")

@@ -77,8 +77,10 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     from spade_jax.train import optim, steps
     from spade_jax.train import state as state_lib
 
-    peak_rows = roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3))
-    peak = roofline.peaks(peak_rows)["float32"]
+    def peak_matmuls():
+        return roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3))
+
+    peak_rows = peak_matmuls()
 
     config = ml_collections.ConfigDict(config)
     config.model.max_len = length
@@ -110,9 +112,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     stats = common.time_compiled(call, repeats, warmup)
     # The peak again, after the step: a reading taken while a neighbour used the machine is low
     # and would inflate MFU, so the higher of the two counts (seen: 73 against 125-145 GFLOP/s).
-    after = roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3))
-    peak_rows = peak_rows + after
-    peak = max(peak, roofline.peaks(after)["float32"])
+    peak_rows += peak_matmuls()
+    peak = roofline.peaks(peak_rows)["float32"]
     with nn.logical_axis_rules(rules):  # after timing: its compilation is not in the run peak
         forward = jax.jit(lambda p, inputs, mask: model.apply({"params": p}, inputs, mask))
         forward_xla = xla_flops(forward.lower(holder[0].params, placed["inputs"],

@@ -128,20 +128,18 @@ CAUSAL = pytest.mark.parametrize("causal", [False, True])
 BIAS = pytest.mark.parametrize("use_bias", [False, True])
 
 
+@pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("bias_shape", [(1, H, 5, 6), (H, 5, 6), (6,), (B, 1, 5, 6),
                                         (1, H, 1, 6), ()])
-def test_shared_bias_gradient_equals_broadcast_add(bias_shape):
-    """_add_shared_bias (custom gradient: matrix-vector sum over the shared axes) == scores + bias."""
-    scores = jax.random.normal(jax.random.key(0), (B, H, 5, 6))
+def test_sum_to_shape_is_the_gradient_of_a_broadcast(bias_shape, large):
+    """_sum_to_shape (the bias gradient of the attention core; a matrix-vector product over the
+    shared leading axes when `large`) == autodiff's gradient of scores + bias."""
     bias = jax.random.normal(jax.random.key(1), bias_shape)
-    weight = jax.random.normal(jax.random.key(2), scores.shape)
-    plain = jax.grad(lambda s, b: ((s + b) * weight).sum(), argnums=(0, 1))(scores, bias)
-    shared = jax.grad(lambda s, b: (att._add_shared_bias(s, b) * weight).sum(),
-                      argnums=(0, 1))(scores, bias)
-    np.testing.assert_allclose(att._add_shared_bias(scores, bias), scores + bias)
-    for a, b in zip(plain, shared):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    weight = jax.random.normal(jax.random.key(2), (B, H, 5, 6))
+    expected = jax.grad(lambda b: ((jnp.zeros((B, H, 5, 6)) + b) * weight).sum())(bias)
+    summed = att._sum_to_shape(weight, bias_shape, large)
+    assert summed.shape == bias.shape
+    np.testing.assert_allclose(summed, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("length", LENGTHS)

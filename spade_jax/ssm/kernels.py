@@ -18,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Elements of one (H, N2, chunk) block of the kernel's float32 intermediates (2**26 elements are
 # 256 MiB; forward and backward together hold a few such blocks). Larger chunks are faster on the
@@ -27,7 +28,8 @@ CHUNK_ELEMENTS = 2**26
 
 
 def _chunked(fn, positions, per_position: int):
-    """Applies fn to chunks of the 1-D array `positions` and concatenates along the last axis.
+    """Applies fn to chunks of `positions` (n, ...) along its first axis and concatenates the
+    results along their last axis.
 
     fn(chunk) -> array (..., len(chunk)). Chunks are of equal size (the last one padded by at most
     count - 1 positions), each holding about CHUNK_ELEMENTS elements of fn's (H, N2, chunk)
@@ -37,10 +39,11 @@ def _chunked(fn, positions, per_position: int):
     n = positions.shape[0]
     limit = max(1, min(n, CHUNK_ELEMENTS // max(per_position, 1)))
     if limit >= n:
-        return fn(positions)
+        return fn(jnp.asarray(positions))
     count = -(-n // limit)
     size = -(-n // count)  # equal chunks: 2049 positions by 1024 are 3 x 683, not 3 x 1024
-    padded = jnp.pad(positions, (0, count * size - n), mode="edge").reshape(count, size)
+    widths = [(0, count * size - n)] + [(0, 0)] * (positions.ndim - 1)
+    padded = jnp.pad(positions, widths, mode="edge").reshape(count, size, *positions.shape[1:])
     out = jax.lax.map(jax.checkpoint(fn), padded)  # (count, ..., size)
     out = jnp.moveaxis(out, 0, -2)
     return out.reshape(*out.shape[:-2], count * size)[..., :n]
@@ -93,7 +96,11 @@ def _cauchy_sums_bwd(res, g):
     half = basis.shape[-1] // 2
     q = _q(c1, c2, basis, basis_other)  # recomputed: (H, N2, 2F)
     g_weights = jnp.einsum("hrf,hnf->hrn", g, q, precision=_HIGHEST)
-    g_q = jnp.einsum("hrn,hrf->hnf", weights, g, precision=_HIGHEST)  # [dRe q | dIm q]
+    # The products below are written with the contracted axis last in the first operand and
+    # first in the second (transposing the small operand): XLA's CPU backend ran the other forms
+    # 2-6x slower.
+    g_q = jnp.einsum("hnr,hrf->hnf", jnp.swapaxes(weights, 1, 2), g,
+                     precision=_HIGHEST)  # [dRe q | dIm q]
     # q = 1 / z is holomorphic: the cotangent of z is conj(dq/dz) g_q = conj(-q^2) g_q.
     q_re, q_im = q[..., :half], q[..., half:]
     g_re, g_im = g_q[..., :half], g_q[..., half:]
@@ -102,8 +109,8 @@ def _cauchy_sums_bwd(res, g):
     # Real coefficients: dc_j = Re(conj(b_j) g_z), summed over frequencies (the [Re | Im] dot);
     # complex factors: db_j = sum_n c_j g_z (c_0 = 1).
     g_c = jnp.einsum("hnf,hjf->hnj", g_z, basis[:, 1:], precision=_HIGHEST)  # (H, N2, 2)
-    coef = jnp.stack([jnp.ones_like(c1), c1, c2], axis=-1)  # (H, N2, 3)
-    g_basis = jnp.einsum("hnj,hnf->hjf", coef, g_z, precision=_HIGHEST)
+    coef = jnp.stack([jnp.ones_like(c1), c1, c2], axis=1)  # (H, 3, N2)
+    g_basis = jnp.einsum("hjn,hnf->hjf", coef, g_z, precision=_HIGHEST)
     return g_weights, g_c[..., 0], g_c[..., 1], g_basis, jnp.zeros_like(basis_other)
 
 
@@ -144,10 +151,9 @@ def dplr_kernel(lam, p, b, c, dt, length: int):
     # z = alpha^2 - 2 Re(lam) alpha beta + |lam|^2 beta^2 = b_0 + c1 b_1 + c2 b_2.
     c1, c2 = -2.0 * lam.real, lam.real ** 2 + lam.imag ** 2  # (H, N2)
 
-    def at_frequencies(k):
-        n_f = k.shape[0]
-        theta = (2.0 * jnp.pi / length) * k.astype(jnp.float32)  # (F,)
-        w_re, w_im = jnp.cos(theta), -jnp.sin(theta)  # omega = exp(-i theta)
+    def at_frequencies(omega):
+        n_f = omega.shape[0]
+        w_re, w_im = omega[:, 0], omega[:, 1]  # (F,)
         a_re = two_over_dt[:, None] * (1.0 - w_re)  # alpha: (H, F)
         a_im = two_over_dt[:, None] * (-w_im)
         b_re, b_im = 1.0 + w_re, w_im  # beta: (F,)
@@ -181,8 +187,12 @@ def dplr_kernel(lam, p, b, c, dt, length: int):
         out_im = 2.0 * (s_im[:, :channels] - x_im)
         return jnp.moveaxis(jax.lax.complex(out_re, out_im), 1, 0)  # (Cc, H, F)
 
-    freqs = jnp.arange(length // 2 + 1)
-    spectrum = _chunked(at_frequencies, freqs, lam.shape[0] * lam.shape[1])
+    # omega = exp(-i theta) at the non-negative frequencies, (F, 2) = [Re, Im]: a constant of the
+    # program (computed in float64 here), not cosines XLA would recompute in every fused pass of
+    # the backward (where they were half the kernel's gradient time).
+    theta = (2.0 * np.pi / length) * np.arange(length // 2 + 1)
+    omega = np.stack([np.cos(theta), -np.sin(theta)], axis=-1).astype(np.float32)
+    spectrum = _chunked(at_frequencies, omega, lam.shape[0] * lam.shape[1])
     return jnp.fft.irfft(spectrum, n=length, axis=-1).astype(jnp.float32)
 
 

@@ -88,7 +88,8 @@ def _softmax_attention(q, k, v, bias, bias_meta, visible):
 
     The gradient is written out (FlashAttention's backward, from the stored unnormalised
     probabilities) so that each product runs in the operand layout the CPU backend is fastest
-    with: the local attention's training step ran 1.3x faster than with autodiff's.
+    with: local attention's fwd+bwd at the LRA Text shape (batch 4, 4K tokens, 4 heads of 32)
+    ran 1.3x faster than with autodiff's gradient on the 2-core CI machine.
     """
     return _softmax_attention_fwd(q, k, v, bias, bias_meta, visible)[0]
 

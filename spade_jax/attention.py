@@ -28,7 +28,7 @@ _MASKED = -1e30
 
 def _sum_to_shape(g: Array, shape: tuple[int, ...], large: bool) -> Array:
     """Sums `g` over the axes along which an array of `shape` was broadcast to g.shape (the
-    gradient of a broadcast), in float32.
+    gradient of a broadcast), in g's dtype.
 
     large: the summed array is as large as one example's scores and shared by the batch (full
     attention's dense bias): a matrix-vector product over the shared leading axes, several times

@@ -23,7 +23,8 @@ from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
-from spade_jax.train.loop import start_process, train_and_evaluate
+from spade_jax.runtime import EXIT_PREEMPTED, start_process
+from spade_jax.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config (configs/wikitext103.py).",
@@ -80,8 +81,9 @@ def main(argv):
     task = LMTask(corpus, config.seq_len, config.eval_context)
     results = train_and_evaluate(config, FLAGS.workdir, task)
     if "preempted_at_step" in results:
-        print(f"preempted at step {results['preempted_at_step']}: rerun the same command to resume")
-        return
+        print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "
+              f"to resume (exit status {EXIT_PREEMPTED})", flush=True)
+        return EXIT_PREEMPTED
     if jax.process_index() == 0:
         summarize(FLAGS.workdir, config, results, corpus)
 

@@ -16,7 +16,8 @@ from ml_collections import config_flags
 
 from lra import report
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax.train.loop import start_process, train_and_evaluate
+from spade_jax.runtime import EXIT_PREEMPTED, start_process
+from spade_jax.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<task>.py).",
@@ -32,8 +33,9 @@ def main(argv):
     task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict())
     results = train_and_evaluate(config, FLAGS.workdir, task)
     if "preempted_at_step" in results:
-        print(f"preempted at step {results['preempted_at_step']}: rerun the same command to resume")
-        return
+        print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "
+              f"to resume (exit status {EXIT_PREEMPTED})", flush=True)
+        return EXIT_PREEMPTED
     if jax.process_index() == 0:  # one writer of results.json on a pod slice
         report.finish_run(FLAGS.workdir, config, results, task.majority_accuracy("test"))
 

@@ -66,23 +66,43 @@ def _collate(padded):
     return collate
 
 
+class _HostRows:
+    """Host `index` of `count`'s rows of a global example order: global batch k holds rows
+    k*B*count ... (k+1)*B*count - 1 of `rows`, and this host takes its index-th B of them."""
+
+    def __init__(self, rows, batch_size, index, count):
+        self.rows, self.batch_size, self.index, self.count = rows, batch_size, index, count
+
+    def __len__(self):
+        return len(self.rows) // self.count
+
+    def __getitem__(self, j):
+        k, r = divmod(j, self.batch_size)
+        return self.rows[(k * self.count + self.index) * self.batch_size + r]
+
+
 def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, shard_index=0,
                  shard_count=1, drop_remainder=True, num_threads=None):
     """Returns a grain IterDataset of batches (see the module doc) from a random-access source.
+
+    The examples form one global order, the same whatever the number of hosts: epoch after
+    epoch, each a permutation of the source (seeded, different per epoch; in source order
+    without shuffle). Global batch k is rows k*G ... (k+1)*G - 1 of that order (G = batch_size *
+    shard_count), and host shard_index takes its shard_index-th batch_size rows of it. So every
+    example is used exactly once per epoch across hosts (batches may straddle two epochs), a run
+    on 2 hosts x 4 devices sees the same global batches as one on 1 host x 8 devices, and the
+    iterator's state (the number of batches taken) means the same on any number of hosts.
 
     source: `len(source)` and `source[i]` -> {'inputs': int32[L], 'targets': int} (or inputs1 /
       inputs2); e.g. `load_split(...)`. Its `task` attribute (when present) decides the mask:
       pixel tasks mark every position real, the others mark `inputs != 0`.
     batch_size: per-host batch size B.
-    seed: shuffling seed; each epoch is shuffled differently (seed combined with the epoch).
-    num_epochs: None repeats forever; k stops after k passes. Batches never straddle epochs:
-      with drop_remainder an epoch is (len // shard_count) // batch_size batches.
-    shard_index, shard_count: this host reads only its indices, i::shard_count. With
-      drop_remainder every host gets len // shard_count examples per epoch (the same number of
-      steps); without it the data are first padded to a multiple of batch_size * shard_count with
-      padding examples (weights 0), so every host yields the same number of batches and the last
-      ones are padded up to batch_size (shuffle=True then mixes the padding examples in; for
-      evaluation use shuffle=False, num_epochs=1, drop_remainder=False).
+    seed: shuffling seed.
+    num_epochs: None repeats forever; k stops after k passes over the source. Then
+      drop_remainder=True drops the last global batch if it is incomplete; drop_remainder=False
+      pads it with padding examples (weights 0), so every host yields the same number of
+      batches (for evaluation: shuffle=False, num_epochs=1, drop_remainder=False).
+    shard_index, shard_count: this host and the number of hosts.
     num_threads: grain reader threads (default min(8, cores)); does not change the batches.
     The iterator (`iter(ds)`) supports `get_state()` / `set_state(state)`: after set_state it
     yields exactly the batches that followed the saved state.
@@ -99,24 +119,23 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
         raise ValueError("make_batches: the source is empty")
     spec = TASKS.get(getattr(source, "task", None))
     padded = spec.padded if spec is not None else True
-    ds = grain.MapDataset.source(_Weighted(source))
-    if drop_remainder:
-        per_shard = n // shard_count
-        if per_shard < batch_size:
-            raise ValueError(f"make_batches: {n} examples over {shard_count} shard(s) give fewer "
-                             f"than one batch of {batch_size} (drop_remainder=True)")
-        ds = ds[:per_shard * shard_count]
-    else:
-        group = batch_size * shard_count
-        extra = -n % group
-        if extra:
-            pad = grain.MapDataset.source(_Padding(source[0], extra))
-            ds = grain.MapDataset.concatenate([ds, pad])
-    ds = ds[shard_index::shard_count]
+    rows = grain.MapDataset.source(_Weighted(source))
     if shuffle:
-        ds = ds.shuffle(seed=seed)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=_collate(padded))
-    if num_epochs != 1:
-        ds = ds.repeat(num_epochs)  # reseeds the shuffle above for every epoch
+        rows = rows.shuffle(seed=seed)  # index i >= n: epoch i // n, its own permutation
+    rows = rows.repeat(num_epochs)
+    group = batch_size * shard_count
+    if num_epochs is not None:
+        total = n * num_epochs
+        if drop_remainder:
+            if total < group:
+                raise ValueError(f"make_batches: {total} examples give fewer than one global "
+                                 f"batch of {group} ({shard_count} host(s) x {batch_size}; "
+                                 f"drop_remainder=True)")
+            rows = rows[:total - total % group]
+        elif total % group:
+            pad = grain.MapDataset.source(_Padding(source[0], group - total % group))
+            rows = grain.MapDataset.concatenate([rows, pad])
+    ds = grain.MapDataset.source(_HostRows(rows, batch_size, shard_index, shard_count))
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_collate(padded))
     threads = num_threads if num_threads is not None else min(8, os.cpu_count() or 1)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))

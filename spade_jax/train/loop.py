@@ -8,16 +8,15 @@ checkpoint and at the last one, written to WORKDIR/results.json.
 """
 import json
 import os
-import signal
 import time
 from typing import Protocol
 
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import flags, logging
+from absl import logging
 
-from spade_jax import allocator, flops, host, models, sharding
+from spade_jax import flops, models, runtime, sharding
 from spade_jax.config import ModelConfig
 from spade_jax.train import checkpoint, metrics as metrics_lib, optim, state as state_lib, steps
 
@@ -97,102 +96,16 @@ def _check_workdir(workdir, config):
         os.replace(tmp, path)
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def available_memory() -> int | None:
-    """Bytes a new computation may still allocate on this process's first device: MemAvailable
-    (/proc/meminfo) on CPU, bytes_limit - bytes_in_use on accelerators; None where unknown."""
-    device = jax.local_devices()[0]
-    if device.platform == "cpu":
-        return host.meminfo().get("MemAvailable")
-    stats = device.memory_stats() or {}
-    if "bytes_limit" not in stats:
-        return None
-    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-
-
-def check_step_memory(compiled, what: str, config, available: int | None) -> None:
-    """Raises MemoryError, before the first step runs, when XLA's memory analysis of `compiled`
-    says it needs more than `available` bytes beyond its (already allocated) arguments."""
-    analysis = compiled.memory_analysis()
-    if analysis is None or available is None:
-        return
-    need = (analysis.temp_size_in_bytes + analysis.output_size_in_bytes
-            - analysis.alias_size_in_bytes)
-    if need > available:
-        gib = 2 ** 30
-        raise MemoryError(
-            f"{what} needs {need / gib:.1f} GiB per device beyond its inputs (XLA's memory "
-            f"analysis: {analysis.temp_size_in_bytes / gib:.1f} GiB of temporaries), but only "
-            f"{available / gib:.1f} GiB is available on {jax.local_devices()[0].platform}. "
-            f"Lower config.batch_size ({config.batch_size}; config.grad_accum_steps splits it), "
-            f"model.max_len ({config.model.max_len}), or set model.remat; a model family with "
-            f"local attention (spade, local, s4) needs far less than full attention at this length")
-
-
 def _abstract(state, shardings):
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-
-
-def start_process() -> None:
-    """What an entry point (lra.main, lm.main) does before anything else: keep orbax's and XLA's
-    INFO logs (one per checkpoint save) off the progress bar unless --verbosity was given, and
-    join the other processes of a multi-host run (`initialize_distributed`)."""
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    initialize_distributed()
-    if jax.default_backend() == "cpu" and allocator.active() is None and allocator.wanted():
-        logging.warning("CPU run with the system's malloc: steps can take up to 1.7x longer "
-                        "than with jemalloc (apt install libjemalloc2; the entry points then "
-                        "preload it themselves; see spade_jax/allocator.py)")
-
-
-def initialize_distributed() -> None:
-    """jax.distributed.initialize() where a multi-process platform is detected: SLURM jobs with
-    several tasks, GKE TPU pods (TPU_WORKER_HOSTNAMES), or an explicit coordinator
-    (JAX_COORDINATOR_ADDRESS). A single host needs nothing.
-
-    A Cloud TPU VM pod slice (`gcloud compute tpus tpu-vm create`, e.g. v4-32 = 4 hosts) sets no
-    such variable: JAX finds its workers in the VM's metadata server. Set SPADE_JAX_DISTRIBUTED=1
-    there (launch/tpu_vm.sh does) to call jax.distributed.initialize() unconditionally;
-    SPADE_JAX_DISTRIBUTED=0 never calls it."""
-    env = os.environ
-    forced = env.get("SPADE_JAX_DISTRIBUTED", "")
-    if forced not in ("", "0", "1"):
-        raise ValueError(f"SPADE_JAX_DISTRIBUTED must be 0 or 1 (or unset), got {forced!r}")
-    tpu_hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-    detected = (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
-                or "JAX_COORDINATOR_ADDRESS" in env)
-    if forced == "1" or (forced == "" and detected):
-        jax.distributed.initialize()
 
 
 def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     """Trains `config.model` on `task` in `workdir` (resuming if it holds a checkpoint) and
     returns the results dict that is also written to WORKDIR/results.json.
 
-    Call `initialize_distributed()` first in multi-host jobs (the mains do)."""
+    Call `runtime.start_process()` first (it joins the other hosts of a multi-host job)."""
     wall_start = time.perf_counter()
     _check_known_fields(config)
     model_cfg = ModelConfig.from_config(config.model)
@@ -229,7 +142,8 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
         train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
                                           batch_shardings).lower(
             state, sharding.place_batch(example, mesh)).compile()
-        check_step_memory(train_step, "the train step", config, available_memory())
+        runtime.check_step_memory(train_step, "the train step", config,
+                                  runtime.available_memory())
         eval_step = jax.jit(steps.make_eval_step(model, task),
                             in_shardings=(state_shardings.params, batch_shardings))
 
@@ -263,7 +177,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     start_step = last_step = step
     last_time = time.perf_counter()
     preempted = False
-    with _Preemption() as preemption:
+    with runtime.Preemption() as preemption:
         while step < config.num_train_steps:
             if profile and step == profile[0]:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
@@ -299,10 +213,10 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
                                          tok_s=f"{record['tokens_per_s']:,.0f}")
             if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
                 best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
+            stop = preemption.reached(step)  # the same step on every process
+            if stop or config.checkpoint_every and step % config.checkpoint_every == 0:
                 ckpts.save(ckpts.latest, step, state, data_state(best_score))
-            if preemption.requested:
-                ckpts.save(ckpts.latest, step, state, data_state(best_score))
+            if stop:
                 logging.warning("SIGTERM: saved a checkpoint at step %d in %s; exiting", step, workdir)
                 preempted = True
                 break

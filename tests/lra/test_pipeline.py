@@ -62,7 +62,9 @@ def test_epochs_are_permutations_shuffled_differently_and_seeded():
 
 def test_finite_epochs_stop():
     batches = list(make_batches(Toy(10), batch_size=4, seed=0, num_epochs=2))
-    assert len(batches) == 4  # 2 full batches per epoch, remainder dropped
+    assert len(batches) == 5  # 20 rows in global order, straddling the epochs
+    ids = sum((_ids(b) for b in batches), [])
+    assert sorted(ids) == sorted(list(range(10)) * 2)
 
 
 def test_shards_are_disjoint_and_cover():
@@ -71,10 +73,28 @@ def test_shards_are_disjoint_and_cover():
         batches = list(make_batches(Toy(30), batch_size=5, seed=0, num_epochs=1,
                                     shard_index=k, shard_count=3))
         assert len(batches) == 2
-        ids = sum((_ids(b) for b in batches), [])
-        assert all(i % 3 == k for i in ids)
-        seen += ids
+        seen += sum((_ids(b) for b in batches), [])
     assert sorted(seen) == list(range(30))
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_global_batches_do_not_depend_on_the_number_of_hosts(hosts):
+    """Host k's rows of global batch j are rows k*B ... of the one-host batch j (B = 8 / hosts),
+    across epoch boundaries (Toy(13): batches straddle them), and every example is used exactly
+    once per epoch."""
+    one = iter(make_batches(Toy(13), batch_size=8, seed=3))
+    split = [iter(make_batches(Toy(13), batch_size=8 // hosts, seed=3, shard_index=k,
+                               shard_count=hosts)) for k in range(hosts)]
+    rows = []
+    for _ in range(13):  # 13 global batches of 8 = 8 epochs of 13
+        whole = next(one)
+        parts = [next(it) for it in split]
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([p[key] for p in parts]))
+        rows += _ids(whole)
+    for epoch in range(8):
+        assert sorted(rows[epoch * 13:(epoch + 1) * 13]) == list(range(13))
+    assert {it.get_state()["next_index"] for it in split} == {one.get_state()["next_index"]}
 
 
 def test_eval_pads_last_batch_with_zero_weight():
@@ -112,5 +132,5 @@ def test_resume_from_state_gives_same_batches():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="shard_index"):
         make_batches(Toy(10), batch_size=2, seed=0, shard_index=2, shard_count=2)
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        make_batches(Toy(3), batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        make_batches(Toy(3), batch_size=2, seed=0, num_epochs=1, shard_count=2)

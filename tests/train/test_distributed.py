@@ -3,6 +3,7 @@ SPADE_JAX_DISTRIBUTED switch that launch/tpu_vm.sh sets on Cloud TPU VM pod slic
 import jax
 import pytest
 
+from spade_jax import runtime
 from spade_jax.train import loop
 
 PLATFORM_VARS = ("SPADE_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
@@ -31,7 +32,7 @@ def calls(monkeypatch):
 def test_initialize_distributed_when_a_platform_asks(calls, monkeypatch, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    loop.initialize_distributed()
+    runtime.initialize_distributed()
     assert len(calls) == expected
     if expected:
         assert calls[0] == ((), {})  # no arguments: JAX's own cluster detection fills them
@@ -40,7 +41,7 @@ def test_initialize_distributed_when_a_platform_asks(calls, monkeypatch, env, ex
 def test_a_bad_switch_value_is_an_error(calls, monkeypatch):
     monkeypatch.setenv("SPADE_JAX_DISTRIBUTED", "yes")
     with pytest.raises(ValueError, match="SPADE_JAX_DISTRIBUTED must be 0 or 1"):
-        loop.initialize_distributed()
+        runtime.initialize_distributed()
     assert calls == []
 
 

@@ -7,7 +7,7 @@ setup(
                 "for the Long Range Arena and WikiText-103",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*", "lm", "lm.*"]),
     install_requires=[
         "jax>=0.7",

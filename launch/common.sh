@@ -28,15 +28,20 @@ show() {
     printf '\n'
 }
 
-# Runs a command, or only prints it under --dry-run (prefixed with '+ ').
+# Prints a command about to run, on stderr, prefixed with '+ '.
+announce() {
+    printf '+ ' >&2
+    show "$@" >&2
+}
+
+# Runs a command, or only prints it under --dry-run (prefixed with '+ ', on stdout).
 run() {
     if [[ $DRY_RUN == 1 ]]; then
         printf '+ '
         show "$@"
         return 0
     fi
-    printf '+ ' >&2
-    show "$@" >&2
+    announce "$@"
     "$@"
 }
 

@@ -7,28 +7,34 @@
 #   launch/gpu.sh --gpus=0,1,2,3 -- python -m lm.main --config=configs/wikitext103.py ...
 #
 # Rerunning the same command resumes from its --workdir; --retries=N reruns it after a crash or
-# a SIGTERM exit until results.json appears. --dry-run prints the commands.
+# a SIGTERM exit (75: saved, rerun to resume) until results.json appears. --install creates the
+# virtual environment with the first Python >= 3.11 it finds (python3.13, python3.12, python3.11,
+# python3; or --python=EXE): jax, flax and orbax need 3.11. --dry-run prints the commands.
 set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
     cat <<'EOF_USAGE'
-usage: launch/gpu.sh [--gpus=0,1,...] [--install] [--venv=DIR] [--retries=N] [--dry-run] -- COMMAND...
+usage: launch/gpu.sh [--gpus=0,1,...] [--install [--python=EXE]] [--venv=DIR] [--retries=N]
+                     [--dry-run] -- COMMAND...
   --gpus=LIST   CUDA_VISIBLE_DEVICES (default: every GPU)
   --install     first create --venv (default .venv-gpu) and pip install -e . 'jax[cuda12]' there
+  --python=EXE  the Python for --install (default: the first >= 3.11 of python3.13, python3.12,
+                python3.11, python3)
   --venv=DIR    run the command with DIR/bin first on PATH
   --retries=N   rerun the command up to N more times while WORKDIR/results.json is missing
   --dry-run     print the commands, run nothing
 EOF_USAGE
 }
 
-GPUS="" INSTALL=0 VENV="" RETRIES=0
+GPUS="" INSTALL=0 VENV="" RETRIES=0 PYTHON=""
 option() {
     case $1 in
         --gpus) GPUS=$2 ;;
         --install) INSTALL=1 ;;
         --venv) VENV=$2 ;;
+        --python) PYTHON=$2 ;;
         --retries) RETRIES=$2 ;;
         *) return 1 ;;
     esac
@@ -42,8 +48,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ $INSTALL == 1 && -z $VENV ]] && VENV=$ROOT/.venv-gpu
 [[ -z $VENV || $VENV == /* ]] || VENV=$PWD/$VENV
 
+new_enough() {  # new_enough EXE: a Python >= 3.11 (what jax, flax and orbax-checkpoint require)
+    command -v "$1" >/dev/null && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+version_of() { { command -v "$1" >/dev/null && "$1" --version 2>&1; } || echo "not found"; }
 if [[ $INSTALL == 1 ]]; then
-    run python3 -m venv "$VENV"
+    if [[ -n $PYTHON ]]; then
+        new_enough "$PYTHON" || die "--python=$PYTHON is $(version_of "$PYTHON"): spade-jax needs Python >= 3.11 (jax, flax, orbax-checkpoint)"
+    else
+        for candidate in python3.13 python3.12 python3.11 python3; do
+            if new_enough "$candidate"; then PYTHON=$candidate; break; fi
+        done
+        [[ -n $PYTHON ]] || die "no Python >= 3.11 found (python3: $(version_of python3)): spade-jax needs 3.11 or newer (jax, flax, orbax-checkpoint); install one (e.g. apt install python3.11 python3.11-venv) or pass --python=EXE"
+    fi
+    run "$PYTHON" -m venv "$VENV"
     run "$VENV/bin/pip" install -q --upgrade pip
     run "$VENV/bin/pip" install -q -e "$ROOT" 'jax[cuda12]'
 fi

@@ -9,9 +9,7 @@ perplexity per token and, for the byte tokenizer, per word (total NLL / word tok
 tokens included) and bits per byte; writes RUN/eval_<split>_<checkpoint>.json.
 """
 import dataclasses
-import json
 import math
-import os
 import time
 
 import jax
@@ -20,7 +18,7 @@ from absl import app, flags, logging
 from lm import data
 from lm.runs import Run, load_run
 from lm.task import LMTask
-from spade_jax import models
+from spade_jax import models, paths
 from spade_jax.train import steps
 
 
@@ -78,8 +76,8 @@ def main(argv):
           f"{result['context']} in {result['seq_len']}-token windows): perplexity {result['perplexity']:.2f} over "
           f"{result['tokens']:,} tokens{extra} (unigram baseline "
           f"{result['unigram_perplexity']:.2f})", flush=True)
-    with open(os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}_{run.checkpoint}.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    paths.write_json(paths.workdir_path(FLAGS.workdir) / f"eval_{FLAGS.split}_{run.checkpoint}.json",
+                     result)
 
 
 if __name__ == "__main__":

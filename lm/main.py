@@ -12,9 +12,7 @@ if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart o
     from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
     allocator.reexec_if_needed()
 
-import json
 import math
-import os
 
 import jax
 import numpy as np
@@ -24,6 +22,8 @@ from ml_collections import config_flags
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
 from spade_jax.runtime import EXIT_PREEMPTED, start_process
+from spade_jax import paths
+from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -35,12 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _train_tokens_per_s(workdir) -> float:
     """Median training tokens/s of the logged intervals (the first, with compilation, left out)."""
-    rates = []
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["split"] == "train" and record.get("tokens_per_s"):
-                rates.append(record["tokens_per_s"])
+    rates = [r["tokens_per_s"] for r in metrics.read_records(workdir)
+             if r["split"] == "train" and r.get("tokens_per_s")]
     return float(np.median(rates)) if rates else 0.0
 
 
@@ -59,15 +55,15 @@ def summarize(workdir, config, results, corpus) -> dict:
         summary["validation_perplexity_best"] = math.exp(-results["best"]["validation_score"])
         summary["test_perplexity_best"] = ppl(results["best"]["test"])
     results = {**results, **summary}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    path = paths.workdir_path(workdir) / "results.json"
+    paths.write_json(path, results)
     best = summary.get("test_perplexity_best", summary["test_perplexity_last"])
     print(f"{config.model_name} ({config.variant}): valid perplexity "
           f"{summary.get('validation_perplexity_best', float('nan')):.2f}, test perplexity "
           f"{best:.2f} (best-validation checkpoint; last {summary['test_perplexity_last']:.2f}); "
           f"unigram baseline valid {summary['unigram_perplexity']['valid']:.2f} / test "
           f"{summary['unigram_perplexity']['test']:.2f}; {summary['train_tokens_per_s']:,.0f} "
-          f"training tokens/s. Results: {os.path.join(workdir, 'results.json')}", flush=True)
+          f"training tokens/s. Results: {path}", flush=True)
     return results
 
 

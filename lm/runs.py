@@ -1,14 +1,12 @@
 """A finished (or running) lm.main run, read back: its config, corpus and parameters."""
 import dataclasses
-import json
-import os
-
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from lm import data
 from lm.task import load_corpus, set_vocab_size
+from spade_jax import paths
 from spade_jax.config import ModelConfig
 
 
@@ -29,8 +27,8 @@ def restore_params(workdir: str, which: str = "best"):
     if which not in folders:
         raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
     for name in ([which, "last"] if which == "best" else [which]):
-        directory = os.path.abspath(os.path.join(workdir, folders[name]))
-        if not os.path.isdir(directory):
+        directory = paths.workdir_path(workdir) / folders[name]
+        if not directory.is_dir():
             continue
         manager = ocp.CheckpointManager(directory, item_handlers={
             "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
@@ -51,11 +49,10 @@ def restore_params(workdir: str, which: str = "best"):
 
 def load_run(workdir: str, checkpoint: str = "best") -> Run:
     """The config, corpus, model config and parameters of a run of lm.main."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    path = paths.workdir_path(workdir) / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --workdir must be a run directory of lm.main")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(paths.read_json(path))
     corpus = load_corpus(config)
     set_vocab_size(config, corpus)
     params, step = restore_params(workdir, checkpoint)

@@ -7,9 +7,12 @@ paper's LRA table (rows = models, columns = the six tasks and their average, tes
 at the best-validation checkpoint), followed by published numbers for comparison.
 """
 import argparse
+import io
 import json
 import os
 import sys
+
+from spade_jax import paths
 
 TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_TITLES = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
@@ -40,15 +43,14 @@ def finish_run(workdir, config, results, majority):
         "majority_class_test_accuracy": majority,
         "config": json.loads(config.to_json_best_effort()),
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    paths.write_json(paths.workdir_path(workdir) / "results.json", summary)
     plot_curve(workdir)
     acc = summary["test_accuracy_at_best"]
     print(f"{config.task} / {config.model_name}: test accuracy {100 * acc:.2f}% at the best "
           f"validation step {summary['best_step']} (last step: "
           f"{100 * summary['test_accuracy_at_last']:.2f}%); majority class {100 * majority:.2f}%; "
           f"{summary['parameters']:,} parameters, {summary['steps']} steps, "
-          f"{summary['wall_time_s']:.0f} s. Results: {os.path.join(workdir, 'results.json')}")
+          f"{summary['wall_time_s']:.0f} s. Results: {paths.workdir_path(workdir) / 'results.json'}")
     return summary
 
 
@@ -57,14 +59,14 @@ def plot_curve(workdir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from spade_jax.train import metrics
     train, valid = {}, {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["split"] == "train":
-                train[r["step"]] = r["loss"]
-            elif r["split"] == "validation" and "accuracy" in r:
-                valid[r["step"]] = r["accuracy"]
+    for r in metrics.read_records(workdir):
+        if r["split"] == "train":
+            train[r["step"]] = r["loss"]
+        elif r["split"] == "validation" and "accuracy" in r:
+            valid[r["step"]] = r["accuracy"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(sorted(train), [train[s] for s in sorted(train)], label="train loss", color="C0")
     ax.set_xlabel("step")
@@ -76,9 +78,11 @@ def plot_curve(workdir):
         ax2.set_ylabel("accuracy")
     ax.set_title(os.path.basename(os.path.normpath(workdir)))
     fig.tight_layout()
-    path = os.path.join(workdir, "learning_curve.png")
-    fig.savefig(path, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
+    path = paths.workdir_path(workdir) / "learning_curve.png"
+    paths.write_bytes(path, image.getvalue())
     return path
 
 

@@ -7,8 +7,6 @@ examples of the last evaluation batch count for nothing.
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +14,7 @@ import optax
 from absl import logging
 
 from lra.data import DataError, TASKS, load_split, make_batches
-from spade_jax.paths import cache_root
+from spade_jax.paths import atomic_folder, cache_root
 
 RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:
   DATA_DIR/listops-1000/basic_{train,val,test}.tsv
@@ -57,13 +55,9 @@ def resolve_data_dir(config) -> str:
         logging.info("generating the offline default for %s into %s", config.task, folder)
         print(f"lra: no data_dir given; generating the {config.task} offline default "
               f"({options}) into {folder}", flush=True)
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{config.task}-", dir=os.path.dirname(folder))
-        try:
+        # complete folders only; the hosts of a multi-process run may all generate at once
+        with atomic_folder(folder, prefix=f".{config.task}-") as tmp:
             _generate(config.task, options, tmp)
-            os.replace(tmp, folder)  # complete folders only
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

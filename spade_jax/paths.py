@@ -1,8 +1,59 @@
-"""Where spade-jax keeps what it writes on its own (generated data, token caches)."""
+"""Paths: where spade-jax keeps what it writes on its own (generated data, token caches), and
+the one path layer for a run's workdir.
+
+A workdir is a local folder or an object-storage URL (`gs://bucket/runs/pathx`, `s3://...`):
+orbax writes the checkpoints there itself, and everything else a run writes or reads there
+(config.json, results.json, metrics.jsonl, plots) goes through `workdir_path` and the helpers
+below, built on etils.epath (the path library orbax uses; gs:// needs gcsfs or TensorFlow's
+gfile, as for orbax). Local writes are atomic (a temporary file renamed); an object-storage
+write is one upload, atomic by itself.
+"""
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+
+from etils import epath
+
+URL_SCHEMES = ("gs://", "s3://", "az://")
+
+
+def is_url(path) -> bool:
+    return str(path).startswith(URL_SCHEMES)
+
+
+def workdir_path(path) -> epath.Path:
+    """An epath.Path for a local path (made absolute) or an object-storage URL."""
+    return epath.Path(str(path) if is_url(path) else os.path.abspath(os.fspath(path)))
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes `data` to `path` (local: into a temporary file renamed over it; URL: one upload)."""
+    path = workdir_path(path)
+    if is_url(path):
+        path.write_bytes(data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_json(path, value) -> None:
+    write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def read_json(path):
+    """The JSON value in `path`; a ValueError naming the file when it is not valid JSON."""
+    path = workdir_path(path)
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: "
+                         f"{e.msg}); it was written by an interrupted or another program. Move it "
+                         f"aside or use a new --workdir") from None
 
 
 def cache_root() -> str:

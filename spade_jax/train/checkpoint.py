@@ -12,6 +12,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from spade_jax import paths
+
 
 class CheckpointMismatchError(ValueError):
     pass
@@ -19,7 +21,7 @@ class CheckpointMismatchError(ValueError):
 
 def _manager(directory, keep, async_save):
     return ocp.CheckpointManager(
-        os.path.abspath(directory),
+        paths.workdir_path(directory),
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
@@ -40,8 +42,9 @@ def _shapes(tree) -> dict:
 
 class Checkpoints:
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
-        self.latest = _manager(os.path.join(workdir, "checkpoints"), keep, async_save)
-        self.best = _manager(os.path.join(workdir, "best"), 1, async_save)
+        root = paths.workdir_path(workdir)
+        self.latest = _manager(root / "checkpoints", keep, async_save)
+        self.best = _manager(root / "best", 1, async_save)
 
     def save(self, manager, step: int, state, data_state) -> None:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),

@@ -7,7 +7,6 @@ validation and checkpoints, saves on SIGTERM, and ends with the test score at th
 checkpoint and at the last one, written to WORKDIR/results.json.
 """
 import json
-import os
 import time
 from typing import Protocol
 
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from spade_jax import flops, models, runtime, sharding
+from spade_jax import flops, models, paths, runtime, sharding
 from spade_jax.config import ModelConfig
 from spade_jax.train import checkpoint, metrics as metrics_lib, optim, state as state_lib, steps
 
@@ -78,22 +77,18 @@ def _check_config(config, mesh):
 
 def _check_workdir(workdir, config):
     """Refuses a workdir that holds a run of another model config (nothing is overwritten)."""
-    path = os.path.join(workdir, "config.json")
+    path = paths.workdir_path(workdir) / "config.json"
     current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    if path.exists():
+        previous = paths.read_json(path)
         if previous.get("model") != current["model"]:
             diff = sorted(k for k in set(previous.get("model", {})) | set(current["model"])
                           if previous.get("model", {}).get(k) != current["model"].get(k))
             raise ValueError(f"{workdir} holds a run with another model config (fields {diff} "
                              f"differ, see {path}); use a new --workdir")
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(current, f, indent=2)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_json(path, current)
 
 
 def _abstract(state, shardings):
@@ -159,7 +154,9 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
             for name, (s, c) in jax.device_get(sums).items():
                 prev = totals.get(name, (0.0, 0.0))
                 totals[name] = (prev[0] + float(s), prev[1] + float(c))
-        return _with_perplexity({name: s / max(c, 1.0) for name, (s, c) in totals.items()})
+        values = _with_perplexity({name: s / max(c, 1.0) for name, (s, c) in totals.items()})
+        values["scored"] = totals["loss"][1]  # examples (tokens for an LM) the loss counted
+        return values
 
     def data_state(score):
         return {"iterator": train_iter.get_state(), "best_score": float(score)}
@@ -180,7 +177,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     with runtime.Preemption() as preemption:
         while step < config.num_train_steps:
             if profile and step == profile[0]:
-                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                jax.profiler.start_trace(str(paths.workdir_path(workdir) / "profile"))
             batch = sharding.place_batch(next(train_iter), mesh)
             with nn.logical_axis_rules(rules):
                 state, metrics = train_step(state, batch)
@@ -244,8 +241,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     ckpts.close()
     writer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        paths.write_json(paths.workdir_path(workdir) / "results.json", results)
     return results
 
 

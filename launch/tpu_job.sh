@@ -93,12 +93,16 @@ start() {  # start RUN_ID LOGDEST -- COMMAND...
     rm -f "$jobdir/status" "$jobdir/pid" "$jobdir/boot" "$jobdir/run_id"
     echo "=== $(date -u +%FT%TZ) run $run_id on $host: ${*:2}" >>"$jobdir/log"
     setsid nohup bash "${BASH_SOURCE[0]}" _run "$jobdir" "$logdest" "$@" </dev/null >/dev/null 2>&1 &
+    echo "$run_id" >"$jobdir/run_id"
     for ((waited = 0; waited < 100; waited++)); do  # until the wrapper has written its state
         [[ -f $jobdir/status ]] && break
         sleep 0.1
     done
-    [[ -f $jobdir/status ]] || { echo "spade-jax-job $host none (the wrapper did not start)"; exit 1; }
-    echo "$run_id" >"$jobdir/run_id"
+    if [[ ! -f $jobdir/status ]]; then
+        rm -f "$jobdir/run_id"
+        echo "spade-jax-job $host none (the wrapper did not start)"
+        exit 1
+    fi
     echo "spade-jax-job $host started"
 }
 

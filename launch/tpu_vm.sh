@@ -175,11 +175,6 @@ runtime_for() {  # the TPU VM runtime for JAX on an accelerator type's generatio
 [[ -n $VERSION ]] || VERSION=$(runtime_for "$ACCELERATOR") ||
     die "no default runtime for --accelerator=$ACCELERATOR: pass --version=RUNTIME (docs/launch.md)"
 
-if [[ -z $ATTACH && $DRY_RUN == 0 ]]; then  # what --attach=NAME reads back
-    mkdir -p "$STATE_DIR"
-    printf '%s\0' "${ARGS[@]}" >"$STATE_DIR/$NAME.args"
-fi
-
 # --- the remote commands (single-quoted parts: $HOME, $USER etc. expand on the workers) -------
 # shellcheck disable=SC2016  # expands on the workers
 SETUP_PYTHON_APT='{ dpkg -s python3.11-venv >/dev/null 2>&1 || { sudo apt-get update -q && sudo apt-get install -y -q python3.11 python3.11-venv; }; }'
@@ -303,9 +298,23 @@ watch_job() {  # poll until the job has ended or the slice is lost: OUTCOME (a J
     done
 }
 
+queue_state() {  # QUEUE_STATE: the queued resource's (ACTIVE, WAITING_FOR_RESOURCES, ...), GONE, UNKNOWN
+    local out
+    if [[ $DRY_RUN == 1 ]]; then
+        run "${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)'
+        QUEUE_STATE=ACTIVE
+    elif out=$("${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)' 2>&1); then
+        QUEUE_STATE=$(tail -n 1 <<<"$out")
+    elif [[ $out == *NOT_FOUND* ]]; then
+        QUEUE_STATE=GONE
+    else
+        QUEUE_STATE=UNKNOWN
+    fi
+}
+
 # --- the slice's life -------------------------------------------------------------------------
 acquire_vm() {  # create the slice; with --queued, wait until the queued resource is ACTIVE
-    local spot=() last="" out
+    local spot=() last=""
     [[ $SPOT == 1 ]] && spot=(--spot)
     if [[ $QUEUED == 0 ]]; then
         run "${GCLOUD_TPU[@]}" create "$NAME" "${LOCATION[@]}" --accelerator-type="$ACCELERATOR" \
@@ -315,16 +324,7 @@ acquire_vm() {  # create the slice; with --queued, wait until the queued resourc
     run "${GCLOUD_QUEUED[@]}" create "$NAME" --node-id="$NAME" "${LOCATION[@]}" \
         --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" "${spot[@]}" || return
     while :; do
-        if [[ $DRY_RUN == 1 ]]; then
-            run "${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)'
-            QUEUE_STATE=ACTIVE
-        elif out=$("${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)' 2>&1); then
-            QUEUE_STATE=$(tail -n 1 <<<"$out")
-        elif [[ $out == *NOT_FOUND* ]]; then
-            QUEUE_STATE=GONE
-        else
-            QUEUE_STATE=UNKNOWN
-        fi
+        queue_state
         case $QUEUE_STATE in
             ACTIVE) echo "# queued resource $NAME is ACTIVE"; return 0 ;;
             FAILED | SUSPENDING | SUSPENDED | GONE) echo "# queued resource $NAME is $QUEUE_STATE" >&2; return 1 ;;
@@ -368,17 +368,39 @@ start_job() {  # the command, detached, on every worker (a retried start starts 
 }
 
 results_written() {  # results.json is the engine's last write: the run is complete
+    local tries
     if [[ $DRY_RUN == 1 ]]; then
         run gcloud storage ls "$WORKDIR/results.json"
-    else
-        gcloud storage ls "$WORKDIR/results.json" >/dev/null 2>&1
+        return 0
     fi
+    for tries in 1 2 3; do  # three looks: a failed one may be the network's
+        gcloud storage ls "$WORKDIR/results.json" >/dev/null 2>&1 && return 0
+        ((tries == 3)) || pause "$POLL"
+    done
+    return 1
 }
 
 show_logs() {  # the last lines of every worker's log (best effort)
     echo "# the last lines of the workers' logs:" >&2
     run "${SSH[@]}" --command="$WRAPPER logs $JOB_DIR 30" >&2 || true
 }
+
+# A new launch must not take over an existing slice (nor, later, delete it and its job).
+if [[ -z $ATTACH ]]; then
+    if [[ $DRY_RUN == 1 ]]; then
+        run "${GCLOUD_TPU[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state)'
+    else
+        vm_state
+        QUEUE_STATE=GONE
+        [[ $QUEUED == 0 ]] || queue_state
+        [[ $STATE != UNKNOWN && $QUEUE_STATE != UNKNOWN ]] ||
+            die "gcloud cannot say whether $NAME exists in $ZONE (gcloud auth login? gcloud config set project?)"
+        [[ $STATE == GONE && $QUEUE_STATE == GONE ]] ||
+            die "$NAME already exists in $ZONE ($([[ $STATE != GONE ]] && echo "$STATE" || echo "queued: $QUEUE_STATE")): launch/tpu_vm.sh --attach=$NAME manages its job; or delete it, or pick another --name"
+        mkdir -p "$STATE_DIR"  # what --attach=NAME reads back
+        printf '%s\0' "${ARGS[@]}" >"$STATE_DIR/$NAME.args"
+    fi
+fi
 
 # What the EXIT trap does with the slice: PHASE=none (there is none), delete (no job runs on it,
 # or the job has ended: delete unless --keep), job (the job may be running: keep it).
@@ -387,6 +409,8 @@ PHASE=none
 cleanup() {
     local status=$?
     trap - EXIT
+    trap '' PIPE
+    set +e  # a closed terminal must not stop the clean-up half-way
     case $PHASE in
         job)
             echo "# $NAME: the job may still be running, detached on the workers; nothing deleted."
@@ -469,7 +493,8 @@ while :; do
             exit 1 ;;
         none)
             if [[ $STARTED == 0 ]]; then  # --attach to a slice where no job was ever started
-                echo "# no job was started on $NAME; launch it again (without --attach), or delete it" >&2
+                echo "# no job was started on $NAME; delete it ($(release_vm show)) and launch again" >&2
+                PHASE=none
                 exit 1
             fi
             echo "# the job is missing on a worker; starting it again on $NAME" >&2

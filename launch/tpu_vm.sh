@@ -385,6 +385,8 @@ show_logs() {  # the last lines of every worker's log (best effort)
     run "${SSH[@]}" --command="$WRAPPER logs $JOB_DIR 30" >&2 || true
 }
 
+echo "# $NAME: $ACCELERATOR ($VERSION) in $ZONE$([[ $SPOT == 1 ]] && echo ', spot')$([[ $QUEUED == 1 ]] && echo ', queued'), at most $MAX_ATTEMPTS attempt(s)$([[ $DRY_RUN == 1 ]] && echo '; dry run')"
+
 # A new launch must not take over an existing slice (nor, later, delete it and its job).
 if [[ -z $ATTACH ]]; then
     if [[ $DRY_RUN == 1 ]]; then
@@ -433,7 +435,6 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-echo "# $NAME: $ACCELERATOR ($VERSION) in $ZONE$([[ $SPOT == 1 ]] && echo ', spot')$([[ $QUEUED == 1 ]] && echo ', queued'), at most $MAX_ATTEMPTS attempt(s)$([[ $DRY_RUN == 1 ]] && echo '; dry run')"
 ATTEMPT=0 FRESH=1 START=1 STARTED=0
 if [[ -n $ATTACH ]]; then
     vm_state

@@ -218,6 +218,10 @@ on_workers() {  # on_workers COMMAND: run on every worker; ssh's 255 (connection
 # The dry run plays one preemption of a spot slice (on attempt 1), then a clean finish.
 dry_preempted() { [[ $SPOT == 1 && $ATTEMPT == 1 ]]; }
 
+state_word() {  # the state in gcloud's answer (stderr included: skip notices such as "Updates are available")
+    grep -E '^[A-Z][A-Z_]*$' <<<"$1" | tail -n 1 | grep . || echo UNKNOWN
+}
+
 vm_state() {  # STATE: READY, PREEMPTED, ... as gcloud says; GONE (not found); UNKNOWN (no answer)
     local out
     if [[ $DRY_RUN == 1 ]]; then
@@ -226,8 +230,7 @@ vm_state() {  # STATE: READY, PREEMPTED, ... as gcloud says; GONE (not found); U
         return 0
     fi
     if out=$("${GCLOUD_TPU[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state)' 2>&1); then
-        STATE=$(tail -n 1 <<<"$out")
-        STATE=${STATE:-UNKNOWN}
+        STATE=$(state_word "$out")
     elif [[ $out == *NOT_FOUND* ]]; then
         STATE=GONE
     else
@@ -304,7 +307,7 @@ queue_state() {  # QUEUE_STATE: the queued resource's (ACTIVE, WAITING_FOR_RESOU
         run "${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)'
         QUEUE_STATE=ACTIVE
     elif out=$("${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)' 2>&1); then
-        QUEUE_STATE=$(tail -n 1 <<<"$out")
+        QUEUE_STATE=$(state_word "$out")
     elif [[ $out == *NOT_FOUND* ]]; then
         QUEUE_STATE=GONE
     else

@@ -85,6 +85,7 @@ def handle(scenario, argv):
             return fail("There was a problem refreshing your current auth tokens: network is "
                         "unreachable")
         print(answer)
+        print("\nUpdates are available for some Google Cloud CLI components.", file=sys.stderr)
         return 0
     if verb == "ssh":
         return ssh(scenario, options["command"])

@@ -218,24 +218,24 @@ on_workers() {  # on_workers COMMAND: run on every worker; ssh's 255 (connection
 # The dry run plays one preemption of a spot slice (on attempt 1), then a clean finish.
 dry_preempted() { [[ $SPOT == 1 && $ATTEMPT == 1 ]]; }
 
-state_word() {  # the state in gcloud's answer (stderr included: skip notices such as "Updates are available")
-    grep -E '^[A-Z][A-Z_]*$' <<<"$1" | tail -n 1 | grep . || echo UNKNOWN
+read_state() {  # read_state GCLOUD_DESCRIBE...: the state it prints; GONE (not found); UNKNOWN (no answer)
+    local out
+    if out=$("$@" 2>&1); then  # the upper-case word: stderr notices ("Updates are available") skipped
+        grep -E '^[A-Z][A-Z_]*$' <<<"$out" | tail -n 1 | grep . || echo UNKNOWN
+    elif [[ $out == *NOT_FOUND* ]]; then
+        echo GONE
+    else
+        echo UNKNOWN
+    fi
 }
 
 vm_state() {  # STATE: READY, PREEMPTED, ... as gcloud says; GONE (not found); UNKNOWN (no answer)
-    local out
     if [[ $DRY_RUN == 1 ]]; then
         run "${GCLOUD_TPU[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state)'
         if dry_preempted; then STATE=PREEMPTED; else STATE=READY; fi
         return 0
     fi
-    if out=$("${GCLOUD_TPU[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state)' 2>&1); then
-        STATE=$(state_word "$out")
-    elif [[ $out == *NOT_FOUND* ]]; then
-        STATE=GONE
-    else
-        STATE=UNKNOWN
-    fi
+    STATE=$(read_state "${GCLOUD_TPU[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state)')
 }
 
 vm_lost() {  # the slice will not run the job any more: recreate it
@@ -302,16 +302,11 @@ watch_job() {  # poll until the job has ended or the slice is lost: OUTCOME (a J
 }
 
 queue_state() {  # QUEUE_STATE: the queued resource's (ACTIVE, WAITING_FOR_RESOURCES, ...), GONE, UNKNOWN
-    local out
     if [[ $DRY_RUN == 1 ]]; then
         run "${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)'
         QUEUE_STATE=ACTIVE
-    elif out=$("${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)' 2>&1); then
-        QUEUE_STATE=$(state_word "$out")
-    elif [[ $out == *NOT_FOUND* ]]; then
-        QUEUE_STATE=GONE
     else
-        QUEUE_STATE=UNKNOWN
+        QUEUE_STATE=$(read_state "${GCLOUD_QUEUED[@]}" describe "$NAME" "${LOCATION[@]}" --format='value(state.state)')
     fi
 }
 

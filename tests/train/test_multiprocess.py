@@ -7,7 +7,9 @@ process then a restart is bitwise the uninterrupted run; SIGTERM to ONE process 
 same step, saved once, with exit status 75; checkpoints restore across host counts (2 -> 1 and
 1 -> 2 processes); 4 processes x 2 devices under SLURM's variables.
 
-The tests share reference runs (module fixtures), so they run in one xdist worker (loadgroup).
+The tests share reference runs (session fixtures; pyproject's `--dist loadfile` keeps this file
+in one xdist worker).
+The LM, SLURM-variable and 1 -> 2 host cases are `long` (about 3 minutes together on 2 cores).
 """
 import collections
 import json
@@ -22,39 +24,34 @@ import pytest
 from spade_jax import local_cluster
 from spade_jax.runtime import EXIT_PREEMPTED
 
-pytestmark = [pytest.mark.xdist_group("multiprocess"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 300
-STEPS = 60  # long enough to signal a run between its first checkpoint and its end
+STEPS = 40  # long enough to signal a run between its first checkpoint (10) and its end
 LISTOPS = [f"--config={ROOT}/configs/listops.py:smoke", "--config.batch_size=8",
            f"--config.num_train_steps={STEPS}", "--config.checkpoint_every=10",
-           "--config.max_eval_batches=0", "--config.eval_batch_size=8"]
+           "--config.max_eval_batches=0", "--config.eval_batch_size=8", "--config.peak_flops=1e12"]
 LM = [f"--config={ROOT}/configs/wikitext103.py:smoke", "--config.batch_size=8",
-      "--config.num_train_steps=6", "--config.max_eval_batches=0", "--config.eval_batch_size=8"]
+      "--config.num_train_steps=6", "--config.max_eval_batches=0", "--config.eval_batch_size=8",
+      "--config.peak_flops=1e12"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cache(tmp_path_factory):
-    """One data cache for the module (the generated ListOps set and the LM stand-in corpus)."""
-    old = os.environ.get("SPADE_JAX_CACHE")
-    os.environ["SPADE_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield os.environ["SPADE_JAX_CACHE"]
-    if old is None:
-        del os.environ["SPADE_JAX_CACHE"]
-    else:
-        os.environ["SPADE_JAX_CACHE"] = old
+    """One data cache for these runs (the generated ListOps set and the LM stand-in corpus)."""
+    return str(tmp_path_factory.mktemp("cache"))
 
 
-def _start(main, args, workdir, processes, devices, style="jax"):
+def _start(main, args, workdir, processes, devices, cache, style="jax"):
     command = [sys.executable, "-m", main, *args, f"--workdir={workdir}"]
     return local_cluster.start(command, processes=processes, devices=devices, cwd=ROOT,
                                log_dir=os.path.join(f"{workdir}-logs", str(time.monotonic_ns())),
-                               style=style)
+                               style=style, env=dict(os.environ, SPADE_JAX_CACHE=cache))
 
 
-def _run(main, args, workdir, processes, devices, style="jax", expect=0):
-    cluster = _start(main, args, workdir, processes, devices, style)
+def _run(main, args, workdir, processes, devices, cache, style="jax", expect=0):
+    cluster = _start(main, args, workdir, processes, devices, cache, style)
     statuses = cluster.wait(TIMEOUT)
     assert statuses == [expect] * processes, "\n".join(cluster.output(i)[-3000:]
                                                        for i in range(processes))
@@ -114,19 +111,19 @@ def _assert_close_runs(a, b, exact=False):
         check(ra["accuracy"], rb["accuracy"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_hosts(cache, tmp_path_factory):
     """The uninterrupted ListOps smoke on 2 processes x 4 devices."""
     workdir = str(tmp_path_factory.mktemp("two-hosts") / "run")
-    _run("lra.main", LISTOPS, workdir, 2, 4)
+    _run("lra.main", LISTOPS, workdir, 2, 4, cache)
     return workdir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def one_host(cache, tmp_path_factory):
     """The same run on 1 process x 8 devices."""
     workdir = str(tmp_path_factory.mktemp("one-host") / "run")
-    _run("lra.main", LISTOPS, workdir, 1, 8)
+    _run("lra.main", LISTOPS, workdir, 1, 8, cache)
     return workdir
 
 
@@ -171,24 +168,24 @@ def test_every_training_example_is_used_once_per_epoch_across_processes(cache, o
     assert hosts[0].get_state() == hosts[1].get_state()
 
 
-def test_kill_9_of_every_process_then_restart_is_bitwise_the_uninterrupted_run(two_hosts,
+def test_kill_9_of_every_process_then_restart_is_bitwise_the_uninterrupted_run(two_hosts, cache,
                                                                                tmp_path):
     workdir = str(tmp_path / "run")
-    cluster = _start("lra.main", LISTOPS, workdir, 2, 4)
+    cluster = _start("lra.main", LISTOPS, workdir, 2, 4, cache)
     _wait_for(os.path.join(workdir, "checkpoints", "10"), cluster)
     for i in range(2):
         cluster.signal(i, signal.SIGKILL)
     cluster.wait(TIMEOUT)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
-    restarted = _run("lra.main", LISTOPS, workdir, 2, 4)
+    restarted = _run("lra.main", LISTOPS, workdir, 2, 4, cache)
     assert "resuming from the checkpoint at step" in restarted.output(0)
     _assert_close_runs(workdir, two_hosts, exact=True)
 
 
 def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_on_one_process(
-        two_hosts, tmp_path):
+        two_hosts, cache, tmp_path):
     workdir = str(tmp_path / "run")
-    cluster = _start("lra.main", LISTOPS, workdir, 2, 4)
+    cluster = _start("lra.main", LISTOPS, workdir, 2, 4, cache)
     _wait_for(os.path.join(workdir, "checkpoints", "10"), cluster)
     cluster.signal(1)  # one host only
     assert cluster.wait(TIMEOUT) == [EXIT_PREEMPTED] * 2, cluster.output(1)[-3000:]
@@ -198,27 +195,29 @@ def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_on_one_proces
     assert str(stopped[0]) in os.listdir(os.path.join(workdir, "checkpoints"))
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     # restart on another host count: 1 process x 8 devices restores the 2-process checkpoint
-    resumed = _run("lra.main", LISTOPS, workdir, 1, 8)
+    resumed = _run("lra.main", LISTOPS, workdir, 1, 8, cache)
     assert f"resuming from the checkpoint at step {stopped[0]}" in resumed.output(0)
     _assert_close_runs(workdir, two_hosts)
 
 
-def test_a_one_process_checkpoint_resumes_on_two_processes(two_hosts, tmp_path):
+@pytest.mark.long
+def test_a_one_process_checkpoint_resumes_on_two_processes(two_hosts, cache, tmp_path):
     workdir = str(tmp_path / "run")
-    cluster = _start("lra.main", LISTOPS, workdir, 1, 8)
+    cluster = _start("lra.main", LISTOPS, workdir, 1, 8, cache)
     _wait_for(os.path.join(workdir, "checkpoints", "10"), cluster)
     cluster.signal(0)
     assert cluster.wait(TIMEOUT) == [EXIT_PREEMPTED]
-    resumed = _run("lra.main", LISTOPS, workdir, 2, 4)
+    resumed = _run("lra.main", LISTOPS, workdir, 2, 4, cache)
     assert "resuming from the checkpoint at step" in resumed.output(0)
     _assert_close_runs(workdir, two_hosts)
 
 
+@pytest.mark.long
 def test_language_model_on_two_processes_matches_one(cache, tmp_path):
     runs = {}
     for processes, devices in ((2, 4), (1, 8)):
         runs[processes] = str(tmp_path / f"lm-{processes}")
-        _run("lm.main", LM, runs[processes], processes, devices)
+        _run("lm.main", LM, runs[processes], processes, devices, cache)
     a, b = (_records(runs[p], "train") for p in (2, 1))
     assert sorted(a) == sorted(b) == list(range(1, 7))
     np.testing.assert_allclose([a[s]["loss"] for s in a], [b[s]["loss"] for s in a], rtol=2e-4)
@@ -227,7 +226,8 @@ def test_language_model_on_two_processes_matches_one(cache, tmp_path):
     np.testing.assert_allclose(va["token_loss"], vb["token_loss"], rtol=2e-4)
 
 
-def test_four_processes_of_two_devices_under_slurm_variables(one_host, tmp_path):
+@pytest.mark.long
+def test_four_processes_of_two_devices_under_slurm_variables(one_host, cache, tmp_path):
     workdir = str(tmp_path / "run")
-    _run("lra.main", LISTOPS, workdir, 4, 2, style="slurm")
+    _run("lra.main", LISTOPS, workdir, 4, 2, cache, style="slurm")
     _assert_close_runs(workdir, one_host)

@@ -6,6 +6,7 @@ checkpoint in `workdir` (model, optimiser, step and data position), trains with 
 validation and checkpoints, saves on SIGTERM, and ends with the test score at the best-validation
 checkpoint and at the last one, written to WORKDIR/results.json.
 """
+import hashlib
 import json
 import time
 from typing import Protocol
@@ -14,6 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from spade_jax import flops, models, paths, runtime, sharding
 from spade_jax.config import ModelConfig
@@ -24,7 +26,10 @@ class Task(Protocol):
     """What a task gives the engine. Batches are dicts of host-local numpy arrays."""
 
     def train_iterator(self, *, batch_size: int, seed: int, shard_index: int, shard_count: int):
-        """An endless iterator of batches with get_state() -> JSON-able and set_state(state)."""
+        """An endless iterator of this host's batch_size rows of each global batch, with
+        get_state() -> JSON-able and set_state(state). The state must be the same on every host
+        and mean the same for any shard_count (e.g. the number of batches taken), so a
+        checkpoint resumes on another number of hosts; the loop checks that the hosts agree."""
 
     def eval_iterator(self, split: str, *, batch_size: int, shard_index: int, shard_count: int):
         """A finite iterable of batches of exactly batch_size rows (padding rows weigh 0)."""
@@ -159,7 +164,13 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
         return values
 
     def data_state(score):
-        return {"iterator": train_iter.get_state(), "best_score": float(score)}
+        position = train_iter.get_state()
+        if runtime.multi_process():  # one position for all hosts (see Task.train_iterator)
+            digest = hashlib.sha256(json.dumps(position, sort_keys=True).encode()).digest()
+            multihost_utils.assert_equal(np.frombuffer(digest, np.uint8),
+                                         f"the hosts' training iterators disagree at step "
+                                         f"{int(state.step)}: {position}")
+        return {"iterator": position, "best_score": float(score)}
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(state.step)

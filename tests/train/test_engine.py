@@ -106,7 +106,8 @@ def test_kill_9_and_restart_gives_identical_run(tmp_path):
 
 
 def test_sigterm_saves_and_exits_then_resumes(tmp_path):
-    proc = _spawn(tmp_path, num_train_steps=200, checkpoint_every=0, eval_every=0)
+    """checkpoint_every=1: the SIGTERM arrives on a checkpoint step, which is saved once."""
+    proc = _spawn(tmp_path, num_train_steps=200, checkpoint_every=1, eval_every=0)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and _train_records(tmp_path)):
@@ -117,7 +118,7 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     stopped = json.loads(out.split("RESULTS ")[1])["preempted_at_step"]
     assert 1 <= stopped < 200
     assert ocp.CheckpointManager(str(tmp_path / "checkpoints")).latest_step() == stopped
-    resumed = _spawn(tmp_path, num_train_steps=stopped + 2, checkpoint_every=0, eval_every=0)
+    resumed = _spawn(tmp_path, num_train_steps=stopped + 2, checkpoint_every=1, eval_every=0)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert json.loads(out.split("RESULTS ")[1])["steps"] == stopped + 2

@@ -213,7 +213,11 @@ def diag_kernel(lam, b, c, dt, length: int, method: str = "zoh"):
     Returns: (Cc, H, length) float32.
     """
     a_bar, b_bar = discretize_diag(lam, b, dt, method)
-    log_a = jnp.log(a_bar)  # (H, N2); A_bar^k = exp(k log A_bar)
+    # (H, N2); A_bar^k = exp(k log A_bar). Under ZOH log A_bar is dt * lambda itself: strongly
+    # damped modes (dt |Re lambda| > ~88) underflow A_bar to 0 in float32, and log(0) * 0 at
+    # k = 0 would make the whole kernel NaN.
+    log_a = (dt.astype(jnp.float32)[:, None] * lam.astype(jnp.complex64) if method == "zoh"
+             else jnp.log(a_bar))
     weights = c.astype(jnp.complex64).conj() * b_bar  # (Cc, H, N2)
 
     def at_steps(k):

@@ -83,6 +83,24 @@ def test_diag_kernel_equals_c_abar_power_bbar(method):
             np.testing.assert_allclose(got[ch, h], want, atol=1e-5 * np.abs(want).max())
 
 
+def test_strongly_damped_zoh_modes_give_a_finite_kernel_and_gradient():
+    """dt * Re(lambda) = -120: A_bar = exp(-120) underflows to 0 in float32; the kernel is then
+    C B_bar at k = 0 and 0 after, with finite gradients (it was NaN everywhere)."""
+    lam = jnp.array([[-1200.0 + 5.0j, -0.5 + 3.0j]], jnp.complex64)
+    b = jnp.ones((1, 2), jnp.complex64)
+    c = jnp.ones((1, 1, 2), jnp.complex64)
+    dt = jnp.array([0.1], jnp.float32)
+    got = np.asarray(kernels.diag_kernel(lam, b, c, dt, 8, "zoh"))
+    a_bar = np.exp(0.1 * np.asarray(lam[0], np.complex128))
+    b_bar = (a_bar - 1) / np.asarray(lam[0], np.complex128)
+    want = 2 * (b_bar[None, :] * a_bar[None, :] ** np.arange(8)[:, None]).sum(1).real
+    np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-7)
+    def total(re, step):
+        return kernels.diag_kernel((re + 1j * lam.imag).astype(jnp.complex64), b, c, step, 8).sum()
+    for grad in jax.grad(total, argnums=(0, 1))(lam.real, dt):
+        assert np.isfinite(np.asarray(grad)).all()
+
+
 def test_bad_discretization_is_named():
     with pytest.raises(ValueError, match="'zoh' or 'bilinear'"):
         kernels.discretize_diag(jnp.ones((1, 1)) * -1, jnp.ones((1, 1)), jnp.ones(1), "euler")

@@ -27,6 +27,7 @@ The defaults are the LRA Text model's attention (4 heads of 32, radius 127, chun
 import sys
 
 from benchmarks import common
+from spade_jax import cli
 
 IMPLS = ("local", "chunk", "full", "dpa_window", "splash", "cudnn")
 ACCELERATOR = {"splash": "tpu", "cudnn": "gpu"}  # implementation -> the JAX backend it needs
@@ -86,6 +87,7 @@ def accelerators_left_out(args) -> dict:
     return why
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, batch=1, passes=True)
     common.add_names(p, "--impls", IMPLS)

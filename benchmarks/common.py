@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from spade_jax import allocator, host
+from spade_jax.errors import PathError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -576,17 +577,20 @@ def output_dir(name: str, out=None) -> str:
     benchmarks/results/<name>/<timestamp> (refused if it exists)."""
     if out:
         if os.path.isdir(out) and os.listdir(out):
-            raise SystemExit(f"{out} exists and is not empty: results are never overwritten; "
-                             f"choose another --out")
+            raise PathError(f"--out {out} exists and is not empty: results are never "
+                            f"overwritten; choose another --out")
         if os.path.exists(out) and not os.path.isdir(out):
-            raise SystemExit(f"{out} exists and is not a folder")
-        os.makedirs(out, exist_ok=True)
+            raise PathError(f"--out {out} exists and is not a folder")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise PathError(f"--out {out} cannot be made ({e.strerror or e})") from None
         return out
     path = os.path.join(RESULTS, name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:
         os.makedirs(path)
     except FileExistsError:
-        raise SystemExit(f"{path} exists: results are never overwritten; rerun or pass --out")
+        raise PathError(f"{path} exists: results are never overwritten; rerun or pass --out")
     return path
 
 

@@ -21,6 +21,7 @@ import sys
 import time
 
 from benchmarks import common
+from spade_jax import cli
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
 OPS = ("decode", "forward")
@@ -113,6 +114,7 @@ COLUMNS = [("family", lambda r: r["family"]), ("op", lambda r: r["op"])] + \
 ] + common.MEMORY_COLUMNS
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, lengths="1K,4K,16K", quick_lengths="64,256", repeats=20, batch=1)
     common.add_names(p, "--families", FAMILIES)

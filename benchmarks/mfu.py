@@ -25,6 +25,7 @@ Target (issue 7): SPADE at L = 4K reaches >= 25% of the measured float32 matmul 
 import sys
 
 from benchmarks import common
+from spade_jax import cli
 from lra.configs import set_dotted
 from spade_jax.config import ModelConfig
 
@@ -153,6 +154,7 @@ def breakdown_table(rows) -> str:
     return common.markdown_table(table, columns)
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, lengths="4K", quick_lengths="256", repeats=3)
     common.add_names(p, "--families", FAMILIES, ["spade"])

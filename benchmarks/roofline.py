@@ -12,6 +12,7 @@ measures it again in its own process (`matmul_rates`).
 import sys
 
 from benchmarks import common
+from spade_jax import cli
 
 DTYPES = ("float32", "bfloat16")
 
@@ -62,6 +63,7 @@ COLUMNS = [
 ]
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, lengths=None, repeats=10)
     p.add_argument("--sizes", type=common.parse_lengths, default=None,

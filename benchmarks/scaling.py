@@ -20,6 +20,7 @@ L = 16K with <= 1/10 of its memory; SPADE's time exponent from 1K to 64K <= 1.15
 import sys
 
 from benchmarks import common
+from spade_jax import cli
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")  # lra.configs.FAMILIES
 SCOPES = ("block", "model")
@@ -90,6 +91,7 @@ def targets(rows, fits, lengths):
     return out
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, batch=1)
     common.add_names(p, "--families", FAMILIES)

@@ -18,6 +18,7 @@ batch. Target (issue 7): kernel generation <= 25% of the layer's forward time at
 import sys
 
 from benchmarks import common
+from spade_jax import cli
 
 VARIANTS = ("dplr", "diag", "scan", "conv")
 LAYER = {"dplr": ("dplr", "fft"), "diag": ("diag", "fft"), "scan": ("diag", "scan")}
@@ -76,6 +77,7 @@ def share(rows, r):
                              variant=r["variant"] if r["op"] != "conv" else "dplr")
 
 
+@cli.user_errors
 def main(argv=None):
     p = common.parser(__doc__, batch=8, passes=True)
     common.add_names(p, "--variants", VARIANTS)

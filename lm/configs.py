@@ -13,6 +13,7 @@ transformer (full causal attention), local (window attention only), s4 (S4 block
 """
 import ml_collections
 
+from spade_jax.errors import ConfigError
 from spade_jax.train.defaults import default_config
 
 FAMILIES = {
@@ -31,13 +32,13 @@ def parse_arg(arg) -> tuple:
         name, _, value = part.partition("=")
         if name == "model":
             if value not in FAMILIES:
-                raise ValueError(f"unknown model family {value!r}; expected one of "
+                raise ConfigError(f"unknown model family {value!r}; expected one of "
                                  f"{list(FAMILIES)}")
             family = value
         elif part in VARIANTS[1:]:
             variant = part
         elif part:
-            raise ValueError(f"config argument {part!r} not understood: expected model=<family> "
+            raise ConfigError(f"config argument {part!r} not understood: expected model=<family> "
                              f"with a family in {list(FAMILIES)}, and/or one of {VARIANTS[1:]}")
     return family, variant
 

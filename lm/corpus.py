@@ -17,6 +17,9 @@ space; words seen fewer than 3 times in the training split become `<unk>` in eve
 train / valid / test (18 / 1 / 1) by a hash of their title. About 1.3M tokens.
 
     python -m lm.corpus --out=DIR     # writes DIR/wiki.{train,valid,test}.tokens
+
+Existing wiki.*.tokens files in DIR are refused unless --overwrite is given; the files are
+written into a temporary folder in DIR and renamed into place when all three are complete.
 """
 import ast
 import collections
@@ -29,6 +32,8 @@ import re
 import sys
 import sysconfig
 
+from spade_jax import cli, paths
+from spade_jax.errors import PathError
 from spade_jax.paths import atomic_folder, cache_root
 
 VERSION = 1
@@ -215,25 +220,37 @@ def default_dir() -> str:
         return folder
     print(f"lm: no data_dir given; writing the embedded stand-in corpus (Python's documentation "
           f"in WikiText format, NOT WikiText-103) into {folder}", flush=True)
-    with atomic_folder(folder, prefix=".standin-") as tmp:
+    with atomic_folder(folder, prefix=".standin-", what="the stand-in corpus",
+                       hint="set $SPADE_JAX_CACHE to a writable folder") as tmp:
         write(tmp)
         with open(os.path.join(tmp, "SOURCES.json"), "w") as f:
             f.write(versions + "\n")
     return folder
 
 
+@cli.user_errors
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for wiki.{train,valid,test}.tokens")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing wiki.*.tokens files in --out")
     args = parser.parse_args(argv)
-    write(args.out)
-    for split in ("train", "valid", "test"):
-        path = os.path.join(args.out, f"wiki.{split}.tokens")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise PathError(f"--out {args.out} is a file; pass a folder (new or existing)")
+    names = [f"wiki.{split}.tokens" for split in ("train", "valid", "test")]
+    paths.refuse_existing([os.path.join(args.out, name) for name in names], args.overwrite)
+    with paths.temp_folder(args.out, ".corpus-", "the corpus", "pass an --out you can write") as tmp:
+        write(tmp)
+        for name in names:
+            paths.publish(os.path.join(tmp, name), os.path.join(args.out, name), tmp)
+    for name in names:
+        path = os.path.join(args.out, name)
         with open(path, encoding="utf-8") as f:
             tokens = sum(len(line.split()) + 1 for line in f)
         print(f"{path}: {tokens:,} tokens (with one end-of-line token per line)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

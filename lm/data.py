@@ -36,7 +36,8 @@ import time
 
 import numpy as np
 
-from spade_jax.paths import atomic_folder, cache_root
+from spade_jax.errors import DataError
+from spade_jax.paths import atomic_folder, cache_root, text_lines
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 PAD_ID = 0
@@ -44,10 +45,6 @@ SPLITS = ("train", "valid", "test")
 TOKENIZERS = ("word", "byte")
 CACHE_VERSION = 1
 _FLUSH = 1 << 22  # tokens per write while encoding
-
-
-class DataError(ValueError):
-    pass
 
 
 def split_files(data_dir: str, suffix: str = "tokens") -> dict:
@@ -211,8 +208,8 @@ def _encode_bytes(path, out_path):
 def _encode_words(path, out_path, vocab, unk_id, train_name):
     """Word stream of a file: (tokens, lines, words); DataError at the first unknown token."""
     buf, tokens, lines = array.array("i"), 0, 0
-    with open(path, encoding="utf-8") as src, open(out_path, "wb") as dst:
-        for lines, line in enumerate(src, 1):
+    with open(out_path, "wb") as dst:
+        for lines, line in text_lines(path):
             try:
                 buf.extend(vocab.encode_line(line, unk_id))
             except KeyError as e:
@@ -234,10 +231,9 @@ def _build(files, tokenizer, unknown, out):
     start = time.perf_counter()
     if tokenizer == "word":
         counter = collections.Counter()
-        with open(files["train"], encoding="utf-8") as f:
-            for line in f:
-                counter.update(line.split())
-                counter[EOS] += 1
+        for _, line in text_lines(files["train"]):
+            counter.update(line.split())
+            counter[EOS] += 1
         vocab = Vocabulary.from_counts(counter)
     unk_id = vocab.unk_id(unknown) if tokenizer == "word" else None
     splits = {}
@@ -277,7 +273,9 @@ def prepare(data_dir: str, tokenizer: str = "word", suffix: str = "tokens",
     if os.path.isfile(os.path.join(folder, "info.json")):
         return Corpus(folder)
     print(f"lm: tokenising {data_dir} ({tokenizer}) into {folder}", flush=True)
-    with atomic_folder(folder, prefix=f".{name}-") as tmp:
+    with atomic_folder(folder, prefix=f".{name}-", what="the token cache",
+                       hint="set --config.data.cache_dir=DIR (or $SPADE_JAX_CACHE) to a writable "
+                            "folder") as tmp:
         vocab, splits = _build(files, tokenizer, unknown, tmp)
         info = dict(options, vocab_size=len(vocab), splits=splits,
                     data_dir=os.path.abspath(data_dir))

@@ -10,15 +10,17 @@ tokens included) and bits per byte; writes RUN/eval_<split>_<checkpoint>.json.
 """
 import dataclasses
 import math
+import sys
 import time
 
 import jax
-from absl import app, flags, logging
+from absl import flags
 
 from lm import data
 from lm.runs import Run, load_run
 from lm.task import LMTask
-from spade_jax import models, paths
+from spade_jax import cli, models, paths
+from spade_jax.errors import ConfigError
 from spade_jax.train import steps
 
 
@@ -50,24 +52,33 @@ def perplexity(run: Run, split: str, *, context: int | None = None, batch_size: 
     return result
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """The command line's flags (defined here, so that importing the module defines none)."""
-    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
-    flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.")
-    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
-                      "Best-validation or latest checkpoint.")
-    flags.DEFINE_integer("context", -1, "Context tokens before each scored window (-1: the run's "
-                         "eval_context).")
-    flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).")
-
-
-def main(argv):
+def define_flags(flag_values, argv):
+    """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
     del argv
-    if not FLAGS["verbosity"].present:  # orbax logs every restore at INFO
-        logging.set_verbosity(logging.WARNING)
+    on = dict(flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.", **on)
+    flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.", **on)
+    flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
+                      "Best-validation or latest checkpoint.", **on)
+    flags.DEFINE_integer("context", -1, "Context tokens before each scored window (-1: the run's "
+                         "eval_context).", **on)
+    flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).",
+                         **on)
+    flags.mark_flag_as_required("workdir", **on)
+
+
+def check_flags(FLAGS):
+    """The flag values that no run can take, refused before the run is read."""
+    if FLAGS.batch_size < 0:
+        raise ConfigError(f"--batch_size must be >= 0 (0: the run's eval batch size), got "
+                          f"{FLAGS.batch_size}")
+    if FLAGS.context < -1:
+        raise ConfigError(f"--context must be >= 0, or -1 for the run's eval_context, got "
+                          f"{FLAGS.context}")
+
+
+def main(FLAGS):
+    check_flags(FLAGS)
     run = load_run(FLAGS.workdir, FLAGS.checkpoint)
     result = perplexity(run, FLAGS.split, context=FLAGS.context, batch_size=FLAGS.batch_size)
     extra = (f", per word {result['word_perplexity']:.2f}, {result['bits_per_byte']:.3f} bits per "
@@ -80,7 +91,10 @@ def main(argv):
                      result)
 
 
+def run(argv) -> int:
+    """The command line `python -m lm.evaluate ARGS` (argv[0] is the program), in this process."""
+    return cli.run_absl(argv, define_flags, main, __doc__)
+
+
 if __name__ == "__main__":
-    define_flags()
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    sys.exit(run(sys.argv))

@@ -16,29 +16,50 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from lm import corpus as corpus_lib
 from lm.data import PAD_ID, UNK
 from lm.runs import load_run
-from spade_jax import decode
+from spade_jax import cli, decode
+from spade_jax.errors import ConfigError
 
-FLAGS = flags.FLAGS
 
-
-def define_flags():
-    """The command line's flags (defined here, so that importing the module defines none)."""
-    flags.DEFINE_string("workdir", None, "Run directory of lm.main.")
-    flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).")
-    flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate.")
-    flags.DEFINE_float("temperature", 0.0, "0: greedy; else sample from softmax(logits / T).")
-    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
-    flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass.")
-    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+def define_flags(flag_values, argv):
+    """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
+    del argv
+    on = dict(flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Run directory of lm.main.", **on)
+    flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).",
+                        **on)
+    flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate (>= 1).", **on)
+    flags.DEFINE_float("temperature", 0.0, "0: greedy; > 0: sample from softmax(logits / T).",
+                       **on)
+    flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).", **on)
+    flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass, "
+                       "in (0, 1].", **on)
+    flags.DEFINE_integer("seed", 0, "Sampling seed.", **on)
     flags.DEFINE_integer("max_len", 0, "Transformer family: cache size (0: what the text needs, "
-                         "at least the training max_len).")
+                         "at least the training max_len).", **on)
     flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
-                      "Best-validation or latest checkpoint.")
+                      "Best-validation or latest checkpoint.", **on)
+    flags.mark_flag_as_required("workdir", **on)
+
+
+def check_flags(FLAGS):
+    """The flag values no run can take, refused before the run is read."""
+    rules = [("max_new_tokens", FLAGS.max_new_tokens >= 1, ">= 1"),
+             ("temperature", FLAGS.temperature >= 0, ">= 0 (0: greedy)"),
+             ("top_k", FLAGS.top_k >= 0, ">= 0 (0: all tokens)"),
+             ("top_p", 0 < FLAGS.top_p <= 1, "in (0, 1] (1: all tokens)"),
+             ("max_len", FLAGS.max_len >= 0, ">= 0 (0: what the text needs)")]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"--{name} must be {rule}, got {FLAGS[name].value}")
+    if FLAGS.temperature == 0 and (FLAGS.top_k or FLAGS.top_p < 1):
+        raise ConfigError(f"--top_k / --top_p choose among tokens to sample: they need "
+                          f"--temperature > 0 (0 is greedy), got --temperature=0 with "
+                          f"--top_k={FLAGS.top_k} --top_p={FLAGS.top_p}")
 
 
 def prompt_ids(vocab, prompt: str) -> tuple:
@@ -56,10 +77,8 @@ def cache_bytes(cache) -> int:
     return int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(cache)))
 
 
-def main(argv):
-    del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def main(FLAGS):
+    check_flags(FLAGS)
     run = load_run(FLAGS.workdir, FLAGS.checkpoint)
     vocab = run.corpus.vocab
     ids, unknown = prompt_ids(vocab, FLAGS.prompt)
@@ -94,7 +113,10 @@ def main(argv):
           f"{'constant' if limit is None else f'room for {limit} tokens'}]", flush=True)
 
 
+def run(argv) -> int:
+    """The command line `python -m lm.generate ARGS` (argv[0] is the program), in this process."""
+    return cli.run_absl(argv, define_flags, main, __doc__)
+
+
 if __name__ == "__main__":
-    define_flags()
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    sys.exit(run(sys.argv))

@@ -13,24 +13,21 @@ if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart o
     allocator.reexec_if_needed()
 
 import math
+import sys
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
 from spade_jax.runtime import EXIT_PREEMPTED, start_process
-from spade_jax import paths
+from spade_jax import cli, paths
 from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config (configs/wikitext103.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values, argv):
+    cli.define_config(flag_values, argv, "Experiment config (configs/wikitext103.py).")
 
 
 def _train_tokens_per_s(workdir) -> float:
@@ -67,8 +64,7 @@ def summarize(workdir, config, results, corpus) -> dict:
     return results
 
 
-def main(argv):
-    del argv
+def main(FLAGS):
     start_process()
     config = FLAGS.config
     corpus = load_corpus(config)
@@ -84,5 +80,10 @@ def main(argv):
         summarize(FLAGS.workdir, config, results, corpus)
 
 
+def run(argv) -> int:
+    """The command line `python -m lm.main ARGS` (argv[0] is the program), in this process."""
+    return cli.run_absl(argv, define_flags, main, __doc__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run(sys.argv))

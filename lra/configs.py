@@ -14,6 +14,7 @@ attention), transformer (full attention), local (window attention only), s4 (S4 
 import ml_collections
 
 from lra.data import TASKS
+from spade_jax.errors import ConfigError, check_dotted
 from spade_jax.train.defaults import default_config
 
 FAMILIES = {
@@ -51,23 +52,26 @@ def parse_arg(arg):
         elif not value and key in VARIANTS:
             variant = key
         else:
-            raise ValueError(f"config argument {part!r} not understood: use model=<family> "
+            raise ConfigError(f"config argument {part!r} not understood: use model=<family> "
                              f"({', '.join(FAMILIES)}) and/or a variant ({', '.join(VARIANTS[1:])})")
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
+        raise ConfigError(f"unknown model family {family!r}; expected one of {list(FAMILIES)}")
     return family, variant
 
 
 def set_dotted(config, values: dict):
-    """config['a.b.c'] = v for each dotted key (the key must exist, so typos are caught)."""
+    """config['a.b.c'] = v for each dotted key (the key must exist, so typos are caught: a
+    ConfigError naming the closest fields)."""
     for key, value in values.items():
+        check_dotted(config, key)
         target = config
         *parents, last = key.split(".")
         for name in parents:
             target = target[name]
-        if last not in target:
-            raise KeyError(f"config has no field {key!r}")
-        target[last] = value
+        try:
+            target[last] = value
+        except TypeError as e:  # a locked ConfigDict's field of another type
+            raise ConfigError(f"config.{key}: {e}") from None
     return config
 
 
@@ -86,6 +90,7 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
     c.model_name = family
     c.variant = variant
     c.data_dir = ""  # the unpacked LRA release; "" in quick/smoke: generated into the cache
+    c.data_cache_dir = ""  # the tokenised-split cache; "": <data_dir>/.lra_cache (read-only data)
     c.data_options = ml_collections.ConfigDict()  # reader options (max_length, difficulty, ...)
     c.generate = ml_collections.ConfigDict()  # generator options for quick/smoke defaults
     c.model.update(vocab_size=spec.vocab_size, num_classes=spec.num_classes,
@@ -94,7 +99,7 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
     c.model.update(FAMILIES[family])
     unknown = sorted(set(quick_by_family or {}) - set(FAMILIES))
     if unknown:
-        raise ValueError(f"{task}: quick_by_family names unknown families {unknown}")
+        raise ConfigError(f"{task}: quick_by_family names unknown families {unknown}")
     layers = {"full": (full,),
               "quick": (full, QUICK_COMMON, quick, (quick_by_family or {}).get(family, {})),
               "smoke": (full, SMOKE_COMMON, smoke)}[variant]

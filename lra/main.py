@@ -10,27 +10,26 @@ if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart o
     from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
     allocator.reexec_if_needed()
 
+import sys
+
 import jax
-from absl import app, flags
-from ml_collections import config_flags
 
 from lra import report
 from lra.tasks import LRATask, resolve_data_dir
+from spade_jax import cli
 from spade_jax.runtime import EXIT_PREEMPTED, start_process
 from spade_jax.train.loop import train_and_evaluate
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<task>.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values, argv):
+    cli.define_config(flag_values, argv, "Experiment config file (configs/<task>.py).")
 
 
-def main(argv):
-    del argv
+def main(FLAGS):
     start_process()
     config = FLAGS.config
-    task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict())
+    task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict(),
+                   cache_dir=config.data_cache_dir)
     results = train_and_evaluate(config, FLAGS.workdir, task)
     if "preempted_at_step" in results:
         print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "
@@ -40,5 +39,10 @@ def main(argv):
         report.finish_run(FLAGS.workdir, config, results, task.majority_accuracy("test"))
 
 
+def run(argv) -> int:
+    """The command line `python -m lra.main ARGS` (argv[0] is the program), in this process."""
+    return cli.run_absl(argv, define_flags, main, __doc__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run(sys.argv))

@@ -2,7 +2,8 @@
 
     python -m lra.report RUN_DIR [RUN_DIR ...] [--out=results.md]
 
-Each run directory holds the results.json that `lra.main` writes. The table has the layout of the
+Each run directory holds the results.json that `lra.main` writes. --out is replaced when it holds
+an earlier table of lra.report; any other existing file is refused. The table has the layout of the
 paper's LRA table (rows = models, columns = the six tasks and their average, test accuracy in %
 at the best-validation checkpoint), followed by published numbers for comparison.
 """
@@ -12,7 +13,8 @@ import json
 import os
 import sys
 
-from spade_jax import paths
+from spade_jax import cli, paths
+from spade_jax.errors import DataError, PathError
 
 TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_TITLES = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
@@ -104,16 +106,21 @@ def read_results(run_dirs) -> list:
     """The results.json of each run directory, checked."""
     results = []
     for run in run_dirs:
-        path = os.path.join(run, "results.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{run} holds no results.json (is it an lra.main run "
-                                    f"directory that finished?)")
-        with open(path) as f:
-            r = json.load(f)
-        if "task" not in r or "test_accuracy_at_best" not in r:
-            raise ValueError(f"{path} is not an lra.main results file (no task / test accuracy)")
+        path = paths.workdir_path(run) / "results.json"
+        if not path.exists():
+            raise PathError(f"{run} holds no results.json (is it an lra.main run directory that "
+                            f"finished?)")
+        r = paths.read_json(path, expect=dict)
+        missing = [k for k in ("task", "model", "test_accuracy_at_best", "wall_time_s")
+                   if k not in r]
+        if missing or r["task"] not in TASK_ORDER:
+            raise DataError(f"{path} is not an lra.main results file (no {missing or 'LRA task'}"
+                            f"; lm.main runs are not in this table)")
         results.append(r)
     return results
+
+
+TABLE_START = "Our runs (test accuracy %"
 
 
 def table(run_dirs) -> str:
@@ -139,22 +146,32 @@ def table(run_dirs) -> str:
         f"| {name} | " + " | ".join("fail" if v is None and name.startswith("Transformer") and i == 5
                                     else _cell(v) for i, v in enumerate(vals)) + " |"
         for name, vals in PUBLISHED.items())
-    return (f"Our runs (test accuracy %, at the best-validation checkpoint; avg only when all six "
+    return (f"{TABLE_START}, at the best-validation checkpoint; avg only when all six "
             f"tasks ran):\n\n{ours}\n\nWall time of each run (s, training and evaluation; "
             f"total over the tasks listed):\n\n{times}\n\n"
             f"Published (test accuracy %):\n\n{published}\n")
 
 
+@cli.user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lra.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories written by lra.main")
     parser.add_argument("--out", default="lra_results.md", help="markdown file to write")
     args = parser.parse_args(argv)
+    if os.path.isdir(args.out):
+        raise PathError(f"--out {args.out} is a folder; pass the markdown file to write")
+    if os.path.exists(args.out):
+        with open(args.out, "rb") as f:
+            if not f.read(len(TABLE_START)) == TABLE_START.encode():
+                raise PathError(f"--out {args.out} exists and is not a table of lra.report: it "
+                                f"is never overwritten; choose another --out")
     text = table(args.runs)
     print(text)
-    with open(args.out, "w") as f:
-        f.write(text)
+    try:
+        paths.write_bytes(args.out, text.encode())
+    except OSError as e:
+        raise PathError(f"cannot write --out {args.out} ({e.strerror or e})") from None
     return 0
 
 

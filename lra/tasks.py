@@ -56,7 +56,8 @@ def resolve_data_dir(config) -> str:
         print(f"lra: no data_dir given; generating the {config.task} offline default "
               f"({options}) into {folder}", flush=True)
         # complete folders only; the hosts of a multi-process run may all generate at once
-        with atomic_folder(folder, prefix=f".{config.task}-") as tmp:
+        with atomic_folder(folder, prefix=f".{config.task}-", what="the generated data",
+                           hint="set $SPADE_JAX_CACHE to a writable folder") as tmp:
             _generate(config.task, options, tmp)
     return folder
 
@@ -64,14 +65,17 @@ def resolve_data_dir(config) -> str:
 class LRATask:
     """The engine's view of one LRA task (see spade_jax.train.loop.Task)."""
 
-    def __init__(self, task: str, data_dir: str, options: dict | None = None):
+    def __init__(self, task: str, data_dir: str, options: dict | None = None,
+                 cache_dir: str | None = None):
         self.name, self.spec = task, TASKS[task]
         self.data_dir, self.options = data_dir, dict(options or {})
+        self.cache_dir = cache_dir or None  # None: <data_dir>/.lra_cache
         self._sources = {}
 
     def source(self, split):
         if split not in self._sources:
-            self._sources[split] = load_split(self.name, split, self.data_dir, **self.options)
+            self._sources[split] = load_split(self.name, split, self.data_dir,
+                                              cache_dir=self.cache_dir, **self.options)
         return self._sources[split]
 
     def train_iterator(self, *, batch_size, seed, shard_index, shard_count):

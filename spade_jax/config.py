@@ -9,6 +9,8 @@ from typing import Optional
 
 import ml_collections
 
+from spade_jax.errors import ConfigError, closest
+
 FAMILIES = ("spade", "transformer", "local", "s4")
 HEADS = ("classify", "retrieval", "lm")
 ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.attention_accel
@@ -101,42 +103,42 @@ class ModelConfig:
                        attention_impl=ATTENTION_IMPLS)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "max_len",
                      "chunk_size", "num_classes", "relpos_buckets", "relpos_max_distance"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads "
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads "
                              f"({self.num_heads})")
         if not isinstance(self.radius, int) or self.radius < 0:
-            raise ValueError(f"model.radius must be an integer >= 0, got {self.radius!r}")
+            raise ConfigError(f"model.radius must be an integer >= 0, got {self.radius!r}")
         for name in ("dropout", "ffn_dropout", "adaptive_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"model.pad_id ({self.pad_id}) must be a token id below vocab_size "
+            raise ConfigError(f"model.pad_id ({self.pad_id}) must be a token id below vocab_size "
                              f"({self.vocab_size})")
         bad = [i for i in self.global_layers if not 0 <= i < self.num_layers]
         if self.family == "spade" and (bad or not self.global_layers):
-            raise ValueError(f"model.global_layers must name layers in [0, {self.num_layers}) and "
+            raise ConfigError(f"model.global_layers must name layers in [0, {self.num_layers}) and "
                              f"not be empty for family 'spade', got {self.global_layers}")
         if self.s4.d_state < 2 or self.s4.d_state % 2:
-            raise ValueError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
+            raise ConfigError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
         if self.head == "lm" and not self.causal:
-            raise ValueError("model.head='lm' needs model.causal=True")
+            raise ConfigError("model.head='lm' needs model.causal=True")
         if self.input_encoder == "linear" and self.vocab_size < 2:
-            raise ValueError("model.input_encoder='linear' reads ids 0..vocab_size-1 as "
+            raise ConfigError("model.input_encoder='linear' reads ids 0..vocab_size-1 as "
                              f"intensities: model.vocab_size must be >= 2, got {self.vocab_size}")
         if self.head == "lm" and self.input_encoder != "embed":
-            raise ValueError("model.head='lm' reads word ids through its (adaptive) embedding: "
+            raise ConfigError("model.head='lm' reads word ids through its (adaptive) embedding: "
                              "model.input_encoder must be 'embed'")
         if self.head == "lm" and self.s4_bidirectional:
-            raise ValueError("model.head='lm' is causal: model.s4.bidirectional must be False")
+            raise ConfigError("model.head='lm' is causal: model.s4.bidirectional must be False")
         if self.adaptive_cutoffs:
             self._check_adaptive()
         if self.pooling == "cls" and self.causal:
-            raise ValueError("model.pooling='cls' reads position 0, which a causal model cannot "
+            raise ConfigError("model.pooling='cls' reads position 0, which a causal model cannot "
                              "fill with the sequence; use pooling='mean'")
         if self.attention_impl != "blocked":
             self._check_attention_impl()
@@ -144,7 +146,7 @@ class ModelConfig:
     def _check_attention_impl(self):
         impl = self.attention_impl
         if self.relative_bias_kinds():
-            raise ValueError(
+            raise ConfigError(
                 f"model.attention_impl={impl!r} cannot add the relative-position bias that "
                 f"model.position='relative' gives the {sorted(self.relative_bias_kinds())} "
                 "attention layers: the kernel takes no additive score bias (only as a dense "
@@ -153,31 +155,31 @@ class ModelConfig:
         if impl != "cudnn":
             return
         if not self.causal:
-            raise ValueError("model.attention_impl='cudnn' needs model.causal=True: cuDNN's "
+            raise ConfigError("model.attention_impl='cudnn' needs model.causal=True: cuDNN's "
                              "sliding window is left-only; use 'splash' (TPU) or 'blocked' for "
                              "bidirectional attention")
         if self.dtype != "bfloat16":
-            raise ValueError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN "
+            raise ConfigError("model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN "
                              f"fused attention takes bfloat16 / float16), got {self.dtype!r}")
         if self.head_dim % 8 or self.head_dim > 256:
-            raise ValueError(f"model.attention_impl='cudnn' needs a head_dim (d_model / "
+            raise ConfigError(f"model.attention_impl='cudnn' needs a head_dim (d_model / "
                              f"num_heads) that is a multiple of 8 and at most 256 (128 before "
                              f"Hopper), got {self.head_dim}")
 
     def _check_adaptive(self):
         cuts = self.adaptive_cutoffs
         if self.head != "lm":
-            raise ValueError(f"model.adaptive_cutoffs are for head='lm', got head={self.head!r}")
+            raise ConfigError(f"model.adaptive_cutoffs are for head='lm', got head={self.head!r}")
         if (not all(isinstance(c, int) for c in cuts) or list(cuts) != sorted(set(cuts))
                 or cuts[0] < 1 or cuts[-1] >= self.vocab_size):
-            raise ValueError(f"model.adaptive_cutoffs must be increasing token ids in [1, "
+            raise ConfigError(f"model.adaptive_cutoffs must be increasing token ids in [1, "
                              f"vocab_size={self.vocab_size}), got {cuts}; use () for a plain "
                              f"softmax (small vocabularies)")
         if not isinstance(self.adaptive_factor, int) or self.adaptive_factor < 1:
-            raise ValueError(f"model.adaptive_factor must be an integer >= 1, got "
+            raise ConfigError(f"model.adaptive_factor must be an integer >= 1, got "
                              f"{self.adaptive_factor!r}")
         if self.d_model // self.adaptive_factor ** len(cuts) < 1:
-            raise ValueError(f"model.adaptive_factor {self.adaptive_factor} leaves the last of "
+            raise ConfigError(f"model.adaptive_factor {self.adaptive_factor} leaves the last of "
                              f"{len(cuts) + 1} bands no dimension at d_model={self.d_model}")
 
     @property
@@ -215,12 +217,13 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown model config field(s) {unknown}"
+                             f"{closest(unknown[0], known, 'the fields of config.model')}")
         s4 = dict(values.pop("s4", {}) or {})
         s4_known = {f.name for f in dataclasses.fields(S4Config)}
         if set(s4) - s4_known:
-            raise ValueError(f"unknown model.s4 field(s) {sorted(set(s4) - s4_known)}; "
-                             f"known: {sorted(s4_known)}")
+            raise ConfigError(f"unknown model.s4 field(s) {sorted(set(s4) - s4_known)}"
+                             f"{closest(sorted(set(s4) - s4_known)[0], s4_known)}")
         for name in ("global_layers", "adaptive_cutoffs"):
             if name in values:
                 values[name] = tuple(values[name])

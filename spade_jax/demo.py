@@ -6,25 +6,28 @@ A smoke check of an installation: builds the model family from the default model
 compiles a loss-and-gradient step, and prints the architecture, parameter count, loss, gradient
 norm, compile time and step time.
 """
+import sys
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import optax
 
-from spade_jax import models
+from spade_jax import cli, models
 from spade_jax.config import FAMILIES, ModelConfig
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("family", "spade", FAMILIES, "Model family.")
-flags.DEFINE_integer("length", 4096, "Sequence length.")
-flags.DEFINE_integer("batch", 2, "Batch size.")
-flags.DEFINE_integer("steps", 3, "Timed steps after compilation.")
 
-
-def main(argv):
+def define_flags(flag_values, argv):
     del argv
+    on = dict(flag_values=flag_values)
+    flags.DEFINE_enum("family", "spade", FAMILIES, "Model family.", **on)
+    flags.DEFINE_integer("length", 4096, "Sequence length.", lower_bound=8, **on)
+    flags.DEFINE_integer("batch", 2, "Batch size.", lower_bound=1, **on)
+    flags.DEFINE_integer("steps", 3, "Timed steps after compilation.", lower_bound=1, **on)
+
+
+def main(FLAGS):
     cfg = ModelConfig(family=FLAGS.family, d_model=64, num_heads=4, d_ff=256, num_layers=4,
                       radius=127, max_len=FLAGS.length, num_classes=10, dropout=0.0)
     model = models.build_model(cfg)
@@ -59,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(cli.run_absl(sys.argv, define_flags, main, __doc__))

@@ -11,10 +11,15 @@ write is one upload, atomic by itself.
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 
 from etils import epath
+
+from spade_jax.errors import DataError, PathError
 
 URL_SCHEMES = ("gs://", "s3://", "az://")
 
@@ -44,16 +49,43 @@ def write_json(path, value) -> None:
     write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def read_json(path):
-    """The JSON value in `path`; a ValueError naming the file when it is not valid JSON."""
+def read_json(path, expect=None):
+    """The JSON value in `path`; a DataError (a ValueError) naming the file when it is not valid
+    JSON or (with `expect`, e.g. dict) not of that type."""
     path = workdir_path(path)
-    text = path.read_text()
+    advice = ("it was written by an interrupted or another program. Move it aside or use a new "
+              "--workdir")
     try:
-        return json.loads(text)
+        value = json.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: "
-                         f"{e.msg}); it was written by an interrupted or another program. Move it "
-                         f"aside or use a new --workdir") from None
+        raise DataError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: "
+                        f"{e.msg}); {advice}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not valid JSON (byte {e.start} is not UTF-8); "
+                        f"{advice}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise DataError(f"{path} holds a JSON {type(value).__name__}, not the "
+                        f"{'object' if expect is dict else expect.__name__} this program "
+                        f"wrote; {advice}")
+    return value
+
+
+def text_lines(path):
+    """Yields (line number, text) of each line of a UTF-8 text file (line ends kept), reading
+    bytes, so that a byte that is not UTF-8 is a DataError naming the file, the line and its
+    byte offset in the file."""
+    offset = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}, line {number}, byte offset {offset + e.start}: byte "
+                    f"0x{raw[e.start]:02x} is not UTF-8 ({e.reason}); the file must be UTF-8 text "
+                    f"(convert it, e.g. iconv -f latin1 -t utf-8)") from None
+            yield number, text
+            offset += len(raw)
 
 
 def cache_root() -> str:
@@ -64,19 +96,83 @@ def cache_root() -> str:
     return os.path.join(base, "spade_jax")
 
 
-@contextlib.contextmanager
-def atomic_folder(folder: str, prefix: str = ".tmp-"):
-    """Yields a new temporary folder beside `folder` to fill; when the block completes it is
-    renamed to `folder` (unless another process got there first), so `folder` is either absent
-    or complete. The temporary folder is removed in any case."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+STALE_TEMP_S = 24 * 3600  # another host's temporary folder untouched this long is abandoned
+
+
+def _temp_tag() -> str:
+    return f"tmp@{socket.gethostname()}@{os.getpid()}@"
+
+
+def _abandoned(parent: str, name: str, prefix: str) -> bool:
+    """True for a temporary folder of `temp_folder` whose process is gone: a dead process of
+    this host, or (another host) one untouched for STALE_TEMP_S."""
+    match = re.fullmatch(re.escape(prefix) + r"tmp@(?P<host>[^@]+)@(?P<pid>\d+)@.*", name)
+    if not match:
+        return False
+    if match["host"] == socket.gethostname():
+        try:
+            os.kill(int(match["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
     try:
+        return time.time() - os.path.getmtime(os.path.join(parent, name)) > STALE_TEMP_S
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def temp_folder(parent: str, prefix: str, what: str = "files", hint: str = ""):
+    """Yields a new folder in `parent` (made if missing), named after this process, and removes
+    it when the block ends. First removes the folders of this prefix that processes killed while
+    building (kill -9, a lost host) left in `parent`. A `parent` that cannot be written is a
+    PathError: 'cannot write {what} in {parent} (why); {hint}'."""
+    try:
+        os.makedirs(parent, exist_ok=True)
+        for name in os.listdir(parent):
+            if _abandoned(parent, name, prefix):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=prefix + _temp_tag(), dir=parent)
+    except OSError as e:
+        raise PathError(f"cannot write {what} in {parent} ({e.strerror or e})"
+                        + (f"; {hint}" if hint else "")) from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str, prefix: str = ".tmp-", what: str = "files", hint: str = ""):
+    """Yields a new temporary folder beside `folder` to fill (see `temp_folder`); when the block
+    completes it is renamed to `folder` (unless another process got there first), so `folder`
+    is either absent or complete."""
+    with temp_folder(os.path.dirname(os.path.abspath(folder)), prefix, what, hint) as tmp:
         yield tmp
         try:
             os.replace(tmp, folder)
         except OSError:  # `folder` exists: built by another process meanwhile
             pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refuse_existing(targets, overwrite: bool, flag: str = "--overwrite") -> None:
+    """A PathError naming the first of `targets` that holds something (a file, a folder that is
+    not empty), unless `overwrite`."""
+    for target in targets:
+        if overwrite or not os.path.lexists(target):
+            continue
+        if os.path.isdir(target) and not os.path.islink(target) and not os.listdir(target):
+            continue
+        raise PathError(f"{target} exists: data is never overwritten. Choose another output "
+                        f"folder, or pass {flag} to replace it")
+
+
+def publish(source: str, target: str, trash: str) -> None:
+    """Moves the complete file or folder `source` to `target` (same file system). An existing
+    `target` is first moved into the folder `trash` (removed by its owner)."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    if os.path.lexists(target):
+        os.replace(target, os.path.join(trash, f"old-{os.path.basename(target)}"))
+    os.replace(source, target)

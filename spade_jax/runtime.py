@@ -13,8 +13,14 @@ import jax
 from absl import flags, logging
 
 from spade_jax import allocator, host
+from spade_jax.errors import ConfigError, UserError
 
 EXIT_PREEMPTED = 75
+
+
+class OutOfMemoryError(UserError, MemoryError):
+    """A step that cannot fit in memory, found before it runs; the message names the config
+    fields that shrink it."""
 
 
 def start_process() -> None:
@@ -43,7 +49,7 @@ def initialize_distributed() -> None:
     env = os.environ
     forced = env.get("SPADE_JAX_DISTRIBUTED", "")
     if forced not in ("", "0", "1"):
-        raise ValueError(f"SPADE_JAX_DISTRIBUTED must be 0 or 1 (or unset), got {forced!r}")
+        raise ConfigError(f"SPADE_JAX_DISTRIBUTED must be 0 or 1 (or unset), got {forced!r}")
     tpu_hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
     detected = (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
                 or "JAX_COORDINATOR_ADDRESS" in env)
@@ -113,7 +119,7 @@ def available_memory() -> int | None:
 
 
 def check_step_memory(compiled, what: str, config, available: int | None) -> None:
-    """Raises MemoryError, before the first step runs, when XLA's memory analysis of `compiled`
+    """Raises OutOfMemoryError (a MemoryError), before the first step runs, when XLA's memory analysis of `compiled`
     says it needs more than `available` bytes beyond its (already allocated) arguments."""
     analysis = compiled.memory_analysis()
     if analysis is None or available is None:
@@ -122,7 +128,7 @@ def check_step_memory(compiled, what: str, config, available: int | None) -> Non
             - analysis.alias_size_in_bytes)
     if need > available:
         gib = 2 ** 30
-        raise MemoryError(
+        raise OutOfMemoryError(
             f"{what} needs {need / gib:.1f} GiB per device beyond its inputs (XLA's memory "
             f"analysis: {analysis.temp_size_in_bytes / gib:.1f} GiB of temporaries), but only "
             f"{available / gib:.1f} GiB is available on {jax.local_devices()[0].platform}. "

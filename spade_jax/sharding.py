@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from spade_jax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -37,17 +39,17 @@ def mesh_shape(spec, device_count: int) -> tuple:
     sizes = [int(spec.get(axis, 1)) for axis in MESH_AXES]
     unknown = sorted(set(spec) - set(MESH_AXES))
     if unknown:
-        raise ValueError(f"config.mesh has unknown axes {unknown}; axes are {MESH_AXES}")
+        raise ConfigError(f"config.mesh has unknown axes {unknown}; axes are {MESH_AXES}")
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"config.mesh sizes must be positive, with at most one -1; got {dict(spec)}")
+        raise ConfigError(f"config.mesh sizes must be positive, with at most one -1; got {dict(spec)}")
     fixed = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if device_count % fixed:
-            raise ValueError(f"config.mesh {dict(spec)}: {device_count} devices cannot be split "
+            raise ConfigError(f"config.mesh {dict(spec)}: {device_count} devices cannot be split "
                              f"into a multiple of {fixed}")
         sizes[sizes.index(-1)] = device_count // fixed
     if math.prod(sizes) != device_count:
-        raise ValueError(f"config.mesh {dict(spec)} needs {math.prod(sizes)} devices, but "
+        raise ConfigError(f"config.mesh {dict(spec)} needs {math.prod(sizes)} devices, but "
                          f"{device_count} are available")
     return tuple(sizes)
 
@@ -70,7 +72,7 @@ def rules_from_config(rules) -> tuple:
         else:
             bad = [axes] if axes is not None and axes not in MESH_AXES else []
         if bad:
-            raise ValueError(f"config.logical_axis_rules maps {name!r} to unknown mesh axes {bad}")
+            raise ConfigError(f"config.logical_axis_rules maps {name!r} to unknown mesh axes {bad}")
         out.append((name, axes))
     return tuple(out)
 

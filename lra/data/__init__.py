@@ -15,6 +15,7 @@ from lra.data.cache import CACHE_FOLDER, CachedSplit
 from lra.data.files import DataError
 from lra.data.pipeline import make_batches
 from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec
+from spade_jax.errors import ConfigError
 
 _READERS = {"listops": listops.load,
             "pathfinder": functools.partial(pathfinder.load, task="pathfinder"),
@@ -44,8 +45,8 @@ def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **option
                       and name not in ("cache_dir", "rebuild", "task"))
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"{task}: unknown reader option(s) {unknown}; {task} accepts "
-                         f"{accepted or 'none'}")
+        raise ConfigError(f"{task}: unknown reader option(s) {unknown} (config.data_options); "
+                          f"{task} accepts {accepted or 'none'}")
     if data_dir is None or not os.path.isdir(data_dir):
         raise DataError(f"{task}: data_dir {data_dir!r} does not exist. "
                         f"{files.generate_hint(task)}")

@@ -4,18 +4,21 @@ a fingerprint of the source files.
 A cache entry is a folder `<cache_dir>/<task>-<split>-<key>/` holding one `.npy` file per field
 (e.g. `inputs.npy` (N, L), `targets.npy` (N,)) and `info.json`. It is written into a temporary
 folder row by row through `np.lib.format.open_memmap` (so a split is never held in memory) and
-renamed into place when complete, so an interrupted build leaves no half-written entry. The
-default cache_dir is `<data_dir>/.lra_cache`: the only thing ever written inside a data folder.
+renamed into place when complete, so an interrupted build leaves no half-written entry (and the
+temporary folder of a build that was killed is removed by the next build). The default
+cache_dir is `<data_dir>/.lra_cache`: the only thing ever written inside a data folder; for a
+data folder that cannot be written, LRA configs set `data_cache_dir`.
 """
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 
 import numpy as np
+
+from spade_jax import paths
 
 CACHE_VERSION = 1
 CACHE_FOLDER = ".lra_cache"
@@ -97,47 +100,40 @@ def build_or_load(*, task, split, options, source_paths, cache_dir, fields, num_
     final = os.path.join(cache_dir, f"{task}-{split}-{key}")
     if os.path.isdir(final) and not rebuild:
         return CachedSplit(final)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{task}-{split}-", dir=cache_dir)
-    except OSError as e:
-        raise OSError(f"{task}/{split}: cannot write the token cache in {cache_dir} ({e}); pass "
-                      f"cache_dir= a writable folder to load_split") from None
     start = time.time()
-    try:
-        arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",
-                                                  dtype=dtype, shape=(num_examples, length))
-                  for name, (length, dtype) in fields.items()}
-        targets = np.zeros((num_examples,), np.int32)
-        count = 0
-        for tokens, target in rows():
-            if count >= num_examples:
-                raise RuntimeError(f"{task}/{split}: reader yielded more than {num_examples} rows")
-            for name, values in tokens.items():
-                arrays[name][count, :len(values)] = values
-            targets[count] = target
-            count += 1
-        if count != num_examples:
-            raise RuntimeError(f"{task}/{split}: reader yielded {count} rows, expected "
-                               f"{num_examples}")
-        for array in arrays.values():
-            array.flush()
-        del arrays
-        np.save(os.path.join(tmp, "targets.npy"), targets)
-        with open(os.path.join(tmp, "info.json"), "w") as f:
-            json.dump({"task": task, "split": split, "options": options, "key": key,
-                       "fields": sorted(fields), "num_examples": num_examples}, f, indent=1)
+    with paths.atomic_folder(final, prefix=f".{task}-{split}-", what="the token cache",
+                             hint="set --config.data_cache_dir=DIR to a writable folder (in "
+                                  "Python: pass cache_dir= to load_split)") as tmp:
+        _write(tmp, task=task, split=split, options=options, key=key, fields=fields,
+               num_examples=num_examples, rows=rows)
         if rebuild and os.path.isdir(final):
             shutil.rmtree(final)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not os.path.isdir(final):
-                raise
-            shutil.rmtree(tmp)  # another process (host) finished the same entry first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("cached %s/%s: %d examples in %.1f s at %s", task, split, num_examples,
              time.time() - start, final)
     return CachedSplit(final)
+
+
+def _write(tmp, *, task, split, options, key, fields, num_examples, rows):
+    """Writes one cache entry into the folder `tmp` (see build_or_load)."""
+    arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",
+                                              dtype=dtype, shape=(num_examples, length))
+              for name, (length, dtype) in fields.items()}
+    targets = np.zeros((num_examples,), np.int32)
+    count = 0
+    for tokens, target in rows():
+        if count >= num_examples:
+            raise RuntimeError(f"{task}/{split}: reader yielded more than {num_examples} rows")
+        for name, values in tokens.items():
+            arrays[name][count, :len(values)] = values
+        targets[count] = target
+        count += 1
+    if count != num_examples:
+        raise RuntimeError(f"{task}/{split}: reader yielded {count} rows, expected "
+                           f"{num_examples}")
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    np.save(os.path.join(tmp, "targets.npy"), targets)
+    with open(os.path.join(tmp, "info.json"), "w") as f:
+        json.dump({"task": task, "split": split, "options": options, "key": key,
+                   "fields": sorted(fields), "num_examples": num_examples}, f, indent=1)

@@ -5,12 +5,10 @@ folders and a folder holding the generated defaults work too.
 """
 import os
 
+from spade_jax.errors import DataError
+
 # Where the release's folders may sit relative to data_dir.
 _PREFIXES = ("", "lra_release", os.path.join("lra_release", "lra_release"))
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file (and line or field) at fault."""
 
 
 def has_dir(data_dir, relative):

@@ -7,6 +7,7 @@ count then equals the tree's length. Fixed sorted vocabulary: pad = 0, the 15 sy
 import numpy as np
 
 from lra.data import cache, files
+from spade_jax.paths import text_lines
 
 SYMBOLS = tuple(sorted([str(d) for d in range(10)] + ["X", "[MAX", "[MED", "[MIN", "[SM"]))
 PAD_ID = 0
@@ -40,31 +41,31 @@ def read_rows(path):
     """Yields (line_number, source, target) for each data row of a ListOps TSV.
 
     Raises DataError naming the file and line for a row without two tab-separated fields or a
-    target that is not an integer in 0..9. The header line is skipped.
+    target that is not an integer in 0..9, and for bytes that are not UTF-8 (naming the byte
+    offset). The header line is skipped.
     """
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if number == 1 and line.strip() == HEADER:
-                continue
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise files.DataError(f"{path}, line {number}: expected 2 tab-separated fields "
-                                      f"(Source, Target), found {len(fields)}")
-            source, target = fields
-            try:
-                value = int(float(target))
-                if value != float(target):
-                    raise ValueError
-            except ValueError:
-                raise files.DataError(f"{path}, line {number}: field Target is {target!r}, not "
-                                      f"an integer") from None
-            if not 0 <= value < NUM_CLASSES:
-                raise files.DataError(f"{path}, line {number}: field Target is {value}, outside "
-                                      f"0..{NUM_CLASSES - 1}")
-            yield number, source, value
+    for number, line in text_lines(path):
+        line = line.rstrip("\n").rstrip("\r")
+        if number == 1 and line.strip() == HEADER:
+            continue
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise files.DataError(f"{path}, line {number}: expected 2 tab-separated fields "
+                                  f"(Source, Target), found {len(fields)}")
+        source, target = fields
+        try:
+            value = int(float(target))
+            if value != float(target):
+                raise ValueError
+        except (ValueError, OverflowError):
+            raise files.DataError(f"{path}, line {number}: field Target is {target!r}, not "
+                                  f"an integer") from None
+        if not 0 <= value < NUM_CLASSES:
+            raise files.DataError(f"{path}, line {number}: field Target is {value}, outside "
+                                  f"0..{NUM_CLASSES - 1}")
+        yield number, source, value
 
 
 def load(data_dir, split, *, cache_dir, max_length=2000, rebuild=False):

@@ -3,6 +3,8 @@
 Metadata files are read as text (the release: one line per image, space separated) or as
 binary numpy (what the generator writes; starts with the magic `\\x93NUMPY`): field 0 is the
 subfolder (`imgs/<k>`), field 1 the file name, field 3 the label (1: the markers are joined).
+An image path must stay inside the difficulty folder once resolved (no `..`, absolute paths or
+symbolic links leading out of it): a metadata file is never a way to read other files.
 All rows, metadata files in numeric order, are split 80/10/10 into train/validation/test.
 Tokens are the pixel values 0..255, row major (N*N per image). Empty image files (the release
 has one) are skipped with a warning; an image of the wrong size or that cannot be decoded is an
@@ -17,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lra.data import cache, files
+from spade_jax.paths import text_lines
 
 DIFFICULTY = "curv_contour_length_14"
 DEFAULT_SIZE = {"pathfinder": 32, "pathx": 128}
@@ -35,17 +38,27 @@ def _metadata_rows(path):
             if array.ndim != 2:
                 raise ValueError(f"expected a 2-D array of rows, found shape {array.shape}")
             return [(i + 1, [str(v) for v in row]) for i, row in enumerate(array)]
-        with open(path, encoding="utf-8") as f:
-            return [(i + 1, line.split()) for i, line in enumerate(f) if line.strip()]
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise files.DataError(f"{path}: unreadable metadata file ({e})") from None
+    return [(number, line.split()) for number, line in text_lines(path) if line.strip()]
+
+
+def _inside(root, real_root, relative, where):
+    """The path of `relative` (metadata fields) under `root` (whose resolved path is
+    `real_root`); a DataError naming `where` (file and line) if, resolved, it leads outside."""
+    path = os.path.realpath(os.path.join(real_root, *relative))
+    if os.path.commonpath([real_root, path]) != real_root:
+        raise files.DataError(f"{where}: image path {os.path.join(*relative)!r} leads outside "
+                              f"{root} (to {path}); image paths must be relative to the "
+                              f"difficulty folder, as imgs/<k> and sample_<j>.png are")
+    return os.path.join(root, *relative)
 
 
 def list_examples(root):
     """Returns [(image_path, label)] in metadata order, from the difficulty folder `root`.
 
-    Raises DataError for a missing metadata folder, a short row, a label not 0/1 or a missing
-    image, naming the metadata file and line.
+    Raises DataError for a missing metadata folder, a short row, a label not 0/1, an image path
+    leading outside `root` or a missing image, naming the metadata file and line.
     """
     meta = os.path.join(root, "metadata")
     if not os.path.isdir(meta):
@@ -54,7 +67,7 @@ def list_examples(root):
     names = [n for n in os.listdir(meta) if re.fullmatch(r"\d+\.npy", n)]
     if not names:
         raise files.DataError(f"{meta}: no metadata files <k>.npy")
-    examples = []
+    examples, real_root = [], os.path.realpath(root)
     for name in sorted(names, key=lambda n: int(n[:-4])):
         path = os.path.join(meta, name)
         for line, fields in _metadata_rows(path):
@@ -64,7 +77,7 @@ def list_examples(root):
             if fields[3] not in ("0", "1"):
                 raise files.DataError(f"{path}, line {line}: field 3 (label) is {fields[3]!r}, "
                                       f"expected 0 or 1")
-            image = os.path.join(root, fields[0], fields[1])
+            image = _inside(root, real_root, fields[:2], f"{path}, line {line}")
             if not os.path.isfile(image):
                 raise files.DataError(f"{path}, line {line}: image {image} does not exist")
             examples.append((image, int(fields[3])))

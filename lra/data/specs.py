@@ -5,6 +5,8 @@
 import dataclasses
 from typing import Optional
 
+from spade_jax.errors import ConfigError
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -48,11 +50,11 @@ TASKS = {
 def get_spec(task):
     """Returns TASKS[task], or raises a ValueError listing the known tasks."""
     if task not in TASKS:
-        raise ValueError(f"unknown LRA task {task!r}; expected one of {sorted(TASKS)}")
+        raise ConfigError(f"unknown LRA task {task!r}; expected one of {sorted(TASKS)}")
     return TASKS[task]
 
 
 def check_split(split):
     """Raises a ValueError unless split is one of SPLITS."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")

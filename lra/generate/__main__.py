@@ -1,7 +1,9 @@
 """`python -m lra.generate --task=TASK --out=DIR [--num=N] [--seed=S] [task options]`.
 
 Writes the task's files under DIR in the release layout (e.g. DIR/listops-1000/...); then
-`lra.data.load_split(TASK, split, DIR)` reads them. listops, pathfinder and pathx are the LRA
+`lra.data.load_split(TASK, split, DIR)` reads them. The task's folder is written into a
+temporary folder inside DIR and renamed into place when complete; one that already holds data
+(e.g. the real release's) is refused unless --overwrite is given. listops, pathfinder and pathx are the LRA
 generators; text, retrieval and image are offline stand-ins in the real formats (aclImdb,
 tsv_data, cifar-10-batches-bin) for testing the pipeline, NOT the benchmark data.
 --num: listops: total examples; pathfinder/pathx: images; text: reviews per split (train and
@@ -9,16 +11,52 @@ test); retrieval: pairs over all splits (80/10/10); image: records over the 5 tr
 batches and the test batch.
 """
 import argparse
+import os
 import sys
 import time
 
 from lra.generate import listops, pathfinder, standins
+from spade_jax import cli, paths
+from spade_jax.errors import PathError
 
 TASKS = ("listops", "pathfinder", "pathx", "text", "retrieval", "image")
 DEFAULT_NUM = {"listops": 100_000, "pathfinder": 200_000, "pathx": 200_000, "text": 25_000,
                "retrieval": 20_000, "image": 60_000}
 
 
+# The folder under --out that each task writes (pathfinder / pathx: see `target`).
+FOLDERS = {"listops": "listops-1000", "text": "aclImdb", "retrieval": "tsv_data",
+           "image": "cifar-10-batches-bin"}
+
+
+def image_size(args) -> int:
+    return args.image_size or {"pathfinder": 32, "pathx": 128}[args.task]
+
+
+def target(args) -> str:
+    """The folder, relative to --out, that the command writes."""
+    if args.task in FOLDERS:
+        return FOLDERS[args.task]
+    return os.path.join(f"pathfinder{image_size(args)}", args.difficulty)
+
+
+def write(args, out: str, num: int) -> None:
+    """Writes the task's folder under `out`."""
+    if args.task == "listops":
+        listops.write(out, num, args.seed, min_length=args.min_length, max_length=args.max_length)
+    elif args.task == "text":
+        standins.write_text(out, num, args.seed)
+    elif args.task == "retrieval":
+        standins.write_retrieval(out, num, args.seed)
+    elif args.task == "image":
+        standins.write_image(out, num, args.seed)
+    else:
+        pathfinder.write(out, num, args.seed, image_size=image_size(args),
+                         difficulty=args.difficulty, per_folder=args.per_folder,
+                         processes=args.processes)
+
+
+@cli.user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lra.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +69,7 @@ def main(argv=None):
                         help="listops: keep trees longer than this (LRA: 500)")
     parser.add_argument("--max_length", type=int, default=2000,
                         help="listops: keep trees shorter than this (LRA: 2000)")
-    parser.add_argument("--image_size", type=int, default=None,
+    parser.add_argument("--image_size", type=int, default=None, choices=sorted(pathfinder.PRESETS),
                         help="pathfinder/pathx: 32, 64, 128 or 256 (default 32 / 128)")
     parser.add_argument("--difficulty", default="curv_contour_length_14",
                         choices=pathfinder.DIFFICULTIES, help="pathfinder/pathx")
@@ -41,32 +79,33 @@ def main(argv=None):
                         help="pathfinder/pathx: worker processes (default: all cores)")
     parser.add_argument("--grid", default=None,
                         help="pathfinder/pathx: also save a PNG grid of samples with labels here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the task's folder under --out (and --grid) if it exists")
     args = parser.parse_args(argv)
     num = args.num if args.num is not None else DEFAULT_NUM[args.task]
     if num < 3:
         parser.error(f"--num must be >= 3 (train, validation and test need one each), got {num}")
+    if args.task == "listops" and not 0 <= args.min_length < args.max_length - 1:
+        parser.error(f"--min_length ({args.min_length}) must be >= 0 and below --max_length - 1 "
+                     f"({args.max_length - 1}): trees are kept when min_length < length < "
+                     f"max_length")
+    if args.per_folder < 1 or args.processes is not None and args.processes < 1:
+        parser.error("--per_folder and --processes must be >= 1")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise PathError(f"--out {args.out} is a file; pass a folder (new or existing)")
+    folder = os.path.join(args.out, target(args))
+    paths.refuse_existing([folder] + ([args.grid] if args.grid else []), args.overwrite)
     start = time.time()
-    if args.task == "listops":
-        paths = listops.write(args.out, num, args.seed, min_length=args.min_length,
-                              max_length=args.max_length)
-    elif args.task == "text":
-        paths = [standins.write_text(args.out, num, args.seed)]
-    elif args.task == "retrieval":
-        paths = [standins.write_retrieval(args.out, num, args.seed)]
-    elif args.task == "image":
-        paths = [standins.write_image(args.out, num, args.seed)]
-    else:
-        size = args.image_size or {"pathfinder": 32, "pathx": 128}[args.task]
-        root = pathfinder.write(args.out, num, args.seed, image_size=size,
-                                difficulty=args.difficulty, per_folder=args.per_folder,
-                                processes=args.processes)
-        paths = [root]
-        if args.grid:
-            paths.append(pathfinder.save_grid(root, args.grid))
+    with paths.temp_folder(args.out, ".lra-generate-", "the generated data",
+                           "pass an --out you can write") as tmp:
+        write(args, tmp, num)
+        paths.publish(os.path.join(tmp, target(args)), folder, tmp)
+    written = [folder]
+    if args.grid:
+        written.append(pathfinder.save_grid(folder, args.grid))
     seconds = time.time() - start
     print(f"lra.generate: wrote {num} {args.task} examples in {seconds:.1f} s "
-          f"({num / seconds:.0f}/s): "
-          + ", ".join(paths))
+          f"({num / seconds:.0f}/s): " + ", ".join(written))
     return 0
 
 

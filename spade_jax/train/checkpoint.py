@@ -6,17 +6,33 @@ Layout: WORKDIR/checkpoints/<step>/{state, data}  (the last `keep` steps)
 training iterator's state as JSON, so a restart continues with exactly the next batch. Orbax
 writes each checkpoint to a temporary folder and renames it when complete, so a half-written
 checkpoint is never found by `latest_step`.
+
+A restore verifies the checkpoint first: its metadata files, that its arrays have this run's
+structure and shapes (else CheckpointMismatchError: another config, nothing is changed), and the
+restore itself. A checkpoint that fails (a file emptied, truncated or garbled: a disk fault, a
+copy cut short) is damaged: it is moved, never deleted, to WORKDIR/damaged/<folder>-<step>, the
+move is logged with the file at fault, and the next older checkpoint is tried. In a
+multi-process run every process takes the same decision.
 """
-import os
+import json
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
-from spade_jax import paths
+from spade_jax import paths, runtime
+from spade_jax.errors import DataError, UserError
+
+DAMAGED = "damaged"  # WORKDIR/damaged/<folder>-<step>: damaged checkpoints, set aside
 
 
-class CheckpointMismatchError(ValueError):
-    pass
+class CheckpointMismatchError(UserError, ValueError):
+    """The checkpoint was written for another model or optimiser config."""
+
+
+class _Damaged(Exception):
+    """A checkpoint that cannot be read back (the message says which file and why)."""
 
 
 def _manager(directory, keep, async_save):
@@ -40,39 +56,90 @@ def _shapes(tree) -> dict:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _first_line(error) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def damage(folder):
+    """What is wrong with the metadata files of the checkpoint `folder` (a step's folder): the
+    first that is missing or not valid JSON, or a data item without the loop's iterator
+    position; None when they are sound."""
+    folder = paths.workdir_path(folder)
+    for name, required in (("state/_METADATA", True), ("state/_sharding", False),
+                           ("data/metadata", True)):
+        path = folder / name
+        if not path.exists():
+            if required:
+                return f"{path} is missing"
+            continue
+        try:
+            value = json.loads(path.read_bytes())
+        except ValueError as e:  # JSON or UTF-8
+            return f"{path} is not valid JSON ({e})"
+        if name == "data/metadata" and not (isinstance(value, dict) and "iterator" in value):
+            return f"{path} holds no training-iterator position"
+    return None
+
+
+def _agree(problem):
+    """Every process's verdict on one checkpoint: damaged if any process found it so."""
+    if not runtime.multi_process():
+        return problem
+    from jax.experimental import multihost_utils
+    anywhere = multihost_utils.process_allgather(np.int32(problem is not None))
+    return problem or ("damaged as read by another process" if np.any(anywhere) else None)
+
+
 class Checkpoints:
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
-        root = paths.workdir_path(workdir)
-        self.latest = _manager(root / "checkpoints", keep, async_save)
-        self.best = _manager(root / "best", 1, async_save)
+        self.root = paths.workdir_path(workdir)
+        self.latest = _manager(self.root / "checkpoints", keep, async_save)
+        self.best = _manager(self.root / "best", 1, async_save)
 
     def save(self, manager, step: int, state, data_state) -> None:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    data=ocp.args.JsonSave(data_state)), force=True)
 
-    def restore(self, manager, abstract_state, step=None):
-        """(state, data_state, step) from `step` (default: the latest), or None if there is none.
+    def restore(self, manager, abstract_state):
+        """(state, data_state, step) of the newest intact checkpoint of `manager`, or None if
+        there is none. Damaged ones are set aside on the way (see the module docstring).
 
         Raises CheckpointMismatchError, naming the differing parameters, when the checkpoint was
-        written for other parameter shapes (another model config), and when its training state
-        does not restore into this run's (another optimiser layout)."""
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            return None
-        self._check_compatible(manager, step, abstract_state)
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as e:  # e.g. another optimiser's state layout
-            raise CheckpointMismatchError(
-                f"the checkpoint {manager.directory}/{step} does not fit this run's training state "
-                f"(optimiser settings differ?): {e}. Use a new --workdir for a new config.") from e
-        return restored["state"], restored["data"], step
+        written for other parameter shapes (another model config) or another training-state
+        layout (other optimiser settings)."""
+        for step in sorted(manager.all_steps(), reverse=True):
+            problem = None
+            try:
+                self._check_compatible(manager, step, abstract_state)
+            except _Damaged as e:
+                problem = str(e)
+            problem = _agree(problem)
+            if problem is None:
+                try:
+                    restored = manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore()))
+                except (ValueError, KeyError, TypeError, OSError) as e:  # unreadable arrays
+                    problem = f"its arrays cannot be read ({_first_line(e)})"
+                problem = _agree(problem)
+                if problem is None:
+                    return restored["state"], restored["data"], step
+            self._set_aside(manager, step, problem)
+        return None
 
     def _check_compatible(self, manager, step, abstract_state):
-        want = _shapes(abstract_state.params)
-        have = _shapes(manager.item_metadata(step)["state"]["params"])
-        where = os.path.join(str(manager.directory), str(step))
+        where = paths.workdir_path(manager.directory) / str(step)
+        problem = damage(where)
+        if problem:
+            raise _Damaged(problem)
+        try:
+            metadata = manager.item_metadata(step)["state"]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise _Damaged(f"its metadata cannot be read ({_first_line(e)})") from None
+        if metadata is None:
+            raise _Damaged(f"{where}/state holds no arrays")
+        want, have = _shapes(abstract_state.params), _shapes(metadata["params"])
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
         shapes = [f"{k}: checkpoint {have[k]} vs model {want[k]}"
                   for k in sorted(set(want) & set(have)) if have[k] != want[k]]
@@ -83,6 +150,39 @@ class Checkpoints:
                 f"the checkpoint {where} was written for a different model config; refusing to "
                 f"load it. Differences: " + "; ".join(lines) +
                 ". Use a new --workdir for a new config (nothing was changed in this one).")
+        want, have = _shapes(abstract_state), _shapes(metadata)
+        differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        if differ:
+            raise CheckpointMismatchError(
+                f"the checkpoint {where} holds another training state (optimiser settings "
+                f"differ: {differ[:3]}{' ...' if len(differ) > 3 else ''}); refusing to load "
+                f"it. Use a new --workdir for a new config (nothing was changed in this one).")
+
+    def _set_aside(self, manager, step, problem):
+        """Moves the damaged checkpoint `step` of `manager` to WORKDIR/damaged/ (process 0;
+        the others wait) and tells the manager."""
+        source = paths.workdir_path(manager.directory) / str(step)
+        target = self.root / DAMAGED / f"{source.parent.name}-{step}"
+        for k in range(2, 1000):
+            if not target.exists():
+                break
+            target = self.root / DAMAGED / f"{source.parent.name}-{step}-{k}"
+        if jax.process_index() == 0:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source.rename(target)
+            except (OSError, NotImplementedError) as e:
+                raise DataError(f"the checkpoint {source} is damaged ({problem}) and could not "
+                                f"be moved aside ({e}): move it out of {source.parent}, then "
+                                f"rerun") from None
+            message = (f"the checkpoint {source} is damaged ({problem}); moved it to {target} "
+                       f"and going on from the one before it")
+            logging.warning(message)
+            print(message, flush=True)
+        if runtime.multi_process():
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"checkpoint {source} set aside")
+        manager.reload()
 
     def wait(self):
         self.latest.wait_until_finished()

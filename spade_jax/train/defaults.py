@@ -32,6 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.async_checkpoints = True
     c.skip_nonfinite = False  # True: skip updates with non-finite gradients (and count them)
+    c.max_skipped_fraction = 0.1  # skip_nonfinite: stop when more of the last updates were skipped
+    c.skip_window = 100  # the last updates that max_skipped_fraction counts
     c.peak_flops = 0.0  # per device, the MFU denominator; 0: measured (float32 matmul) at start
     c.profile_steps = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
     c.progress_bar = True

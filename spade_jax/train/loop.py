@@ -5,7 +5,16 @@ per-batch metric sums. The loop builds the mesh and a sharded TrainState, resume
 checkpoint in `workdir` (model, optimiser, step and data position), trains with periodic logging,
 validation and checkpoints, saves on SIGTERM, and ends with the test score at the best-validation
 checkpoint and at the last one, written to WORKDIR/results.json.
+
+Before the first step, every input is checked: the config's fields, the workdir (a run of
+another model config is refused before anything is written there; one run at a time, see
+spade_jax.lock) and the data of every split the run uses (the tasks read and check a split when
+its iterator is made). A model whose parameters stop being finite, or that skips too many
+updates under skip_nonfinite, stops with a DivergedError naming the step and the last good
+checkpoint.
 """
+import collections
+import contextlib
 import hashlib
 import json
 import time
@@ -17,8 +26,9 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from spade_jax import flops, models, paths, runtime, sharding
+from spade_jax import flops, lock, models, paths, runtime, sharding
 from spade_jax.config import ModelConfig
+from spade_jax.errors import ConfigError, UserError, closest
 from spade_jax.train import checkpoint, metrics as metrics_lib, optim, state as state_lib, steps
 
 
@@ -46,6 +56,11 @@ class Task(Protocol):
     # for tokens/s and FLOPs (default: model_inputs(batch), which may also hold masks, targets).
 
 
+class DivergedError(UserError, FloatingPointError):
+    """Training diverged (non-finite loss or parameters); the message names the step, the last
+    good checkpoint and what to change."""
+
+
 def _check_known_fields(config):
     """Typos in the engine's sections (optimizer, mesh) would otherwise be silently ignored."""
     from spade_jax.train.defaults import default_config
@@ -53,11 +68,11 @@ def _check_known_fields(config):
     for section in ("optimizer", "mesh"):
         unknown = sorted(set(config[section]) - set(defaults[section]))
         if unknown and section == "optimizer":
-            raise ValueError(f"unknown config.optimizer field(s) {unknown}; known: "
-                             f"{sorted(defaults.optimizer)}")
+            raise ConfigError(f"unknown config.optimizer field(s) {unknown}"
+                              f"{closest(unknown[0], defaults.optimizer)}")
         if unknown:
-            raise ValueError(f"config.mesh has unknown axes {unknown}; axes are "
-                             f"{sorted(defaults.mesh)}")
+            raise ConfigError(f"config.mesh has unknown axes {unknown}; axes are "
+                              f"{sorted(defaults.mesh)}")
 
 
 def _check_config(config, mesh):
@@ -65,35 +80,98 @@ def _check_config(config, mesh):
     dp = sharding.data_parallel_size(mesh)
     accum = int(config.grad_accum_steps)
     if accum < 1:
-        raise ValueError(f"config.grad_accum_steps must be >= 1, got {accum}")
+        raise ConfigError(f"config.grad_accum_steps must be >= 1, got {accum}")
     # dp counts the devices of every host, so a multi-host batch needs no extra factor for the
     # processes: each host reads batch_size / process_count rows for its own devices.
     if config.batch_size % (dp * accum) or config.batch_size % jax.process_count():
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size ({config.batch_size}) must be divisible by grad_accum_steps "
             f"({accum}) x data-parallel size ({dp} = mesh data x fsdp, all hosts' devices) and "
             f"by the number of processes ({jax.process_count()})")
-    if config.num_train_steps < 1:
-        raise ValueError(f"config.num_train_steps must be >= 1, got {config.num_train_steps}")
-    for name in ("log_every", "eval_every", "checkpoint_every"):
-        if config[name] < 0:
-            raise ValueError(f"config.{name} must be >= 0, got {config[name]}")
+    for name, low in (("num_train_steps", 1), ("keep_checkpoints", 1), ("skip_window", 1),
+                      ("log_every", 0), ("eval_every", 0), ("checkpoint_every", 0),
+                      ("eval_batch_size", 0), ("max_eval_batches", 0)):
+        if config[name] < low:
+            raise ConfigError(f"config.{name} must be >= {low}, got {config[name]}")
+    if not 0.0 <= config.max_skipped_fraction <= 1.0:
+        raise ConfigError(f"config.max_skipped_fraction must be in [0, 1], got "
+                          f"{config.max_skipped_fraction}")
 
 
-def _check_workdir(workdir, config):
-    """Refuses a workdir that holds a run of another model config (nothing is overwritten)."""
+def _check_workdir(workdir, config, write: bool = True):
+    """Refuses a workdir that holds a run of another model config (nothing is overwritten);
+    then (`write`, process 0) records this config in WORKDIR/config.json."""
     path = paths.workdir_path(workdir) / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
-        previous = paths.read_json(path)
-        if previous.get("model") != current["model"]:
-            diff = sorted(k for k in set(previous.get("model", {})) | set(current["model"])
-                          if previous.get("model", {}).get(k) != current["model"].get(k))
-            raise ValueError(f"{workdir} holds a run with another model config (fields {diff} "
-                             f"differ, see {path}); use a new --workdir")
-    if jax.process_index() == 0:
+        previous = paths.read_json(path, expect=dict).get("model", {})
+        if previous != current["model"]:
+            diff = sorted(k for k in set(previous) | set(current["model"])
+                          if previous.get(k) != current["model"].get(k))
+            raise ConfigError(f"{workdir} holds a run with another model config (fields {diff} "
+                              f"differ, see {path}); use a new --workdir")
+    if write and jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         paths.write_json(path, current)
+
+
+def _lock_workdir(workdir, stack):
+    """Takes the workdir's lock on process 0 until `stack` (a contextlib.ExitStack) closes;
+    when another run holds it, every process raises (process 0 the PathError naming it)."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            stack.enter_context(lock.WorkdirLock(workdir))
+        except UserError as e:
+            error = e
+    if runtime.multi_process():
+        from jax.experimental import multihost_utils
+        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if failed and error is None:
+            error = ConfigError(f"{workdir}: process 0 could not lock it (see its message)")
+    if error is not None:
+        raise error
+
+
+def _check_splits(task, batch_size, shard):
+    """Reads the first batch of each evaluation split, so that a task reads (and checks) every
+    split the run uses before the first step, not after training."""
+    for split in ("validation", "test"):
+        next(iter(task.eval_iterator(split, batch_size=batch_size, **shard)), None)
+
+
+class _Divergence:
+    """The guard on a diverging model: non-finite loss or gradients (unless skip_nonfinite),
+    non-finite parameters, or more than max_skipped_fraction of the last skip_window updates
+    skipped."""
+
+    def __init__(self, config, workdir, ckpts):
+        self.config, self.workdir, self.ckpts = config, workdir, ckpts
+        self.recent = collections.deque(maxlen=int(config.skip_window))
+
+    def check(self, step, metrics) -> None:
+        cfg, finite = self.config, bool(metrics["finite"])
+        last = (f"the last good checkpoint is step {self.ckpts.latest.latest_step()} in "
+                f"{self.workdir}")
+        if not finite and not cfg.skip_nonfinite:
+            raise DivergedError(
+                f"non-finite loss or gradients at step {step} (loss {metrics['loss']}, "
+                f"gradient norm {metrics['grad_norm']}); {last}. Lower the learning rate, or set "
+                f"config.skip_nonfinite=True to skip such updates")
+        if not np.isfinite(metrics["param_norm"]):
+            raise DivergedError(
+                f"the parameters are no longer finite after step {step} (an update overflowed; "
+                f"gradient norm {metrics['grad_norm']}); {last}. Lower "
+                f"config.optimizer.learning_rate or config.optimizer.clip_norm")
+        self.recent.append(not finite)
+        skipped = sum(self.recent)
+        if skipped > cfg.max_skipped_fraction * self.recent.maxlen:
+            raise DivergedError(
+                f"the model has diverged: {skipped} of the last {len(self.recent)} updates (to "
+                f"step {step}) had a non-finite loss or gradients and were skipped, more than "
+                f"config.max_skipped_fraction = {cfg.max_skipped_fraction} of "
+                f"config.skip_window = {cfg.skip_window}; {last}. Lower the learning rate or "
+                f"check the data")
 
 
 def _abstract(state, shardings):
@@ -106,18 +184,26 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     returns the results dict that is also written to WORKDIR/results.json.
 
     Call `runtime.start_process()` first (it joins the other hosts of a multi-host job)."""
+    with contextlib.ExitStack() as stack:  # holds the workdir lock
+        return _train_and_evaluate(config, workdir, task, stack)
+
+
+def _train_and_evaluate(config, workdir, task, stack):
     wall_start = time.perf_counter()
     _check_known_fields(config)
     model_cfg = ModelConfig.from_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules_from_config(config.logical_axis_rules)
     _check_config(config, mesh)
-    _check_workdir(workdir, config)
+    _check_workdir(workdir, config, write=False)
     model = models.build_model(model_cfg)
     tx, learning_rate = optim.make_optimizer(config.optimizer, config.num_train_steps)
     host_batch = config.batch_size // jax.process_count()
+    eval_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
     shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
     train_iter = task.train_iterator(batch_size=host_batch, seed=config.seed, **shard)
+    _check_splits(task, eval_batch, shard)
+    _lock_workdir(workdir, stack)
     start_position = train_iter.get_state()
     example = next(train_iter)
     train_iter.set_state(start_position)
@@ -135,6 +221,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
         best_score = data_state.get("best_score", -np.inf)
         if jax.process_index() == 0:
             print(f"resuming from the checkpoint at step {int(state.step)} in {workdir}", flush=True)
+    _check_workdir(workdir, config)  # nothing is written before the checkpoint is known to fit
 
     with nn.logical_axis_rules(rules):
         # Compiled ahead of the loop, so that a step that cannot fit in memory stops here with
@@ -149,8 +236,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
 
     def evaluate(split, params):
         totals = {}
-        eval_batch = config.eval_batch_size or config.batch_size
-        batches = task.eval_iterator(split, batch_size=eval_batch // jax.process_count(), **shard)
+        batches = task.eval_iterator(split, batch_size=eval_batch, **shard)
         for i, batch in enumerate(batches):
             if config.max_eval_batches and i >= config.max_eval_batches:
                 break
@@ -185,6 +271,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     start_step = last_step = step
     last_time = time.perf_counter()
     preempted = False
+    divergence = _Divergence(config, workdir, ckpts)
     with runtime.Preemption() as preemption:
         while step < config.num_train_steps:
             if profile and step == profile[0]:
@@ -196,12 +283,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
             metrics = jax.device_get(metrics)
             if profile and step == profile[1]:
                 jax.profiler.stop_trace()
-            if not bool(metrics["finite"]) and not config.skip_nonfinite:
-                raise FloatingPointError(
-                    f"non-finite loss or gradients at step {step} (loss {metrics['loss']}, "
-                    f"gradient norm {metrics['grad_norm']}); the last good checkpoint is step "
-                    f"{ckpts.latest.latest_step()} in {workdir}. Lower the learning rate, or set "
-                    f"config.skip_nonfinite=True to skip such updates")
+            divergence.check(step, metrics)  # before anything of this step is saved
             if step == start_step + 1:  # steps/s leaves out the first step (compilation)
                 last_time, last_step = time.perf_counter(), step
             if progress is not None:

@@ -11,6 +11,7 @@ Global-norm clipping (`optimizer.clip_norm`, 0 = off) applies to all gradients t
 import optax
 from jax.tree_util import DictKey, tree_map_with_path
 
+from spade_jax.errors import ConfigError
 from spade_jax.ssm import SSM_PARAM_NAMES
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -43,7 +44,7 @@ def schedule(peak: float, cfg, num_steps: int):
     elif cfg.schedule == "constant":
         decay = optax.constant_schedule(peak)
     else:
-        raise ValueError(f"config.optimizer.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
+        raise ConfigError(f"config.optimizer.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     if warmup <= 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -55,13 +56,13 @@ def _base(cfg, learning_rate, weight_decay):
                            weight_decay=weight_decay)
     if cfg.name == "adam":
         if weight_decay:
-            raise ValueError("config.optimizer.name='adam' has no weight decay; use 'adamw' or "
+            raise ConfigError("config.optimizer.name='adam' has no weight decay; use 'adamw' or "
                              "set optimizer.weight_decay = 0")
         return optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.name == "sgd":
         return optax.chain(optax.add_decayed_weights(weight_decay),
                            optax.sgd(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov))
-    raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
+    raise ConfigError(f"config.optimizer.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
 
 
 def make_optimizer(cfg, num_steps: int):

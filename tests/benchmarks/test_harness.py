@@ -95,7 +95,7 @@ def test_writer_writes_json_markdown_png_and_never_overwrites(tmp_path, capsys):
     assert len(record["rows"]) == 4 and record["flags"] == {"quick": True, "lengths": LENGTHS[:4]}
     assert (tmp_path / "run" / "demo.md").read_text() == markdown
     assert (tmp_path / "run" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(SystemExit, match="never overwritten"):
+    with pytest.raises(common.PathError, match="never overwritten"):
         common.output_dir("demo", str(tmp_path / "run"))
 
 

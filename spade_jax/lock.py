@@ -99,8 +99,8 @@ class WorkdirLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError, PermissionError) as e:
-            raise PathError(f"--workdir {self.workdir} cannot be made a folder ({e}); pass a "
-                            f"new or existing folder you can write") from None
+            raise PathError(f"--workdir {self.workdir} cannot be made a folder ({e.strerror}); "
+                            f"pass a new or existing folder you can write") from None
         if not paths.is_url(self.path) and self._flock():
             return
         self._acquire_file()

@@ -151,8 +151,9 @@ class _Divergence:
 
     def check(self, step, metrics) -> None:
         cfg, finite = self.config, bool(metrics["finite"])
-        last = (f"the last good checkpoint is step {self.ckpts.latest.latest_step()} in "
-                f"{self.workdir}")
+        latest = self.ckpts.latest.latest_step()
+        last = (f"no checkpoint was saved yet in {self.workdir}" if latest is None else
+                f"the last good checkpoint is step {latest} in {self.workdir}")
         if not finite and not cfg.skip_nonfinite:
             raise DivergedError(
                 f"non-finite loss or gradients at step {step} (loss {metrics['loss']}, "

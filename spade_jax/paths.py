@@ -1,5 +1,6 @@
-"""Paths: where spade-jax keeps what it writes on its own (generated data, token caches), and
-the one path layer for a run's workdir.
+"""Paths: where spade-jax keeps what it writes on its own (generated data, token caches), how it
+writes a folder (complete or not at all), how it reads users' text files, and the one path layer
+for a run's workdir.
 
 A workdir is a local folder or an object-storage URL (`gs://bucket/runs/pathx`, `s3://...`):
 orbax writes the checkpoints there itself, and everything else a run writes or reads there

@@ -9,6 +9,9 @@ tsv_data, cifar-10-batches-bin) for testing the pipeline, NOT the benchmark data
 --num: listops: total examples; pathfinder/pathx: images; text: reviews per split (train and
 test); retrieval: pairs over all splits (80/10/10); image: records over the 5 training
 batches and the test batch.
+`python -m lra.generate --stats FOLDER [FOLDER ...]` prints the per-image statistics of the
+Pathfinder / Path-X PNGs under each folder (a release difficulty folder, generated ones, any
+folder of PNGs) beside the original generator's, to compare them.
 """
 import argparse
 import os
@@ -60,8 +63,9 @@ def write(args, out: str, num: int) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lra.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--out", required=True, help="output folder (the data_dir to read)")
+    parser.add_argument("--task", choices=TASKS, help="required unless --stats")
+    parser.add_argument("--out", help="output folder (the data_dir to read); required unless "
+                        "--stats")
     parser.add_argument("--num", type=int, default=None,
                         help="number of examples (default: the release's size)")
     parser.add_argument("--seed", type=int, default=0)
@@ -81,7 +85,20 @@ def main(argv=None):
                         help="pathfinder/pathx: also save a PNG grid of samples with labels here")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the task's folder under --out (and --grid) if it exists")
+    parser.add_argument("--stats", nargs="+", metavar="FOLDER", default=None,
+                        help="print the per-image statistics of the PNGs under each FOLDER (e.g. "
+                        "the release's pathfinder32/curv_contour_length_14, or generated ones) "
+                        "beside the original Pathfinder generator's, and exit")
+    parser.add_argument("--stats_images", type=int, default=1000,
+                        help="--stats: at most this many images per folder (0: all)")
     args = parser.parse_args(argv)
+    if args.stats:
+        if args.stats_images < 0:
+            parser.error("--stats_images must be >= 0")
+        print(pathfinder.stats_report(args.stats, args.stats_images))
+        return 0
+    if not (args.task and args.out):
+        parser.error("--task and --out are required (unless --stats)")
     num = args.num if args.num is not None else DEFAULT_NUM[args.task]
     if num < 3:
         parser.error(f"--num must be >= 3 (train, validation and test need one each), got {num}")

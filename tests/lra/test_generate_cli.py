@@ -30,3 +30,26 @@ def test_cli_writes_what_load_split_reads(tmp_path, task, argv, capsys):
 def test_cli_rejects_too_few_examples(tmp_path):
     with pytest.raises(SystemExit):
         main(["--task=listops", f"--out={tmp_path}", "--num=2"])
+
+
+def test_cli_stats_prints_the_table_beside_the_original(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["--task=pathfinder", f"--out={out}", "--num=12", "--per_folder=6",
+                 "--processes=1"]) == 0
+    capsys.readouterr()
+    assert main(["--stats", str(out), "--stats_images=10"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    folder = out / "pathfinder32" / "curv_contour_length_14"
+    assert table[0] == ("| statistic (mean per image) | original 32 px | "
+                        f"{folder} (10 images, 32 px) |")
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| fraction of pixels > 0", "| mean pixel", "| mean of the pixels > 0",
+        "| 8-connected components of pixels > 0", "| pixels equal to 255"]
+
+
+def test_cli_needs_task_and_out_unless_stats(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--num=12"])
+    assert "--task and --out are required (unless --stats)" in capsys.readouterr().err
+    assert main(["--stats", str(tmp_path)]) == 2  # a folder without images: a user error
+    assert "no PNG images there" in capsys.readouterr().err

@@ -1,32 +1,18 @@
-"""Pathfinder / Path-X: generator -> release files -> reader, labels, markers, bad input."""
+"""Pathfinder / Path-X: generator -> release files -> reader, labels, markers, rendering,
+statistics, bad input."""
 import logging
+import math
 import os
 import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lra.data import DataError, load_split, make_batches
 from lra.data import pathfinder as reader
 from lra.generate import pathfinder as gen
-
-
-def _component(on, x, y):
-    """The 4-connected component of boolean image `on` holding pixel (x, y)."""
-    seed = np.zeros_like(on)
-    seed[int(y), int(x)] = True
-    seed &= on
-    while True:
-        grown = seed.copy()
-        grown[1:] |= seed[:-1]
-        grown[:-1] |= seed[1:]
-        grown[:, 1:] |= seed[:, :-1]
-        grown[:, :-1] |= seed[:, 1:]
-        grown &= on
-        if (grown == seed).all():
-            return seed
-        seed = grown
+from spade_jax.errors import PathError
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +22,44 @@ def data_dir(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("size, trials, agree", [(32, 40, 0.9), (128, 10, 1.0)])
-def test_markers_joined_iff_label_is_one(size, trials, agree):
+@pytest.mark.parametrize("size, trials", [(32, 20), (128, 6)])
+def test_markers_on_the_ends_of_one_snake_iff_label_is_one(size, trials):
+    """Label 1: the markers sit on the start (the seed paddle's tail) and the end (the last
+    paddle's start) of one target snake; label 0: on the start of one and the end of the other.
+    Targets have contour_length paddles, distractors distractor_length; a path is a line of
+    dashes, consecutive paddles paddle_length + 2 margin apart (up to the rounding of both ends
+    to whole pixels)."""
     p = gen.params_for(size)
     rng = np.random.default_rng(0)
-    hits = 0
     for i in range(trials):
         label = i % 2
-        img, (m1, m2) = gen.make_image(p, label, rng)
+        s = gen.sample(p, label, rng)
+        img = s.image
         assert img.shape == (size, size) and img.dtype == np.uint8 and img.max() == 255
-        for x, y in (m1, m2):  # the markers are drawn at full brightness (byte-scaled)
-            assert img[int(y), int(x)] >= 128
-        joined = _component(img > 0, *m1)[int(m2[1]), int(m2[0])]
-        hits += joined == (label == 1)
-    assert hits >= agree * trials
+        a, b = s.marker_snakes
+        assert {a, b} <= {0, 1} and (a == b) == (label == 1)
+        first, last = s.snakes[a][0], s.snakes[b][-1]
+        assert s.markers == ((first[1], first[0]), (last[1], last[0]))
+        for x, y in s.markers:  # marker disks: contrast 1, the brightest strokes are <= ~1.15
+            assert img[y, x] >= 200
+        assert [len(snake) for snake in s.snakes[:2]] == [p.contour_length] * 2
+        assert all(len(snake) == p.distractor_length for snake in s.snakes[2:])
+        assert len(s.snakes) - 2 <= p.num_distractors and s.margin in p.paddle_margins
+        step = p.paddle_length + 2 * s.margin
+        for snake in s.snakes:
+            assert all(img[y, x] > 0 for y, x, _ in snake)  # every paddle is drawn
+            for (y0, x0, _), (y1, x1, _) in zip(snake[1:], snake[2:]):
+                assert abs(math.hypot(y1 - y0, x1 - x0) - step) <= 2.5
+
+
+def test_distractors_follow_the_difficulty():
+    """As the LRA wrapper: distractors of contour_length // 3 paddles, `distractor_paddles //`
+    that many of them (32 px: 20, so curv_baseline 10 x 2, curv_contour_length_14 5 x 4)."""
+    shapes = {d: (gen.params_for(32, d).num_distractors, gen.params_for(32, d).distractor_length)
+              for d in gen.RELEASE_DIFFICULTIES}
+    assert shapes == {"curv_baseline": (10, 2), "curv_contour_length_9": (6, 3),
+                      "curv_contour_length_14": (5, 4)}
+    assert (gen.params_for(128).num_distractors, gen.params_for(128).distractor_length) == (8, 4)
 
 
 @pytest.mark.parametrize("size", [16, 32])
@@ -57,21 +67,23 @@ def test_easy_difficulty_has_no_distractors_and_bright_markers(size):
     """`easy` (generator only): two target snakes, paths clearly dimmer than the markers."""
     p = gen.params_for(size, "easy")
     assert (p.num_distractors, p.contour_length) == (0, 6)
-    assert p.contrast == gen.PRESETS[size].contrast / 2
+    assert p.snake_contrast == gen.PRESETS[size].snake_contrast / 2
     rng = np.random.default_rng(1)
-    hits, trials = 0, 30
-    ys, xs = np.mgrid[:size, :size] + 0.5
-    for i in range(trials):
+    ys, xs = np.mgrid[:size, :size]
+    for i in range(30):
         label = i % 2
-        img, markers = gen.make_image(p, label, rng)
-        near = np.zeros(img.shape, bool)
-        for x, y in markers:
-            assert img[int(y), int(x)] >= 220
-            near |= np.hypot(xs - x, ys - y) <= p.marker_radius + 1
-        assert img[~near].max() <= 180  # path pixels away from the markers
-        joined = _component(img > 0, *markers[0])[int(markers[1][1]), int(markers[1][0])]
-        hits += joined == (label == 1)
-    assert hits >= 0.9 * trials
+        s = gen.sample(p, label, rng)
+        assert len(s.snakes) == 2 and (s.marker_snakes[0] == s.marker_snakes[1]) == (label == 1)
+        near = np.zeros(s.image.shape, bool)
+        for x, y in s.markers:
+            assert s.image[y, x] >= 220
+            near |= np.hypot(xs - x, ys - y) <= p.marker_radius + 2
+        assert s.image[~near].max() <= 180  # path pixels away from the markers
+
+
+def test_16_px_fits_only_short_contours():
+    with pytest.raises(ValueError, match="up to 6 paddles.*curv_baseline or easy"):
+        gen.params_for(16)
 
 
 def test_unknown_difficulty_lists_the_choices():
@@ -158,33 +170,77 @@ def test_grid_png(data_dir, tmp_path):
         assert grid.size[0] == 4 * (128 + 4)
 
 
-def _reference_render(p, segments, markers):
-    """Brute force over the whole canvas: per item, the fraction of sub-samples within its
-    radius, times its contrast, clipped; maximum over items; byte-scaled."""
-    n, a = p.image_size, p.antialias_scale
-    sub = (np.arange(n * a) + 0.5) / a
-    sx, sy = sub[None, :], sub[:, None]
-    img = np.zeros((n, n))
-    items = [(s[:4], p.paddle_thickness / 2, s[4]) for s in segments]
-    items += [((x, y, x, y), p.marker_radius, 1.0) for x, y in markers]
-    for (x0, y0, x1, y1), radius, value in items:
-        d = gen._segment_distance(sx, sy, x0, y0, x1, y1)
-        cover = (d <= radius).reshape(n, a, n, a).mean((1, 3))
-        img = np.maximum(img, np.clip(cover * value, 0, 1))
-    return (img.astype(np.float32) * np.float32(255.0 / img.max())).astype(np.uint8)
+def _reference_render(p, drawn):
+    """The original's rendering of a drawn image, one full-size canvas per paddle and marker
+    (no stamps reused, no windows): each paddle a PIL line of width thickness * a from the
+    centre of a (2K * a + 1)-pixel canvas, Lanczos-resampled to 2K + 1 pixels, / 255 * its
+    snake's contrast, pasted around its start pixel and clipped; each marker a disk on the
+    (N * a)-pixel canvas, resampled to N; the maximum of all, byte-scaled by its maximum."""
+    n, a, m = p.image_size, p.antialias_scale, drawn.margin
+    k = p.paddle_length + math.ceil(p.paddle_thickness) + m
+    image = np.zeros((n + 4 * k, n + 4 * k))
+    for i, snake in enumerate(drawn.snakes):
+        contrast = p.snake_contrast * (p.paddle_contrast if i < 2 else 1.0)
+        for y, x, theta in snake:
+            c = k * a
+            end = (math.ceil(c + p.paddle_length * a * math.cos(theta)),
+                   math.ceil(c + p.paddle_length * a * math.sin(theta)))
+            canvas = Image.new("L", (2 * c + 1, 2 * c + 1), 0)
+            ImageDraw.Draw(canvas).line([(c, c), end], fill=255,
+                                        width=round(p.paddle_thickness * a))
+            line = np.asarray(canvas.resize((2 * k + 1,) * 2, Image.Resampling.LANCZOS))
+            value = line.astype(np.float32) / np.float32(255) * np.float32(contrast)
+            window = image[y + k:y + 3 * k + 1, x + k:x + 3 * k + 1]
+            np.maximum(window, value, out=window)
+    image = image[2 * k:2 * k + n, 2 * k:2 * k + n]
+    fine = np.arange(n * a)
+    for x, y in drawn.markers:
+        disk = (fine[:, None] - y * a) ** 2 + (fine[None, :] - x * a) ** 2 <= (
+            p.marker_radius * a) ** 2
+        disk = Image.fromarray((disk * 255).astype(np.uint8)).resize((n, n),
+                                                                     Image.Resampling.LANCZOS)
+        image = np.maximum(image, np.asarray(disk).astype(np.float32) / np.float32(255))
+    return ((image - image.min()) * (255.0 / image.max()) + 0.5).astype(np.uint8)
 
 
-@pytest.mark.parametrize("size", [32, 128, 256])
-def test_rendering_matches_brute_force(size):
-    """The boxed, vectorised renderer draws exactly what a whole-canvas renderer draws."""
+@pytest.mark.parametrize("size, count", [(32, 12), (64, 2), (128, 4), (256, 1)])
+def test_rendering_matches_the_originals_recipe(size, count):
+    """The generator's images (paddle stamps reused by orientation, markers on a window) are
+    exactly the original's whole-canvas rendering of the same paddles and markers."""
     p = gen.params_for(size)
     rng = np.random.default_rng(size)
-    segments = []
-    for _ in range(6):
-        x0, y0 = rng.uniform(3, size - 3, 2)
-        theta = rng.uniform(-np.pi, np.pi)
-        segments.append((x0, y0, x0 + p.paddle_length * np.cos(theta),
-                         y0 + p.paddle_length * np.sin(theta), rng.choice([0.9, 2.0])))
-    markers = [tuple(rng.uniform(3, size - 3, 2)) for _ in range(2)]
-    np.testing.assert_array_equal(gen._render(p, segments, markers),
-                                  _reference_render(p, segments, markers))
+    for i in range(count):
+        drawn = gen.sample(p, i % 2, rng)
+        np.testing.assert_array_equal(drawn.image, _reference_render(p, drawn))
+
+
+def test_image_stats():
+    image = np.zeros((8, 8), np.uint8)
+    image[0, 0] = image[1, 1] = 255  # one 8-connected component (diagonal)
+    image[5, 5:8] = 10
+    stats = gen.image_stats(image)
+    assert stats == {"fraction_lit": 5 / 64, "mean": (510 + 30) / 64, "mean_lit": 540 / 5,
+                     "components": 2, "saturated": 2}
+    assert np.isnan(gen.image_stats(np.zeros((4, 4), np.uint8))["mean_lit"])
+    summary = gen.summarize([stats, gen.image_stats(np.zeros((8, 8), np.uint8))])
+    assert summary["components"] == (1.0, 1.0) and summary["mean_lit"][0] == 108.0
+
+
+def test_stats_report_groups_release_folders(data_dir, tmp_path):
+    """--stats: one column per difficulty folder (images under imgs/<k>) or plain folder, at
+    most `limit` images each, beside the original's values at that size."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(plain / "a.png")
+    (plain / "empty.png").write_bytes(b"")  # skipped, as the release's empty file
+    table = gen.stats_report([data_dir, str(plain)], limit=30).splitlines()
+    root = os.path.join(data_dir, "pathfinder32", "curv_contour_length_14")
+    assert table[0] == (f"| statistic (mean per image) | original 32 px | {root} (30 images, 32 px)"
+                        f" | {plain} (1 images, 32 px) |")
+    assert table[2].startswith("| fraction of pixels > 0 | 0.342 | 0.")
+    assert table[2].endswith("| 1.0000 ± nan |") and table[6].endswith("| 1024.00 ± nan |")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(PathError, match="no PNG images there"):
+        gen.stats_report([str(tmp_path / "nothing")])
+    with pytest.raises(PathError, match="no such folder or file"):
+        gen.stats_report([str(tmp_path / "missing")])

@@ -376,3 +376,45 @@ def test_utf8_errors_name_the_file_line_and_byte_offset(tmp_path):
     assert f"{path}, line 3, byte offset {offset}: byte 0xff" in str(error.value)
     path.write_bytes("héllo\nok\r\n".encode())
     assert list(paths.text_lines(str(path))) == [(1, "héllo\n"), (2, "ok\r\n")]
+
+
+# --- 3 and 6 on several processes ----------------------------------------------------------------
+
+@pytest.mark.long
+def test_two_processes_agree_on_the_checkpoint_and_on_the_lock(tmp_path):
+    """A pod in miniature (2 processes x 4 devices): both skip the damaged latest checkpoint for
+    the same older one, and both stop (exit 2) when another run holds the workdir."""
+    from spade_jax import local_cluster
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path / "run"
+    env = dict(os.environ, SPADE_JAX_CACHE=str(tmp_path / "cache"))
+
+    def cluster(steps, logs):
+        command = [sys.executable, "-m", "lra.main", f"--config={root}/configs/listops.py:smoke",
+                   "--config.batch_size=8", "--config.checkpoint_every=1",
+                   "--config.keep_checkpoints=3", f"--config.num_train_steps={steps}",
+                   f"--workdir={workdir}"]
+        run = local_cluster.start(command, processes=2, devices=4, cwd=root, env=env,
+                                  log_dir=str(tmp_path / logs))
+        return run, run.wait(300)
+
+    run, statuses = cluster(2, "first")
+    assert statuses == [0, 0], run.output(0)[-3000:]
+    (workdir / "checkpoints" / "2" / "state" / "_METADATA").write_bytes(b"")
+    run, statuses = cluster(3, "resumed")
+    assert statuses == [0, 0], run.output(0)[-3000:]
+    assert "resuming from the checkpoint at step 1" in run.output(0)
+    assert (workdir / "damaged" / "checkpoints-2").is_dir()
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run, statuses = cluster(4, "refused")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert statuses == [2, 2]
+    assert f"in use by another run: process {holder.pid}" in run.output(0)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3"]

@@ -65,9 +65,9 @@ def plot_curve(workdir):
     from spade_jax.train import metrics
     train, valid = {}, {}
     for r in metrics.read_records(workdir):
-        if r["split"] == "train":
+        if r.get("split") == "train" and "loss" in r:
             train[r["step"]] = r["loss"]
-        elif r["split"] == "validation" and "accuracy" in r:
+        elif r.get("split") == "validation" and "accuracy" in r:
             valid[r["step"]] = r["accuracy"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(sorted(train), [train[s] for s in sorted(train)], label="train loss", color="C0")

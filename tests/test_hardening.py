@@ -367,6 +367,16 @@ def test_temporary_folders_of_killed_builds_are_removed_by_the_next(listops_dir,
     assert len([n for n in remaining if n.startswith("listops-train-")]) == 1
 
 
+def test_a_damaged_metrics_log_is_read_around(tmp_path):
+    from lra import report
+    from spade_jax.train import metrics
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b'{"step": 1, "split": "train", "loss": 1.5}\n5\n\xff{"st\n[1]\n'
+        b'{"step": 2, "split": "train"}\n{"step": 2, "split": "validation", "accuracy": 0.5}\n')
+    assert [r["step"] for r in metrics.read_records(str(tmp_path))] == [1, 2, 2]
+    assert report.plot_curve(str(tmp_path)).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_utf8_errors_name_the_file_line_and_byte_offset(tmp_path):
     path = tmp_path / "x.tsv"
     path.write_bytes("héllo\n".encode() + b"ok\r\n" + b"bad \xff byte\n")

@@ -19,18 +19,19 @@ from spade_jax import paths
 
 def read_records(workdir) -> list:
     """The records of WORKDIR/metrics.jsonl, one per (step, split) (the last written wins), in
-    the order they were first written; [] when there is none. A torn last line (a run killed
-    while writing) is dropped."""
+    the order they were first written; [] when there is none. A line that is not a record (the
+    torn last line of a run killed while writing, a damaged file) is dropped."""
     path = paths.workdir_path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
     records = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        records[(record.get("step"), record.get("split"))] = record
+        if isinstance(record, dict):
+            records[(record.get("step"), record.get("split"))] = record
     return list(records.values())
 
 

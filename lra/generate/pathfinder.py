@@ -98,18 +98,18 @@ STATS_HELP = {
 }
 # Per-image means over images of the original generator (drewlinsley/pathfinder snakes2.py, LRA
 # parameters, scipy.misc's byte scaling): at 32 and 128 px issue 19's table (1000 and 100
-# images); at 64 and 256 px 25 and 20 images (so only to about 2% and 4% for components).
+# images); at 64 and 256 px 37 and 20 images (components only to within about 10%).
 ORIGINAL_STATS = {
     32: {"fraction_lit": 0.342, "mean": 20.2, "mean_lit": 59.2, "components": 8.3,
          "saturated": 2.2},
-    64: {"fraction_lit": 0.2605, "mean": 13.27, "mean_lit": 51.0, "components": 13.0,
-         "saturated": 10.0},
+    64: {"fraction_lit": 0.263, "mean": 13.51, "mean_lit": 51.4, "components": 12.8,
+         "saturated": 10.05},
     128: {"fraction_lit": 0.1375, "mean": 7.93, "mean_lit": 57.7, "components": 70.6,
           "saturated": 12.0},
     256: {"fraction_lit": 0.0386, "mean": 2.95, "mean_lit": 76.5, "components": 81.2,
           "saturated": 223.4},
 }
-ORIGINAL_IMAGES = {32: 1000, 64: 25, 128: 100, 256: 20}
+ORIGINAL_IMAGES = {32: 1000, 64: 37, 128: 100, 256: 20}
 # Per-image standard deviations of the same statistics, measured on 431 (32 px) and 72 (128 px)
 # images of the original generator.
 ORIGINAL_SD = {
@@ -826,7 +826,7 @@ def stats_report(paths, limit=1000):
               + [f"{group} ({count} images, {size} px)" for group, size, count, _ in rows])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in STATS:
-        cells = [STATS_HELP[name]] + [f"{ORIGINAL_STATS[s][name]:g}" for s in sizes]
+        cells = [STATS_HELP[name]] + [f"{ORIGINAL_STATS[s][name]}" for s in sizes]
         for _, _, _, summary in rows:
             mean, error = summary[name]
             digits = 4 if name == "fraction_lit" else 2

@@ -125,6 +125,7 @@ class ModelConfig:
                              f"not be empty for family 'spade', got {self.global_layers}")
         if self.s4.d_state < 2 or self.s4.d_state % 2:
             raise ConfigError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
+        self._check_s4()
         if self.head == "lm" and not self.causal:
             raise ConfigError("model.head='lm' needs model.causal=True")
         if self.input_encoder == "linear" and self.vocab_size < 2:
@@ -142,6 +143,21 @@ class ModelConfig:
                              "fill with the sequence; use pooling='mean'")
         if self.attention_impl != "blocked":
             self._check_attention_impl()
+
+    def _check_s4(self):
+        s4 = self.s4
+        for name, allowed in (("kernel", ("dplr", "diag")), ("mode", ("fft", "scan")),
+                              ("discretization", (None, "zoh", "bilinear"))):
+            if getattr(s4, name) not in allowed:
+                raise ConfigError(f"model.s4.{name} must be one of {allowed}, got "
+                                  f"{getattr(s4, name)!r}")
+        if s4.kernel == "dplr" and (s4.mode == "scan" or s4.discretization == "zoh"):
+            raise ConfigError("model.s4.kernel='dplr' takes mode 'fft' and the bilinear "
+                              "discretisation only; model.s4.kernel='diag' takes 'scan' and "
+                              "'zoh'")
+        if not 0 < s4.dt_min <= s4.dt_max:
+            raise ConfigError(f"model.s4 needs 0 < dt_min <= dt_max, got dt_min={s4.dt_min}, "
+                              f"dt_max={s4.dt_max}")
 
     def _check_attention_impl(self):
         impl = self.attention_impl

@@ -17,6 +17,7 @@ import optax
 
 from spade_jax import adaptive, attention
 from spade_jax.config import ModelConfig
+from spade_jax.errors import ConfigError
 from spade_jax.layers import ACTIVATION_AXES, block_class, dense, layer_norm
 
 
@@ -88,8 +89,9 @@ class Encoder(nn.Module):
         if decode:
             return self._decode(tokens), None
         if tokens.shape[1] > cfg.max_len:
-            raise ValueError(f"sequence length {tokens.shape[1]} exceeds model.max_len "
-                             f"{cfg.max_len}")
+            raise ConfigError(f"sequence length {tokens.shape[1]} exceeds model.max_len "
+                              f"{cfg.max_len}: raise model.max_len, or shorten the data (e.g. "
+                              f"config.data_options.max_length, config.seq_len)")
         mask = tokens != cfg.pad_id if mask is None else mask.astype(bool)
         x = self.embed(tokens)
         if cfg.pooling == "cls":

@@ -146,7 +146,8 @@ PF_DATA = [f"--config={PATHFINDER}:smoke", "--config.batch_size=8", "--workdir={
            "--config.data_dir={data}"]
 RT_DATA = [f"--config={RETRIEVAL}:smoke", "--config.batch_size=8", "--workdir={work}",
            "--config.data_dir={data}"]
-LM_DATA = [f"--config={WIKITEXT}:smoke", "--config.batch_size=8", "--workdir={work}",
+LM_DATA = [f"--config={WIKITEXT}:smoke", "--config.batch_size=8", "--config.eval_batch_size=8",
+           "--workdir={work}",
            "--config.data_dir={data}"]
 TSV = "listops-1000/basic_{}.tsv"
 PF_META = "pathfinder32/curv_baseline/metadata/0.npy"
@@ -260,6 +261,17 @@ CASES = [
          ("config.max_skipped_fraction",)),
     Case("no-checkpoints-kept", "lra.main", LRA_SMOKE + ["--config.keep_checkpoints=0"],
          ("config.keep_checkpoints",)),
+    Case("eval-batch-not-divisible", "lra.main", LRA_SMOKE + ["--config.eval_batch_size=3"],
+         ("config.eval_batch_size (3)",)),
+    Case("negative-seed", "lra.main", LRA_SMOKE + ["--config.seed=-1"], ("config.seed",)),
+    Case("profile-steps", "lra.main", LRA_SMOKE + ["--config.profile_steps=(5,)"],
+         ("config.profile_steps",)),
+    Case("s4-scan-with-dplr", "lra.main", LRA_SMOKE + ["--config.model.s4.mode=scan"],
+         ("model.s4.kernel='dplr'",)),
+    Case("s4-step-sizes", "lra.main", LRA_SMOKE + ["--config.model.s4.dt_min=0.5"],
+         ("dt_min=0.5",)),
+    Case("data-longer-than-model", "lra.main", LRA_DATA + ["--config.model.max_len=10"],
+         ("exceeds model.max_len 10",), _listops),
     Case("full-config-without-data", "lra.main", [f"--config={LISTOPS}", "--workdir={work}"],
          ("config.data_dir is not set", "listops-1000")),
     Case("data-dir-missing", "lra.main", LRA_SMOKE + ["--config.data_dir={tmp}/nowhere"],

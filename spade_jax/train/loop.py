@@ -93,6 +93,17 @@ def _check_config(config, mesh):
                       ("eval_batch_size", 0), ("max_eval_batches", 0)):
         if config[name] < low:
             raise ConfigError(f"config.{name} must be >= {low}, got {config[name]}")
+    eval_batch = config.eval_batch_size or config.batch_size
+    if eval_batch % dp or eval_batch % jax.process_count():
+        raise ConfigError(f"config.eval_batch_size ({eval_batch}) must be divisible by the "
+                          f"data-parallel size ({dp}) and by the number of processes "
+                          f"({jax.process_count()})")
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"config.seed must be in [0, 2**32), got {config.seed}")
+    profile = tuple(config.profile_steps or ())
+    if profile and not (len(profile) == 2 and 0 <= profile[0] < profile[1]):
+        raise ConfigError(f"config.profile_steps must be () or (first, last) with 0 <= first < "
+                          f"last, got {profile}")
     if not 0.0 <= config.max_skipped_fraction <= 1.0:
         raise ConfigError(f"config.max_skipped_fraction must be in [0, 1], got "
                           f"{config.max_skipped_fraction}")
@@ -204,7 +215,6 @@ def _train_and_evaluate(config, workdir, task, stack):
     shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
     train_iter = task.train_iterator(batch_size=host_batch, seed=config.seed, **shard)
     _check_splits(task, eval_batch, shard)
-    _lock_workdir(workdir, stack)
     start_position = train_iter.get_state()
     example = next(train_iter)
     train_iter.set_state(start_position)
@@ -212,6 +222,7 @@ def _train_and_evaluate(config, workdir, task, stack):
 
     state, state_shardings = state_lib.create_sharded_state(
         model, tx, tuple(x[:1] for x in task.model_inputs(example)), config.seed, mesh, rules)
+    _lock_workdir(workdir, stack)  # before the first thing is written in the workdir
     ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, config.async_checkpoints)
     abstract = _abstract(state, state_shardings)
     best_score = -np.inf

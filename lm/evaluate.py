@@ -80,6 +80,9 @@ def check_flags(FLAGS):
 def main(FLAGS):
     check_flags(FLAGS)
     run = load_run(FLAGS.workdir, FLAGS.checkpoint)
+    if FLAGS.context >= run.config.seq_len:
+        raise ConfigError(f"--context ({FLAGS.context}) must be below the run's seq_len "
+                          f"({run.config.seq_len}): each window scores seq_len - context tokens")
     result = perplexity(run, FLAGS.split, context=FLAGS.context, batch_size=FLAGS.batch_size)
     extra = (f", per word {result['word_perplexity']:.2f}, {result['bits_per_byte']:.3f} bits per "
              f"byte" if "word_perplexity" in result else "")

@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 
 from lm import corpus as corpus_lib
-from lm.data import PAD_ID, UNK
+from lm.data import PAD_ID, UNK, DataError
 from lm.runs import load_run
 from spade_jax import cli, decode
 from spade_jax.errors import ConfigError
@@ -68,6 +68,9 @@ def prompt_ids(vocab, prompt: str) -> tuple:
     if vocab.tokenizer == "word":
         lines = [corpus_lib.tokenize(line) for line in prompt.split("\n")]
         unknown = sorted({w for line in lines for w in line if w not in vocab.index})
+        if unknown and UNK not in vocab.index:
+            raise DataError(f"--prompt: {unknown[:5]} not in the run's vocabulary ({len(vocab):,} "
+                            f"types, no {UNK}); use words of its training text")
         prompt = "\n".join(" ".join(line) for line in lines)
     ids = vocab.encode(prompt, unknown="unk" if UNK in (vocab.index or {}) else "error")
     return np.concatenate([[vocab.eos_id], ids]).astype(np.int32), unknown

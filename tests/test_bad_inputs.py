@@ -84,6 +84,41 @@ def pristine(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def lm_run(pristine, tmp_path_factory):
+    """An lm.main workdir on the LM fixture: config.json and a checkpoint of the smoke model's
+    initial state (saved as the loop saves it; nothing trained, nothing to compile but init)."""
+    import importlib.util
+
+    from lm.task import LMTask, load_corpus, set_vocab_size
+    from spade_jax import models, sharding
+    from spade_jax.config import ModelConfig
+    from spade_jax.train import checkpoint, loop, optim, state as state_lib
+    spec = importlib.util.spec_from_file_location("_wikitext", WIKITEXT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    config.data_dir = str(pristine / "wikitext")
+    config.data.cache_dir = str(tmp_path_factory.mktemp("lm-cache"))
+    corpus = load_corpus(config)
+    set_vocab_size(config, corpus)
+    workdir = str(tmp_path_factory.mktemp("lm-run") / "run")
+    loop._check_workdir(workdir, config)
+    mesh = sharding.make_mesh(config.mesh)
+    tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    task = LMTask(corpus, config.seq_len, config.eval_context)
+    batch = next(task.train_iterator(batch_size=1, seed=0, shard_index=0, shard_count=1))
+    state, _ = state_lib.create_sharded_state(
+        models.build_model(ModelConfig.from_config(config.model)), tx,
+        task.model_inputs(batch), 0, mesh,
+        sharding.rules_from_config(config.logical_axis_rules))
+    ckpts = checkpoint.Checkpoints(workdir, 1, False)
+    ckpts.save(ckpts.latest, 1, state, {"iterator": {"batches": 1}, "best_score": 0.0})
+    ckpts.wait()
+    ckpts.close()
+    return workdir
+
+
 class Env:
     """A case's folders: `data` (a copy of one pristine data set), `work` (the workdir, absent
     until a case makes it), `tmp`; `argv` fills in {data}, {work}, {tmp}, {config:...}."""
@@ -198,6 +233,10 @@ def _lra_workdir(env):
 def _lm_workdir(env):
     env.copy("wikitext")
     env.workdir_config(WIKITEXT, "smoke", data_dir=str(env.data))
+
+
+def _lm_trained(env):
+    shutil.copytree(env.lm_run, env.work)
 
 
 def _held_lock(env):
@@ -386,6 +425,8 @@ CASES = [
          , keep_workdir=True),
     Case("evaluate-no-checkpoint", "lm.evaluate", ["--workdir={work}"], ("no checkpoint",),
          _lm_workdir, keep_workdir=True),
+    Case("evaluate-context-too-long", "lm.evaluate", ["--workdir={work}", "--context=32"],
+         ("--context (32)", "seq_len (32)"), _lm_trained, keep_workdir=True),
     # lm.generate (item 12)
     Case("generate-negative-tokens", "lm.generate", ["--workdir={work}", "--max_new_tokens=-5"],
          ("--max_new_tokens must be >= 1", "-5"), _lm_workdir, keep_workdir=True),
@@ -403,6 +444,8 @@ CASES = [
          ("--temperature > 0",), _lm_workdir, keep_workdir=True),
     Case("generate-max-len", "lm.generate", ["--workdir={work}", "--max_len=-1"],
          ("--max_len",), _lm_workdir, keep_workdir=True),
+    Case("generate-unknown-word", "lm.generate", ["--workdir={work}", "--prompt=The zzzqqq"],
+         ("--prompt", "zzzqqq", "vocabulary"), _lm_trained, keep_workdir=True),
     Case("generate-lra-workdir", "lm.generate", ["--workdir={work}"], ("not of lm.main",),
          _lra_workdir, keep_workdir=True),
     # lra.generate (item 2)
@@ -475,10 +518,11 @@ def test_the_table_covers_every_entry_point_and_sixty_inputs():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.entry}:{c.id}")
 def test_bad_input_is_named_without_traceback_and_changes_nothing(case, tmp_path, pristine,
-                                                                   capsys, monkeypatch):
+                                                                   request, capsys, monkeypatch):
     monkeypatch.setenv("SPADE_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SPADE_JAX_TRACEBACK", raising=False)
     env = Env(tmp_path, pristine)
+    env.lm_run = request.getfixturevalue("lm_run") if case.setup is _lm_trained else None
     env.release = None
     if case.setup:
         case.setup(env)

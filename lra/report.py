@@ -43,6 +43,7 @@ def finish_run(workdir, config, results, majority):
         "test_accuracy_at_best": best.get("test", {}).get("accuracy"),
         "test_accuracy_at_last": results["last"]["test"].get("accuracy"),
         "majority_class_test_accuracy": majority,
+        "stopped_on_budget": bool(results.get("stopped_on_budget")),
         "config": json.loads(config.to_json_best_effort()),
     }
     paths.write_json(paths.workdir_path(workdir) / "results.json", summary)

@@ -135,3 +135,19 @@ def check_step_memory(compiled, what: str, config, available: int | None) -> Non
             f"Lower config.batch_size ({config.batch_size}; config.grad_accum_steps splits it), "
             f"model.max_len ({config.model.max_len}), or set model.remat; a model family with "
             f"local attention (spade, local, s4) needs far less than full attention at this length")
+
+
+def past_budget(max_wall_s: float, start: float) -> bool:
+    """True once `max_wall_s` (> 0) seconds have passed since `start` (time.perf_counter()).
+    Several processes follow process 0's clock (one broadcast per call), so they all stop at
+    the same step."""
+    if not max_wall_s:
+        return False
+    import time
+
+    import numpy as np
+    over = time.perf_counter() - start >= max_wall_s
+    if multi_process():
+        from jax.experimental import multihost_utils
+        over = bool(multihost_utils.broadcast_one_to_all(np.asarray(over)))
+    return over

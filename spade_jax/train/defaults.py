@@ -37,4 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.peak_flops = 0.0  # per device, the MFU denominator; 0: measured (float32 matmul) at start
     c.profile_steps = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
     c.progress_bar = True
+    # > 0: stop training after this many seconds of this invocation (every host at the same
+    # step), save, evaluate and report as at the end; results.json says stopped_on_budget
+    c.max_wall_s = 0.0
     return c

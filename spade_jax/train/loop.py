@@ -90,7 +90,7 @@ def _check_config(config, mesh):
             f"by the number of processes ({jax.process_count()})")
     for name, low in (("num_train_steps", 1), ("keep_checkpoints", 1), ("skip_window", 1),
                       ("log_every", 0), ("eval_every", 0), ("checkpoint_every", 0),
-                      ("eval_batch_size", 0), ("max_eval_batches", 0)):
+                      ("eval_batch_size", 0), ("max_eval_batches", 0), ("max_wall_s", 0)):
         if config[name] < low:
             raise ConfigError(f"config.{name} must be >= {low}, got {config[name]}")
     eval_batch = config.eval_batch_size or config.batch_size
@@ -282,7 +282,7 @@ def _train_and_evaluate(config, workdir, task, stack):
     profile = tuple(config.profile_steps) if config.profile_steps else None
     start_step = last_step = step
     last_time = time.perf_counter()
-    preempted = False
+    preempted = stopped_on_budget = False
     divergence = _Divergence(config, workdir, ckpts)
     with runtime.Preemption() as preemption:
         while step < config.num_train_steps:
@@ -314,13 +314,19 @@ def _train_and_evaluate(config, workdir, task, stack):
                     progress.set_postfix(loss=f"{float(metrics['loss']):.4f}",
                                          tok_s=f"{record['tokens_per_s']:,.0f}")
             if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
-                best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state)
+                best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state,
+                                       time.perf_counter() - wall_start)
             stop = preemption.reached(step)  # the same step on every process
             if stop or config.checkpoint_every and step % config.checkpoint_every == 0:
                 ckpts.save(ckpts.latest, step, state, data_state(best_score))
             if stop:
                 logging.warning("SIGTERM: saved a checkpoint at step %d in %s; exiting", step, workdir)
                 preempted = True
+                break
+            if runtime.past_budget(config.max_wall_s, wall_start):
+                logging.warning("config.max_wall_s (%g s) reached at step %d: evaluating and "
+                                "reporting", config.max_wall_s, step)
+                stopped_on_budget = True
                 break
     if progress is not None:
         progress.close()
@@ -330,7 +336,8 @@ def _train_and_evaluate(config, workdir, task, stack):
         writer.close()
         return {"preempted_at_step": step}
 
-    best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state)
+    best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state,
+                           time.perf_counter() - wall_start)
     if ckpts.latest.latest_step() != step:
         ckpts.save(ckpts.latest, step, state, data_state(best_score))
     ckpts.wait()
@@ -342,6 +349,8 @@ def _train_and_evaluate(config, workdir, task, stack):
         results["best"] = {"step": best[2], "validation_score": best_score,
                            "test": evaluate("test", best[0].params)}
     results["wall_time_s"] = time.perf_counter() - wall_start  # this invocation only
+    if stopped_on_budget:
+        results["stopped_on_budget"] = True
     writer.write(step, "test_last", results["last"]["test"])
     ckpts.close()
     writer.close()
@@ -357,9 +366,10 @@ def _with_perplexity(values: dict) -> dict:
     return values
 
 
-def _validate(evaluate, state, step, best_score, writer, ckpts, data_state):
-    """Validation metrics; saves the best checkpoint (score = accuracy, else -loss)."""
-    values = evaluate("validation", state.params)
+def _validate(evaluate, state, step, best_score, writer, ckpts, data_state, elapsed_s):
+    """Validation metrics (with the seconds since this invocation started); saves the best
+    checkpoint (score = accuracy, else -loss)."""
+    values = dict(evaluate("validation", state.params), elapsed_s=elapsed_s)
     writer.write(step, "validation", values)
     score = values.get("accuracy", -values.get("loss", np.inf))
     if score > best_score:

@@ -30,6 +30,7 @@ def _check_outputs(out, name, statuses):
     return record
 
 
+@pytest.mark.long  # reproduce --quick runs the same point function
 def test_scaling_quick(tmp_path):
     proc = _run("scaling", tmp_path / "scaling", "--families=spade,transformer", "--scopes=block",
                 "--lengths=256")
@@ -42,6 +43,7 @@ def test_scaling_quick(tmp_path):
     assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
 
 
+@pytest.mark.long  # reproduce --quick runs the same point function
 def test_mfu_quick_counts_the_higher_of_two_peak_readings(tmp_path):
     proc = _run("mfu", tmp_path / "mfu")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -64,6 +66,7 @@ def test_attention_quick_leaves_out_accelerator_kernels_on_cpu(tmp_path):
     assert sorted(record["not_measured"]) == ["cudnn", "splash"]
 
 
+@pytest.mark.long  # reproduce --quick runs the same point function
 def test_ssm_quick(tmp_path):
     proc = _run("ssm", tmp_path / "ssm", "--variants=dplr,conv", "--passes=fwd", "--lengths=256")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -84,3 +87,19 @@ def test_generate_without_decoding_says_what_is_missing(tmp_path):
     proc = _run("generate", tmp_path / "generate")
     assert proc.returncode == 2 and generate.MISSING in proc.stderr
     assert not (tmp_path / "generate").exists()
+
+
+def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
+    """The accelerator command at CPU sizes: blocks, S4 layer, MFU, and a time-boxed ListOps run
+    that stops on its wall-clock budget and reports validation accuracy against time."""
+    proc = _run("reproduce", tmp_path / "reproduce", "--budget_s=200")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "reproduce" / "reproduce.json").read_text())
+    assert {name: part["status"] for name, part in record["parts"].items()} == {
+        "blocks": common.OK, "s4": common.OK, "mfu": common.OK, "listops": common.OK}
+    assert record["header"]["backend"] == "cpu" and record["header"]["git"]["commit"]
+    listops = next(r for r in record["rows"] if r["part"] == "listops")
+    assert listops["stopped_on_budget"] and listops["steps"] > 0
+    assert listops["validation_curve"] and all(s is not None for s, _, _ in
+                                               listops["validation_curve"])
+    assert "| spade | bfloat16 | blocked | 256 | ok |" in proc.stdout

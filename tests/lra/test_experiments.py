@@ -103,13 +103,15 @@ def _check_smoke_run(proc, workdir, task):
 
 
 # ListOps's smoke run is the first half of test_rerunning_a_finished_run_resumes_and_reports.
-@pytest.mark.parametrize("path", [p for p in LRA_CONFIGS if not p.endswith("listops.py")],
-                         ids=os.path.basename)
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.long) if p.endswith("pathx.py") else p  # pathfinder's reader
+    for p in LRA_CONFIGS if not p.endswith("listops.py")], ids=os.path.basename)
 def test_smoke_variant_runs_through_lra_main(path, tmp_path, cache):
     workdir = tmp_path / "run"
     _check_smoke_run(_run_main(workdir, f"{path}:smoke"), workdir, os.path.basename(path)[:-3])
 
 
+@pytest.mark.long  # families: tests/models; the engine is family-agnostic (spade trains in the smoke runs)
 @pytest.mark.parametrize("family", [f for f in configs.FAMILIES if f != "spade"])
 def test_every_family_trains_a_step(family, tmp_path, cache):
     from spade_jax.train.loop import train_and_evaluate

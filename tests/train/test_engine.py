@@ -79,6 +79,7 @@ def test_parameters_are_really_sharded(tmp_path):
     assert mu["encoder"]["layer_1"]["ffn"]["wi"]["kernel"].sharding.spec == wi.sharding.spec
 
 
+@pytest.mark.long  # tests/train/test_multiprocess.py kills every process of a 2-process run and restarts it, bitwise
 def test_kill_9_and_restart_gives_identical_run(tmp_path):
     steps = dict(num_train_steps=8, checkpoint_every=2, eval_every=4)
     whole = _spawn(tmp_path / "whole", **steps)

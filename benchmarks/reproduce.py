@@ -1,0 +1,230 @@
+"""A time-boxed reproduction on the accelerator at hand: the one command to run when a GPU or TPU
+is lent for a few minutes.
+
+    python -m benchmarks.reproduce --budget_s=480        # on the accelerator
+    python -m benchmarks.reproduce --quick               # CPU smoke run (tests), ~2 minutes
+
+Within --budget_s seconds it writes, into a new folder (benchmarks/results/reproduce/<time> or
+--out), reproduce.json and reproduce.md with:
+  * the machine: device kind and count, jax / jaxlib / flax versions, the commit;
+  * blocks: one SPADE block against one full-attention block, forward+backward, in bfloat16 and
+    float32, at 1K-64K (--lengths): time, peak memory, tokens/s. Full attention is the fastest
+    the platform has: splash attention on TPU, cuDNN fused attention on GPU (bfloat16; causal,
+    as cuDNN runs it, so both blocks are causal there), the blocked kernel elsewhere; both
+    blocks without the relative-position bias (the fused kernels take none);
+  * s4: the S4 layer alone (DPLR kernel, bidirectional), forward+backward at the same lengths;
+  * mfu: the LRA Text training step (SPADE, 4K tokens, batch 32): its analytic FLOPs per second
+    against the chip's published dense bfloat16 peak (a measured float32 matmul peak where none
+    is known, e.g. CPUs);
+  * listops: the full ListOps recipe's model (configs/listops.py) trained on generated data in
+    the release's format for a time box (config.max_wall_s), its validation accuracy against
+    time.
+Each part has a share of the budget and fails soft: a part that errors or runs out of time is
+reported and the next one runs. Sweeps stop a series at its first failure (out of memory, out
+of time).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks import common
+from spade_jax import cli
+
+# Dense bfloat16 FLOP/s per device, from the vendors' published specifications; the first
+# entry whose key is in jax's device_kind wins (so 'v5 lite' before 'v5').
+PUBLISHED_PEAKS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
+                   ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+                   ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12))
+PARTS = {"blocks": 0.35, "s4": 0.15, "mfu": 0.15, "listops": 0.35}  # shares of the budget
+FULL_ATTENTION = {"tpu": "splash", "gpu": "cudnn"}  # the platform's fastest (else 'blocked')
+
+
+def published_peak(device_kind: str):
+    for key, peak in PUBLISHED_PEAKS:
+        if key.lower() in (device_kind or "").lower():
+            return peak
+    return None
+
+
+def platform() -> dict:
+    """(In a point.) Nothing to measure: the point's runtime report names the platform."""
+    return {}
+
+
+def _block_series(backend, quick):
+    series = []
+    for dtype in ("bfloat16", "float32"):
+        for family in ("spade", "transformer"):
+            changes = dict(common.QUICK_MODEL if quick else {}, dropout=0.0, position="none",
+                           dtype=dtype, num_layers=1, global_layers=[0])
+            impl = FULL_ATTENTION.get(backend, "blocked") if family == "transformer" else "blocked"
+            if impl == "cudnn" and dtype != "bfloat16":
+                impl = "blocked"  # cuDNN's fused attention takes bfloat16 / float16 only
+            changes["attention_impl"] = impl
+            if backend == "gpu":  # cuDNN's kernel runs causal: both blocks are (the LM setting)
+                changes["causal"] = True
+            series.append({"label": f"{family} {dtype}", "family": family, "dtype": dtype,
+                           "impl": impl, "kwargs": {"model": common.text_model(
+                               f"model={family}", **changes), "batch": 1}})
+    return series
+
+
+def blocks(args, backend):
+    rows = common.sweep(_block_series(backend, args.quick), args.lengths, args,
+                        "benchmarks.scaling:measure")
+    lines = []
+    for dtype in ("bfloat16", "float32"):
+        for length in args.lengths:
+            spade = common.find(rows, family="spade", dtype=dtype, length=length)
+            full = common.find(rows, family="transformer", dtype=dtype, length=length)
+            if all(r is not None and r["status"] == common.OK for r in (spade, full)):
+                lines.append(f"{dtype} L={common.length_label(length)}: full-attention block "
+                             f"({full['impl']}) time / SPADE block time = "
+                             f"{full['median_s'] / spade['median_s']:.2f}")
+    return rows, [("Blocks: forward+backward, batch 1", common.markdown_table(rows, BLOCK_COLUMNS)),
+                  ("SPADE block speed-up", "\n".join(f"- {x}" for x in lines) or "none measured")]
+
+
+def s4(args, backend):
+    kwargs = dict(variant="dplr", op="layer", pass_="fwd+bwd", batch=1,
+                  d_model=32 if args.quick else 128, d_state=8 if args.quick else 64,
+                  bidirectional=True)
+    rows = common.sweep([{"label": "S4 layer (DPLR)", "kwargs": kwargs}], args.lengths, args,
+                        "benchmarks.ssm:measure")
+    return rows, [("S4 layer: forward+backward, batch 1", common.markdown_table(rows, [
+        ("length", lambda r: common.length_label(r["length"]))] + common.TIMING_COLUMNS[1:] + [
+        TOKENS_COLUMN] + common.MEMORY_COLUMNS))]
+
+
+def mfu(args, backend):
+    from lra.configs import set_dotted
+    config = common.text_config("model=spade")
+    if args.quick:
+        set_dotted(config.model, common.QUICK_MODEL)
+    batch, length = (2, 256) if args.quick else (config.batch_size, 4096)
+    rows = common.sweep([{"label": "spade", "family": "spade", "kwargs": {
+        "config": config.to_dict(), "batch": batch,
+        "peak_sizes": [128, 256] if args.quick else [1024, 2048, 4096]}}], [length], args,
+        "benchmarks.mfu:measure")
+    peak = published_peak(common.RUNTIME.get("device_kind"))
+    for r in rows:
+        if r["status"] == common.OK and peak:
+            r["published_peak_flops"] = peak
+            r["mfu_published"] = r["analytic_flops"] / r["median_s"] / (peak * r["devices"])
+    against = (f"the published bfloat16 peak of a {common.RUNTIME.get('device_kind')} "
+               f"({peak / 1e12:.0f} TFLOP/s)" if peak else
+               "the measured float32 matmul peak (no published peak for this device)")
+    return rows, [(f"MFU of the Text training step (SPADE, L={common.length_label(length)}, "
+                   f"batch {batch}) against {against}", common.markdown_table(rows, [
+                       ("step s", lambda r: common.fmt(r.get("median_s"), ".3f")),
+                       TOKENS_COLUMN,
+                       ("analytic TFLOP/s", lambda r: common.fmt(r.get("median_s") and common.div(
+                           r["analytic_flops"] / r["median_s"], 1e12), ".3g")),
+                       ("MFU %", lambda r: common.fmt(100 * r.get("mfu_published", r.get("mfu"))
+                                                      if r.get("median_s") else None, ".1f"))]))]
+
+
+def listops(args, budget_s, out_dir):
+    """Trains the full ListOps recipe's model on generated data for about budget_s seconds."""
+    from lra.generate import listops as generator
+    data = os.path.join(out_dir, "listops-data")
+    num, length = (120, 40) if args.quick else (10_000, 2_000)  # 40: the smoke variant's
+    start = time.perf_counter()
+    generator.write(data, num, 0, min_length=length // 10, max_length=length)
+    generate_s = time.perf_counter() - start
+    workdir = os.path.join(out_dir, "listops-run")
+    # compilation and the final evaluations take the rest
+    train_s = max(budget_s - generate_s - (60 if args.quick else 120), 10)
+    variant = ":smoke" if args.quick else ""
+    command = [sys.executable, "-m", "lra.main", f"--config=configs/listops.py{variant}",
+               f"--config.data_dir={data}", f"--workdir={workdir}",
+               "--config.num_train_steps=1000000",
+               f"--config.max_wall_s={train_s:.0f}", "--config.progress_bar=False",
+               "--config.eval_every=1000" if args.quick else "--config.eval_every=200",
+               "--config.max_eval_batches=20", "--config.checkpoint_every=0"]
+    if args.quick:
+        command.append("--config.batch_size=8")
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True,
+                          timeout=budget_s + 300)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        return [{"label": "listops", "status": common.ERROR, "wall_s": wall,
+                 "detail": f"exit code {proc.returncode}: {tail[-400:]}"}], []
+    from spade_jax.train import metrics
+    curve = [r for r in metrics.read_records(workdir) if r["split"] == "validation"]
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    row = {"label": "listops", "status": common.OK, "wall_s": wall, "steps": results["steps"],
+           "validation_curve": [(r.get("elapsed_s"), r["step"], r["accuracy"]) for r in curve],
+           "test_accuracy_at_best": results.get("test_accuracy_at_best"),
+           "stopped_on_budget": results.get("stopped_on_budget")}
+    table = "\n".join(["| seconds | step | validation accuracy % |", "|---|---|---|"] + [
+        f"| {common.fmt(s, '.0f')} | {step} | {100 * acc:.2f} |"
+        for s, step, acc in row["validation_curve"]])
+    return [row], [(f"ListOps, the full recipe's model on generated data ({num:,} expressions "
+                    f"up to {length} tokens), {train_s:.0f} s of training: "
+                    f"{results['steps']} steps, test accuracy "
+                    f"{100 * (row['test_accuracy_at_best'] or 0):.2f}% at the best validation "
+                    f"step", table)]
+
+
+TOKENS_COLUMN = ("tokens/s", lambda r: common.fmt(r.get("median_s") and
+                                                  r["tokens"] / r["median_s"], ",.0f"))
+BLOCK_COLUMNS = [("family", lambda r: r["family"]), ("dtype", lambda r: r["dtype"]),
+                 ("attention", lambda r: r["impl"])] + common.TIMING_COLUMNS + [
+    TOKENS_COLUMN] + common.MEMORY_COLUMNS
+
+
+@cli.user_errors
+def main(argv=None):
+    p = common.parser(__doc__, lengths="1K,2K,4K,8K,16K,32K,64K", quick_lengths="256",
+                      repeats=3)
+    p.add_argument("--budget_s", type=float, default=None,
+                   help="the whole run's time budget (default 480; --quick 240)")
+    common.add_names(p, "--parts", tuple(PARTS))
+    args = common.parse(p, argv)
+    args.budget_s = args.budget_s or (240.0 if args.quick else 480.0)
+    out, header = common.start("reproduce", args)
+    deadline = time.monotonic() + args.budget_s
+    common.run_point("benchmarks.reproduce:platform", {}, timeout_s=120)
+    backend = common.RUNTIME.get("backend", "?")
+    print(f"reproduce: {backend} ({common.RUNTIME.get('device_kind')} x"
+          f"{common.RUNTIME.get('device_count')}), budget {args.budget_s:.0f} s", file=sys.stderr)
+    rows, sections, parts = [], [], {}
+    for name in args.parts:
+        share = args.budget_s * PARTS[name] / sum(PARTS[n] for n in args.parts)
+        left = deadline - time.monotonic()
+        budget = min(share, left)
+        start = time.perf_counter()
+        if budget < 10:
+            parts[name] = {"status": common.SKIPPED, "detail": "the budget was spent"}
+            continue
+        # a point gets at most the part's budget, split over the part's points
+        args.timeout_s = max(min(600.0, budget / max(len(args.lengths), 1)), 30.0)
+        try:
+            if name == "listops":
+                got, text = listops(args, budget, out)
+            else:
+                got, text = globals()[name](args, backend)
+            status = (common.OK if all(r["status"] == common.OK for r in got)
+                      else "partly: " + "; ".join(sorted({r["status"] for r in got})))
+            parts[name] = {"status": status}
+            rows += [dict(r, part=name) for r in got]
+            sections += text
+        except Exception as error:  # fail soft: report the part, run the next one
+            parts[name] = {"status": common.ERROR, "detail": f"{type(error).__name__}: {error}"}
+        parts[name]["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"reproduce: {name}: {parts[name]}", file=sys.stderr, flush=True)
+    sections.insert(0, ("Parts", "\n".join(f"- {n}: {v['status']} ({v.get('seconds', 0)} s)"
+                                           + (f": {v['detail']}" if v.get("detail") else "")
+                                           for n, v in parts.items())))
+    common.write_report(out, "reproduce", header=header, args=args, rows=rows,
+                        sections=sections, data={"parts": parts})
+    return 0 if all(v["status"] != common.ERROR for v in parts.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

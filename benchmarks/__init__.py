@@ -9,6 +9,8 @@ One command each, run from the repository root:
                                      dplr vs diag
     python -m benchmarks.attention   blocked local / chunk / full / jax.nn.dot_product_attention
     python -m benchmarks.generate    decoding time and memory per token (needs spade_jax.decode)
+    python -m benchmarks.reproduce   the time-boxed accelerator run: blocks, S4 layer, MFU against
+                                     the chip's published peak, ListOps for a time box
 
 Each writes JSON, a markdown table and a log-log PNG into a fresh output folder and prints the
 table; `--quick` is a smoke run in seconds. See docs/benchmarks.md and benchmarks/common.py.

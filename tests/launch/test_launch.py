@@ -507,7 +507,7 @@ def test_tpu_job_survives_its_ssh_session_and_records_exit_75_after_sigterm(tmp_
     job = ("trap 'echo saved; exit 75' TERM; echo training; touch \"$0.up\"; "
            "for i in $(seq 300); do sleep 0.1; done")
     session = subprocess.Popen(
-        ["setsid", "bash", "-c", f'bash "$0" start "$1" run1 "$2" -- bash -c "$3" "$4"; exec sleep 30',
+        ["setsid", "bash", "-c", 'bash "$0" start "$1" run1 "$2" -- bash -c "$3" "$4"; exec sleep 30',
          JOB_WRAPPER, str(jobdir), str(logs), job, str(tmp_path / "marker")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (tmp_path / "marker.up").exists() and (jobdir / "run_id").exists())

@@ -272,7 +272,7 @@ def _train_and_evaluate(config, workdir, task, stack):
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(state.step)
-    progress = metrics_lib.progress_bar(config.num_train_steps, step, config.progress_bar)
+    console = metrics_lib.Console(config.num_train_steps, step, config.progress_bar)
     inputs = (task.sequences(example) if hasattr(task, "sequences")
               else task.model_inputs(example))
     tokens_per_batch = sum(np.size(x) for x in inputs) * jax.process_count()
@@ -298,9 +298,7 @@ def _train_and_evaluate(config, workdir, task, stack):
             divergence.check(step, metrics)  # before anything of this step is saved
             if step == start_step + 1:  # steps/s leaves out the first step (compilation)
                 last_time, last_step = time.perf_counter(), step
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+            console.step(float(metrics["loss"]))
             if config.log_every and step % config.log_every == 0 or step == config.num_train_steps:
                 now = time.perf_counter()
                 rate = (step - last_step) / max(now - last_time, 1e-9) if step > last_step else 0.0
@@ -310,12 +308,10 @@ def _train_and_evaluate(config, workdir, task, stack):
                               tokens_per_s=rate * tokens_per_batch,
                               mfu=step_flops * rate / (peak * jax.device_count()))
                 writer.write(step, "train", record)
-                if progress is not None:
-                    progress.set_postfix(loss=f"{float(metrics['loss']):.4f}",
-                                         tok_s=f"{record['tokens_per_s']:,.0f}")
+                console.log(step, record)
             if config.eval_every and step % config.eval_every == 0 and step < config.num_train_steps:
-                best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state,
-                                       time.perf_counter() - wall_start)
+                best_score = _validate(evaluate, state, step, best_score, writer, console, ckpts,
+                                       data_state, time.perf_counter() - wall_start)
             stop = preemption.reached(step)  # the same step on every process
             if stop or config.checkpoint_every and step % config.checkpoint_every == 0:
                 ckpts.save(ckpts.latest, step, state, data_state(best_score))
@@ -328,15 +324,14 @@ def _train_and_evaluate(config, workdir, task, stack):
                                 "reporting", config.max_wall_s, step)
                 stopped_on_budget = True
                 break
-    if progress is not None:
-        progress.close()
+    console.close()
     if preempted:
         ckpts.wait()
         ckpts.close()
         writer.close()
         return {"preempted_at_step": step}
 
-    best_score = _validate(evaluate, state, step, best_score, writer, ckpts, data_state,
+    best_score = _validate(evaluate, state, step, best_score, writer, console, ckpts, data_state,
                            time.perf_counter() - wall_start)
     if ckpts.latest.latest_step() != step:
         ckpts.save(ckpts.latest, step, state, data_state(best_score))
@@ -366,10 +361,11 @@ def _with_perplexity(values: dict) -> dict:
     return values
 
 
-def _validate(evaluate, state, step, best_score, writer, ckpts, data_state, elapsed_s):
-    """Validation metrics (with the seconds since this invocation started); saves the best
-    checkpoint (score = accuracy, else -loss)."""
+def _validate(evaluate, state, step, best_score, writer, console, ckpts, data_state, elapsed_s):
+    """Validation metrics (with the seconds since this invocation started), logged and shown;
+    saves the best checkpoint (score = accuracy, else -loss)."""
     values = dict(evaluate("validation", state.params), elapsed_s=elapsed_s)
+    console.evaluation(step, "validation", values)
     writer.write(step, "validation", values)
     score = values.get("accuracy", -values.get("loss", np.inf))
     if score > best_score:

@@ -8,6 +8,7 @@ needed). On object storage (gs://), which cannot append, metrics.jsonl is upload
 most every `upload_every_s` seconds and at close.
 """
 import json
+import sys
 import time
 
 import jax
@@ -108,12 +109,68 @@ class MetricsWriter:
                 self.tensorboard.close()
 
 
-def progress_bar(total: int, initial: int, enabled: bool):
-    """A tqdm bar (step, loss, tokens/s, ETA) on process 0, or None."""
-    if not enabled or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+class Console:
+    """What process 0 shows while training. On a terminal: a tqdm bar (step, loss, tokens/s,
+    ETA). Elsewhere (a pod's or SLURM's log file): one line per logging step, e.g.
+    `step 500/2000 | loss 1.8123 | accuracy 35.20% | lr 1.0e-03 | 39,134 tok/s | MFU 12.3% |
+    ETA 4m10s`. Evaluation lines (`validation at step 500: ...`) in both cases.
+    enabled=False (config.progress_bar) shows neither bar nor step lines."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream=None):
+        self.total, self.enabled = total, enabled and jax.process_index() == 0
+        self.stream = stream or sys.stdout
+        self.bar = None
+        if self.enabled and self.stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def step(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def log(self, step: int, record: dict) -> None:
+        """A logging step's record (the train metrics written to metrics.jsonl)."""
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                 tok_s=f"{record['tokens_per_s']:,.0f}")
+        elif self.enabled:
+            parts = [f"step {step}/{self.total}", f"loss {record['loss']:.4f}"]
+            if "accuracy" in record:
+                parts.append(f"accuracy {100 * record['accuracy']:.2f}%")
+            if "perplexity" in record:
+                parts.append(f"perplexity {record['perplexity']:.2f}")
+            parts += [f"lr {record['learning_rate']:.1e}",
+                      f"{record['tokens_per_s']:,.0f} tok/s", f"MFU {100 * record['mfu']:.1f}%"]
+            if record["steps_per_s"] > 0:
+                parts.append(f"ETA {_duration((self.total - step) / record['steps_per_s'])}")
+            self._print(" | ".join(parts))
+
+    def evaluation(self, step: int, split: str, values: dict) -> None:
+        if jax.process_index() != 0:
+            return
+        shown = [f"{name} {100 * values[name]:.2f}%" if name == "accuracy" else
+                 f"{name} {values[name]:.4f}" for name in ("accuracy", "loss", "perplexity")
+                 if name in values]
+        self._print(f"{split} at step {step}: " + ", ".join(shown) +
+                    f" ({values.get('scored', 0):,.0f} scored)")
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def measure_peak_flops(size: int = 2048, repeats: int = 3) -> float:

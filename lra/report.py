@@ -2,19 +2,25 @@
 
     python -m lra.report RUN_DIR [RUN_DIR ...] [--out=results.md]
 
-Each run directory holds the results.json that `lra.main` writes. --out is replaced when it holds
-an earlier table of lra.report; any other existing file is refused. The table has the layout of the
-paper's LRA table (rows = models, columns = the six tasks and their average, test accuracy in %
-at the best-validation checkpoint), followed by published numbers for comparison.
+Each run directory holds the results.json that `lra.main` (or `lm.main`) writes. --out is
+replaced when it holds an earlier table of lra.report; any other existing file is refused. The LRA
+table has the layout of the paper's LRA table (rows = models, columns = the six tasks and their
+average, test accuracy in % at the best-validation checkpoint); runs of one model and task are
+grouped over their seeds (mean +- sample std, n = seeds). Then the wall times, the published
+numbers, and ours beside SPADE's published per-task figures, S4, S5 and MEGA (figures not
+confirmed against their paper are marked and footnoted). lm.main runs get a table of their
+WikiText-103 perplexities beside the published ones. A run that is unfinished, garbled or not
+lra.main's or lm.main's is skipped with a line saying why; only when no run is left is it an error.
 """
 import argparse
 import io
 import json
 import os
+import statistics
 import sys
 
 from spade_jax import cli, paths
-from spade_jax.errors import DataError, PathError
+from spade_jax.errors import DataError, PathError, UserError
 
 TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 TASK_TITLES = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
@@ -26,7 +32,27 @@ PUBLISHED = {
     "S5": (62.15, 89.31, 91.40, 88.00, 95.33, 98.58, 87.46),
     "MEGA": (63.14, 90.43, 91.25, 90.44, 96.01, 97.98, 88.21),
     "MEGA-chunk": (58.76, 90.19, 90.97, 85.80, 94.41, 93.81, 85.66),
-    "SPADE (aggregator, unverified)": (None, 86.29, None, None, None, None, 87.4),
+    "SPADE (paper)": (60.50, 90.69, 91.17, 88.22, 96.23, 97.60, 87.40),
+    "SPADE (aggregator)": (None, 86.29, None, None, None, None, 87.4),
+}
+# Published WikiText-103 perplexities (valid, test; None = not reported), from
+# ../shared/reference/wikitext103.md and spade.md.
+PUBLISHED_LM = {
+    "Adaptive-input Transformer (Baevski & Auli; the reference LM, 247M)": (17.97, 18.70),
+    "Transformer-XL": (None, 18.30),
+    "S4": (None, 20.95),
+    "MEGA": (None, 18.07),
+    "SPADE (aggregator)": (24.18, 24.55),
+}
+# Figures not confirmed against their paper: name -> (marker, why); shown beside the name and
+# as a footnote under each table that shows them.
+UNCONFIRMED = {
+    "SPADE (paper)": ("†", "unconfirmed: the per-task figures were recalled from the SPADE "
+                      "paper's LRA table (arXiv 2212.08136, Table 1) and not yet checked against "
+                      "it; their average (87.40) agrees with the aggregator's 87.4"),
+    "SPADE (aggregator)": ("‡", "unverified: a third-party aggregator's figures, not read from "
+                           "the paper (its LRA Text 86.29 disagrees with the 90.69 recalled from "
+                           "the paper)"),
 }
 
 
@@ -103,61 +129,227 @@ def _average(values):
     return None if None in values else sum(values) / len(values)
 
 
-def read_results(run_dirs) -> list:
-    """The results.json of each run directory, checked."""
-    results = []
-    for run in run_dirs:
-        path = paths.workdir_path(run) / "results.json"
-        if not path.exists():
-            raise PathError(f"{run} holds no results.json (is it an lra.main run directory that "
-                            f"finished?)")
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _seed(run, results):
+    """The config seed of a run: results.json's config, else the run's config.json; None when
+    neither says."""
+    config = results.get("config")
+    if not isinstance(config, dict):
+        try:
+            config = paths.read_json(paths.workdir_path(run) / "config.json", expect=dict)
+        except (UserError, OSError):
+            config = {}
+    seed = config.get("seed")
+    return seed if _number(seed) else None
+
+
+def _lm_results(r) -> bool:
+    """Whether `r` is lm.main's results.json (it has perplexities)."""
+    return any(_number(r.get(k)) for k in ("test_perplexity_best", "test_perplexity_last"))
+
+
+def classify(run):
+    """('lra' or 'lm', results) of one run directory; a UserError saying why it has no place in
+    the tables (unfinished, garbled, another program's) otherwise."""
+    folder = paths.workdir_path(run)
+    path = folder / "results.json"
+    if not folder.is_dir():
+        raise PathError(f"{run} does not exist or is not a folder (no results.json to read)")
+    if not path.exists():
+        started = any((folder / name).exists() for name in ("config.json", "checkpoints"))
+        raise PathError(f"{run} holds no results.json ("
+                        + ("an unfinished run: rerun its command to resume it" if started
+                           else "is it an lra.main or lm.main run directory that finished?")
+                        + ")")
+    try:
         r = paths.read_json(path, expect=dict)
-        missing = [k for k in ("task", "model", "test_accuracy_at_best", "wall_time_s")
-                   if k not in r]
-        if missing or r["task"] not in TASK_ORDER:
-            raise DataError(f"{path} is not an lra.main results file (no {missing or 'LRA task'}"
-                            f"; lm.main runs are not in this table)")
-        results.append(r)
-    return results
+    except OSError as e:
+        raise PathError(f"cannot read {path} ({e.strerror or e})") from None
+    if r.get("task") not in TASK_ORDER and _lm_results(r):
+        return "lm", r
+    missing = [k for k in ("task", "model", "test_accuracy_at_best", "wall_time_s") if k not in r]
+    if missing or r["task"] not in TASK_ORDER:
+        raise DataError(f"{path} is not an lra.main results file (no "
+                        f"{missing or 'LRA task: ' + repr(r.get('task'))}) nor lm.main's (no "
+                        f"perplexities)")
+    acc, wall = r["test_accuracy_at_best"], r["wall_time_s"]
+    if not isinstance(r["model"], str) or not _number(wall) or not (acc is None or _number(acc)):
+        raise DataError(f"{path} has a model, test_accuracy_at_best or wall_time_s of the wrong "
+                        f"type; it was not written by lra.main")
+    return "lra", r
+
+
+def collect(run_dirs):
+    """(LRA runs, LM runs, skipped): the runs as (run, results, seed), the skipped ones as
+    (run, the UserError saying why)."""
+    lra, lm, skipped = [], [], []
+    for run in run_dirs:
+        try:
+            kind, r = classify(run)
+        except UserError as e:
+            skipped.append((run, e))
+            continue
+        (lra if kind == "lra" else lm).append((run, r, _seed(run, r)))
+    return lra, lm, skipped
+
+
+def _name(r) -> str:
+    variant = r.get("variant", "full")
+    return str(r["model"]) + ("" if variant in ("full", None) else f" ({variant})")
+
+
+def _stats(values):
+    """(mean, sample std or None, n) of the numbers in `values`; None when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.mean(values), std, len(values)
+
+
+def _stat_cell(stats) -> str:
+    """'-', the value of one seed, or 'mean ± std (n=seeds)'."""
+    if stats is None:
+        return "-"
+    mean, std, n = stats
+    return f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
+
+
+def _mean(stats):
+    return None if stats is None else stats[0]
+
+
+def _marked(name) -> str:
+    return f"{name} {UNCONFIRMED[name][0]}" if name in UNCONFIRMED else name
+
+
+def _footnotes(names) -> str:
+    return "\n".join(f"{UNCONFIRMED[n][0]} {n}: {UNCONFIRMED[n][1]}" for n in names
+                     if n in UNCONFIRMED)
+
+
+def _duplicate_seeds(groups) -> list:
+    """Lines naming the groups in which one config seed ran more than once."""
+    lines = []
+    for key, runs in groups.items():
+        seeds = [seed for _, _, seed in runs if seed is not None]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}):
+            same = [str(run) for run, _, s in runs if s == seed]
+            lines.append(f"- note: {' / '.join(map(str, key))}: seed {seed} in {len(same)} runs "
+                         f"({', '.join(same)}); they count as {len(same)} seeds")
+    return lines
 
 
 TABLE_START = "Our runs (test accuracy %"
+COMPARED = ("SPADE (paper)", "S4 (v2)", "S5", "MEGA")
+
+
+def _lra_tables(runs) -> str:
+    groups = {}
+    for run, r, seed in runs:
+        groups.setdefault((_name(r), r["task"]), []).append((run, r, seed))
+    names = list(dict.fromkeys(name for name, _ in groups))
+    accuracy = {key: _stats([None if r["test_accuracy_at_best"] is None
+                             else 100 * r["test_accuracy_at_best"] for _, r, _ in g])
+                for key, g in groups.items()}
+    wall = {key: statistics.mean(r["wall_time_s"] for _, r, _ in g) for key, g in groups.items()}
+    majority = {r["task"]: 100 * r["majority_class_test_accuracy"] for _, r, _ in runs
+                if _number(r.get("majority_class_test_accuracy"))}
+    header = "| model | " + " | ".join(TASK_TITLES) + " | avg |\n" + "|---" * 8 + "|\n"
+    rows = [_row(name, [accuracy.get((name, t)) for t in TASK_ORDER],
+                 _cell(_average([_mean(accuracy.get((name, t))) for t in TASK_ORDER])), _stat_cell)
+            for name in names]
+    values = [majority.get(t) for t in TASK_ORDER]
+    rows.append(_row("majority class", values, _cell(_average(values))))
+    ours = header + "\n".join(rows)
+    seconds = lambda v: "-" if v is None else f"{v:.0f}"
+    times = header.replace("| avg |", "| total |") + "\n".join(
+        _row(name, [wall.get((name, t)) for t in TASK_ORDER],
+             seconds(sum(w for (n, _), w in wall.items() if n == name)), seconds)
+        for name in names)
+    published = header + "\n".join(
+        f"| {_marked(name)} | " + " | ".join(
+            "fail" if v is None and name.startswith("Transformer") and i == 5 else _cell(v)
+            for i, v in enumerate(vals)) + " |"
+        for name, vals in PUBLISHED.items())
+    columns = names + [_marked(n) for n in COMPARED]
+    beside = ("| task | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|\n"
+              + "\n".join(
+                  f"| {title} | " + " | ".join(
+                      [_stat_cell(accuracy.get((name, task))) for name in names]
+                      + [_cell(PUBLISHED[n][i]) for n in COMPARED]) + " |"
+                  for i, (task, title) in enumerate(zip(TASK_ORDER, TASK_TITLES)))
+              + "\n| avg | " + " | ".join(
+                  [_cell(_average([_mean(accuracy.get((name, t))) for t in TASK_ORDER]))
+                   for name in names] + [_cell(PUBLISHED[n][6]) for n in COMPARED]) + " |")
+    notes = _duplicate_seeds(groups)
+    return (f"{TABLE_START}, at the best-validation checkpoint; runs of one model and task "
+            f"grouped by seed: mean ± sample std (n=seeds), one value for one seed; avg (of the "
+            f"means) only when all six tasks ran):\n\n{ours}\n\n"
+            + ("\n".join(notes) + "\n\n" if notes else "")
+            + f"Wall time of each run (s, training and evaluation, the mean over seeds; total "
+            f"over the tasks listed):\n\n{times}\n\n"
+            f"Published (test accuracy %):\n\n{published}\n\n{_footnotes(PUBLISHED)}\n\n"
+            f"Ours beside SPADE's published figures, S4, S5 and MEGA (test accuracy %):\n\n"
+            f"{beside}\n\n{_footnotes(COMPARED)}\n")
+
+
+def _lm_table(runs) -> str:
+    groups = {}
+    for run, r, seed in runs:
+        groups.setdefault(_name(r), []).append((run, r, seed))
+    rows = []
+    for name, g in groups.items():
+        valid = _stats([r.get("validation_perplexity_best") for _, r, _ in g
+                        if _number(r.get("validation_perplexity_best"))])
+        test = _stats([r.get("test_perplexity_best") for _, r, _ in g
+                       if _number(r.get("test_perplexity_best"))])
+        seeds = sorted({seed for _, _, seed in g if seed is not None})
+        rows.append(f"| {name} | {_stat_cell(valid)} | {_stat_cell(test)} | {len(g)}"
+                    + (f" ({', '.join(map(str, seeds))})" if seeds else "") + " |")
+    header = "| model | valid ppl | test ppl |"
+    published = "\n".join(f"| {_marked(name)} | {_cell(v)} | {_cell(t)} |"
+                          for name, (v, t) in PUBLISHED_LM.items())
+    notes = _duplicate_seeds({(name,): g for name, g in groups.items()})
+    return (f"Language model runs (lm.main; WikiText-103 perplexity per word token at the "
+            f"best-validation checkpoint, mean ± sample std over seeds; '-' when no validation "
+            f"ran):\n\n{header} runs (seeds) |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            + ("\n".join(notes) + "\n\n" if notes else "")
+            + f"Published (WikiText-103 perplexity; adaptive input and softmax):\n\n"
+            f"{header}\n|---|---|---|\n{published}\n\n{_footnotes(PUBLISHED_LM)}\n")
 
 
 def table(run_dirs) -> str:
-    """Markdown: test accuracy at best validation per model and task (with the majority-class
-    accuracy of each task's test split), the wall time of each run, and published numbers."""
-    accuracy, wall, majority = {}, {}, {}
-    for r in read_results(run_dirs):
-        name = r["model"] + ("" if r.get("variant", "full") == "full" else f" ({r['variant']})")
-        acc = r["test_accuracy_at_best"]
-        accuracy.setdefault(name, {})[r["task"]] = None if acc is None else 100 * acc
-        wall.setdefault(name, {})[r["task"]] = r["wall_time_s"]
-        if r.get("majority_class_test_accuracy") is not None:
-            majority[r["task"]] = 100 * r["majority_class_test_accuracy"]
-    header = "| model | " + " | ".join(TASK_TITLES) + " | avg |\n" + "|---" * 8 + "|\n"
-    rows = [(name, [scores.get(t) for t in TASK_ORDER]) for name, scores in accuracy.items()]
-    rows.append(("majority class", [majority.get(t) for t in TASK_ORDER]))
-    ours = header + "\n".join(_row(name, v, _cell(_average(v))) for name, v in rows)
-    seconds = lambda v: "-" if v is None else f"{v:.0f}"
-    times = header.replace("| avg |", "| total |") + "\n".join(
-        _row(name, [w.get(t) for t in TASK_ORDER], seconds(sum(w.values())), seconds)
-        for name, w in wall.items())
-    published = header + "\n".join(
-        f"| {name} | " + " | ".join("fail" if v is None and name.startswith("Transformer") and i == 5
-                                    else _cell(v) for i, v in enumerate(vals)) + " |"
-        for name, vals in PUBLISHED.items())
-    return (f"{TABLE_START}, at the best-validation checkpoint; avg only when all six "
-            f"tasks ran):\n\n{ours}\n\nWall time of each run (s, training and evaluation; "
-            f"total over the tasks listed):\n\n{times}\n\n"
-            f"Published (test accuracy %):\n\n{published}\n")
+    """Markdown: test accuracy at best validation per model and task, seeds grouped (with the
+    majority-class accuracy of each task's test split), the wall time of each run, published
+    numbers, ours beside SPADE's published figures and the SSM baselines; the LM runs' perplexities
+    beside the published ones; then the runs skipped and why. Raises when no run is left."""
+    lra, lm, skipped = collect(run_dirs)
+    if not lra and not lm:
+        if len(skipped) == 1:
+            raise skipped[0][1]
+        error = PathError if all(isinstance(e, PathError) for _, e in skipped) else DataError
+        raise error("nothing to report: every run was skipped: "
+                    + "; ".join(str(e) for _, e in skipped))
+    text = _lra_tables(lra)
+    if lm:
+        text += "\n" + _lm_table(lm)
+    lines = [f"- skipped {run}: {e}" for run, e in skipped]
+    lines += [f"- not in the LRA tables: {run} is an lm.main run (task {r.get('task')!r}); see "
+              f"the LM table" for run, r, _ in lm]
+    if lines:
+        text += "\nRuns left out of the LRA tables:\n\n" + "\n".join(lines) + "\n"
+    return text
 
 
 @cli.user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lra.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories written by lra.main")
+    parser.add_argument("runs", nargs="+", help="run directories written by lra.main or lm.main")
     parser.add_argument("--out", default="lra_results.md", help="markdown file to write")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out):

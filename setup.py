@@ -8,7 +8,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*", "lm", "lm.*"]),
+    # benchmarks: `python -m benchmarks.<name>` from any folder (they read configs/ from the
+    # checkout, so an editable install)
+    packages=find_packages(include=["spade_jax", "spade_jax.*", "lra", "lra.*", "lm", "lm.*",
+                                    "benchmarks"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

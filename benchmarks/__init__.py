@@ -1,6 +1,6 @@
 """Speed, memory and scaling measurements (issue 7); never timed unit tests.
 
-One command each, run from the repository root:
+One command each, from any folder once the checkout is installed (`pip install -e .`):
 
     python -m benchmarks.scaling     forward+backward time and peak memory per family, L = 1K..64K
     python -m benchmarks.roofline    measured matmul peak (float32, bfloat16)

@@ -103,3 +103,10 @@ def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
     assert listops["validation_curve"] and all(s is not None for s, _, _ in
                                                listops["validation_curve"])
     assert "| spade | bfloat16 | blocked | 256 | ok |" in proc.stdout
+
+
+def test_benchmarks_run_from_any_folder(tmp_path):
+    """The package installs `benchmarks` too: no 'No module named benchmarks' outside the root."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.reproduce", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--budget_s" in proc.stdout, proc.stderr[-2000:]

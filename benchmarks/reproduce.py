@@ -23,7 +23,6 @@ Each part has a share of the budget and fails soft: a part that errors or runs o
 reported and the next one runs. Sweeps stop a series at its first failure (out of memory, out
 of time).
 """
-import json
 import os
 import subprocess
 import sys
@@ -154,9 +153,10 @@ def listops(args, budget_s, out_dir):
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
         return [{"label": "listops", "status": common.ERROR, "wall_s": wall,
                  "detail": f"exit code {proc.returncode}: {tail[-400:]}"}], []
+    from spade_jax import paths
     from spade_jax.train import metrics
     curve = [r for r in metrics.read_records(workdir) if r["split"] == "validation"]
-    results = json.load(open(os.path.join(workdir, "results.json")))
+    results = paths.read_json(os.path.join(workdir, "results.json"))
     row = {"label": "listops", "status": common.OK, "wall_s": wall, "steps": results["steps"],
            "validation_curve": [(r.get("elapsed_s"), r["step"], r["accuracy"]) for r in curve],
            "test_accuracy_at_best": results.get("test_accuracy_at_best"),
@@ -208,7 +208,7 @@ def main(argv=None):
             if name == "listops":
                 got, text = listops(args, budget, out)
             else:
-                got, text = globals()[name](args, backend)
+                got, text = {"blocks": blocks, "s4": s4, "mfu": mfu}[name](args, backend)
             status = (common.OK if all(r["status"] == common.OK for r in got)
                       else "partly: " + "; ".join(sorted({r["status"] for r in got})))
             parts[name] = {"status": status}

@@ -2,7 +2,8 @@
 
 Only process 0 writes. WORKDIR/metrics.jsonl gets one record per log step and evaluation
 ({"step", "split", metric: value...}), one per (step, split) across restarts: a resumed run
-recomputes the steps after its checkpoint and its records replace the earlier ones.
+recomputes the steps after its checkpoint and its records replace the earlier ones (appended as
+they come, the file compacted when the writer closes or the next run opens it).
 WORKDIR/tensorboard holds the same scalars as TensorBoard events (tensorboardX: no TensorFlow
 needed). On object storage (gs://), which cannot append, metrics.jsonl is uploaded whole at
 most every `upload_every_s` seconds and at close.
@@ -67,7 +68,7 @@ class MetricsWriter:
         root = paths.workdir_path(workdir)
         self.path, self.remote = root / "metrics.jsonl", paths.is_url(root)
         self.records = {(r.get("step"), r.get("split")): r for r in read_records(workdir)}
-        self.upload_every_s, self.uploaded = upload_every_s, 0.0
+        self.upload_every_s, self.uploaded, self.replaced = upload_every_s, 0.0, False
         self._rewrite()  # compacts the records of earlier invocations
         self.jsonl = None if self.remote else open(self.path, "a")
         self.tensorboard = _tensorboard_writer(root)
@@ -82,16 +83,12 @@ class MetricsWriter:
             return
         values = {k: float(v) for k, v in values.items()}
         record = {"step": int(step), "split": split, **values}
-        replaces = (record["step"], split) in self.records
+        self.replaced |= (record["step"], split) in self.records
         self.records[(record["step"], split)] = record
         if self.remote:
             if time.monotonic() - self.uploaded >= self.upload_every_s:
                 self._rewrite()
-        elif replaces:  # a step recomputed after a restart: keep one record for it
-            self.jsonl.close()
-            self._rewrite()
-            self.jsonl = open(self.path, "a")
-        else:
+        else:  # appended; a step recomputed after a restart is compacted at close
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
         if self.tensorboard is not None:
@@ -101,10 +98,10 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self.active:
-            if self.remote:
-                self._rewrite()
-            else:
+            if not self.remote:
                 self.jsonl.close()
+            if self.remote or self.replaced:
+                self._rewrite()
             if self.tensorboard is not None:
                 self.tensorboard.close()
 

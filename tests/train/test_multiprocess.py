@@ -23,6 +23,7 @@ import pytest
 
 from spade_jax import local_cluster
 from spade_jax.runtime import EXIT_PREEMPTED
+from spade_jax.train import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +69,8 @@ def _wait_for(path, cluster):
 
 
 def _records(workdir, split):
-    """{step: record} of metrics.jsonl's `split` records (the last one per step)."""
-    out = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["split"] == split:
-                out[record["step"]] = record
-    return out
+    """{step: record} of metrics.jsonl's `split` records."""
+    return {r["step"]: r for r in metrics.read_records(workdir) if r["split"] == split}
 
 
 def _losses(workdir):
@@ -127,11 +122,15 @@ def one_host(cache, tmp_path_factory):
     return workdir
 
 
+def _listops_data(cache):
+    """The generated ListOps folder the smoke runs read."""
+    return next(os.path.join(cache, "lra_generated", d)
+                for d in os.listdir(os.path.join(cache, "lra_generated")) if d.startswith("listops"))
+
+
 def _split_sizes(cache):
     from lra.data import load_split
-    data = next(os.path.join(cache, "lra_generated", d)
-                for d in os.listdir(os.path.join(cache, "lra_generated")) if d.startswith("listops"))
-    return {split: len(load_split("listops", split, data, max_length=40))
+    return {split: len(load_split("listops", split, _listops_data(cache), max_length=40))
             for split in ("train", "validation", "test")}
 
 
@@ -150,9 +149,7 @@ def test_two_processes_train_like_one_and_score_every_example_once(two_hosts, on
 def test_every_training_example_is_used_once_per_epoch_across_processes(cache, one_host):
     """The real ListOps reader and pipeline, 2 hosts' iterators side by side."""
     from lra.tasks import LRATask
-    data = next(os.path.join(cache, "lra_generated", d)
-                for d in os.listdir(os.path.join(cache, "lra_generated")) if d.startswith("listops"))
-    task = LRATask("listops", data, {"max_length": 40})
+    task = LRATask("listops", _listops_data(cache), {"max_length": 40})
     n = len(task.source("train"))
     hosts = [task.train_iterator(batch_size=4, seed=0, shard_index=k, shard_count=2)
              for k in range(2)]

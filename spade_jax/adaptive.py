@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spade_jax import axes
+
 LOGITS_BUDGET = 1 << 25  # elements of one materialised (rows, band) logits block: 128 MiB f32
 
 
@@ -38,8 +40,9 @@ def bands(vocab_size: int, cutoffs, d_model: int, factor: int):
             for i in range(len(edges) - 1)]
 
 
-def _param(module, name, init, axes, shape):
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+def _param(module, name, init, names, shape):
+    """A float32 parameter whose axes carry the logical `names` (spade_jax.axes)."""
+    return module.param(name, nn.with_logical_partitioning(init, names), shape, jnp.float32)
 
 
 class AdaptiveInput(nn.Module):
@@ -59,11 +62,11 @@ class AdaptiveInput(nn.Module):
         self.bands = bands(self.vocab_size, self.cutoffs, self.d_model, self.factor)
         self.embeddings = [
             _param(self, f"band_{i}_embedding", nn.initializers.normal(dim ** -0.5),
-                   ("vocab", "embed" if dim == self.d_model else None), (size, dim))
+                   (axes.VOCAB, axes.EMBED if dim == self.d_model else None), (size, dim))
             for i, (_, size, dim) in enumerate(self.bands)]
         self.projections = [
             _param(self, f"band_{i}_projection", nn.initializers.xavier_uniform(),
-                   (None, "embed"), (dim, self.d_model))
+                   (None, axes.EMBED), (dim, self.d_model))
             for i, (_, _, dim) in enumerate(self.bands)] if self.cutoffs else [None]
 
     def tables(self):
@@ -127,18 +130,18 @@ class AdaptiveSoftmax(nn.Module):
         tails = len(self.bands) - 1
         if tails:
             self.clusters = _param(self, "clusters", nn.initializers.xavier_uniform(),
-                                   ("embed", None), (self.d_model, tails))
+                                   (axes.EMBED, None), (self.d_model, tails))
         if not self.tied:
             self.head_words = _param(self, "head_words",
                                      nn.initializers.normal(self.d_model ** -0.5),
-                                     ("vocab", "embed"), (self.bands[0][1], self.d_model))
+                                     (axes.VOCAB, axes.EMBED), (self.bands[0][1], self.d_model))
             self.tail_projections = [
                 _param(self, f"tail_{i}_projection", nn.initializers.xavier_uniform(),
-                       ("embed", None), (self.d_model, dim))
+                       (axes.EMBED, None), (self.d_model, dim))
                 for i, (_, _, dim) in enumerate(self.bands[1:], 1)]
             self.tail_embeddings = [
                 _param(self, f"tail_{i}_embedding", nn.initializers.normal(dim ** -0.5),
-                       ("vocab", None), (size, dim))
+                       (axes.VOCAB, None), (size, dim))
                 for i, (_, size, dim) in enumerate(self.bands[1:], 1)]
         self.drop = nn.Dropout(self.dropout)
 

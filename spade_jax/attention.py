@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spade_jax import axes
+
 Array = jax.Array
 
 # Finite stand-in for -inf: exp(_MASKED - max) underflows to exactly 0 and never produces NaN.
@@ -394,7 +396,7 @@ class RelativePositionBias(nn.Module):
     def setup(self):
         # (num_buckets, num_heads), float32 parameter.
         self.embedding = self.param(
-            "embedding", nn.with_logical_partitioning(self.embedding_init, ("relpos_buckets", "heads")),
+            "embedding", nn.with_logical_partitioning(self.embedding_init, (axes.RELPOS_BUCKETS, axes.HEADS)),
             (self.num_buckets, self.num_heads), jnp.float32)
 
     def _lookup(self, relative_position: Array) -> Array:

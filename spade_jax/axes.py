@@ -1,0 +1,30 @@
+"""Logical axis names: the one list of the names model code gives to array axes.
+
+Parameters and activations have separate names (as in MaxText), because they are sharded
+differently: under FSDP a parameter's `EMBED` axis is split over the 'fsdp' mesh axis, while an
+activation's `ACT_EMBED` axis stays whole (its batch axis already uses 'fsdp').
+`spade_jax.sharding.DEFAULT_RULES` maps every name here to mesh axes; `config.logical_axis_rules`
+overrides that mapping per experiment.
+"""
+
+# Parameter axes.
+EMBED = "embed"  # d_model
+MLP = "mlp"  # d_ff, and the concat-combine's 2 * d_model input
+HEADS = "heads"  # attention heads
+HEAD_DIM = "head_dim"  # d_model // num_heads
+VOCAB = "vocab"  # token ids (embeddings, LM logits)
+CLASSES = "classes"  # classifier outputs
+RELPOS_BUCKETS = "relpos_buckets"  # T5 relative-position buckets
+SSM_STATE = "ssm_state"  # S4's state size (d_state // 2 complex modes)
+SSM_OUT = "ssm_out"  # S4's output channels (2 when bidirectional)
+
+# Activation axes.
+ACT_BATCH = "activation_batch"  # examples
+ACT_LENGTH = "activation_length"  # positions in the sequence
+ACT_EMBED = "activation_embed"  # d_model features
+ACT_MLP = "activation_mlp"  # FFN hidden features
+ACT_HEADS = "activation_heads"
+ACT_HEAD_DIM = "activation_head_dim"
+
+# The axes of a block's input and output (batch, length, d_model).
+ACT_SEQUENCE = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)

@@ -39,7 +39,8 @@ def execute(path: str, timeout: int, out: str | None = None) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", default=[DEFAULT])
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument("--out", help="write the executed notebook here (one notebook only)")

@@ -58,3 +58,22 @@ def test_run_py_fails_when_a_cell_raises(tmp_path, source, status):
         assert executed[2]["execution_count"] is None  # stopped at the failing cell
     else:
         assert "every cell ran" in result.stdout
+
+
+def test_install_cell_picks_the_jax_build_of_the_runtime(monkeypatch):
+    """The first cell's accelerator detection (before jax is imported) and the pip requirement
+    it installs on Colab: TPU and GPU runtimes get their jax build at the installed version."""
+    import shutil
+    namespace = {}
+    first = "".join(next(c for c in _cells() if c["cell_type"] == "code")["source"])
+    exec(compile(first, "install cell", "exec"), namespace)  # spade_jax is importable: no install
+    detect, requirement = namespace["runtime_accelerator"], namespace["jax_requirement"]
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    monkeypatch.setattr(namespace["glob"], "glob", lambda pattern: [])
+    assert detect() == "cpu" and requirement("cpu", "0.10.2") is None
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    assert detect() == "gpu" and requirement("gpu", "0.10.2") == "jax[cuda12]==0.10.2"
+    monkeypatch.setenv("COLAB_TPU_ADDR", "10.0.0.2:8470")
+    assert detect() == "tpu" and requirement("tpu", "0.10.2") == "jax[tpu]==0.10.2"

@@ -4,9 +4,9 @@
 
 Each run directory holds the results.json that `lra.main` (or `lm.main`) writes. --out is
 replaced when it holds an earlier table of lra.report; any other existing file is refused. The LRA
-table has the layout of the paper's LRA table (rows = models, columns = the six tasks and their
-average, test accuracy in % at the best-validation checkpoint); runs of one model and task are
-grouped over their seeds (mean +- sample std, n = seeds). Then the wall times, the published
+table has the layout of the paper's LRA table (rows = models, columns = the registered tasks,
+lra.data.specs.TASKS, and their average; test accuracy in % at the best-validation checkpoint);
+runs of one model and task are grouped over their seeds (mean +- sample std, n = seeds). Then the wall times, the published
 numbers, and ours beside SPADE's published per-task figures, S4, S5 and MEGA (figures not
 confirmed against their paper are marked and footnoted). lm.main runs get a table of their
 WikiText-103 perplexities beside the published ones. A run that is unfinished, garbled or not
@@ -19,14 +19,24 @@ import os
 import statistics
 import sys
 
+from lra.data.specs import TASKS
 from spade_jax import cli, paths
 from spade_jax.errors import DataError, PathError, UserError
 
-TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-TASK_TITLES = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X")
+
+def __getattr__(name):
+    """TASK_ORDER: the names of the registered tasks, the tables' columns in order (read when
+    used, so a task registered later has its column)."""
+    if name == "TASK_ORDER":
+        return tuple(TASKS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# The columns of the papers' LRA table, which the published figures below follow.
+PAPER_COLUMNS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "avg")
 # Published test accuracies (%), from the papers (see ../shared/reference/lra.md); None = failed
 # or not reported.
-PUBLISHED = {
+_PUBLISHED = {
     "Transformer (LRA paper)": (36.37, 64.27, 57.46, 42.44, 71.40, None, 54.39),
     "S4 (v2)": (59.60, 86.82, 90.90, 88.65, 94.20, 96.35, 86.09),
     "S5": (62.15, 89.31, 91.40, 88.00, 95.33, 98.58, 87.46),
@@ -35,6 +45,7 @@ PUBLISHED = {
     "SPADE (paper)": (60.50, 90.69, 91.17, 88.22, 96.23, 97.60, 87.40),
     "SPADE (aggregator)": (None, 86.29, None, None, None, None, 87.4),
 }
+PUBLISHED = {name: dict(zip(PAPER_COLUMNS, values)) for name, values in _PUBLISHED.items()}
 # Published WikiText-103 perplexities (valid, test; None = not reported), from
 # ../shared/reference/wikitext103.md and spade.md.
 PUBLISHED_LM = {
@@ -125,7 +136,7 @@ def _row(name, values, last, fmt=_cell) -> str:
 
 
 def _average(values):
-    """The mean over all six tasks, or None when one is missing."""
+    """The mean over all the tasks, or None when one is missing."""
     return None if None in values else sum(values) / len(values)
 
 
@@ -168,10 +179,10 @@ def classify(run):
         r = paths.read_json(path, expect=dict)
     except OSError as e:
         raise PathError(f"cannot read {path} ({e.strerror or e})") from None
-    if r.get("task") not in TASK_ORDER and _lm_results(r):
+    if r.get("task") not in TASKS and _lm_results(r):
         return "lm", r
     missing = [k for k in ("task", "model", "test_accuracy_at_best", "wall_time_s") if k not in r]
-    if missing or r["task"] not in TASK_ORDER:
+    if missing or r["task"] not in TASKS:
         raise DataError(f"{path} is not an lra.main results file (no "
                         f"{missing or 'LRA task: ' + repr(r.get('task'))}) nor lm.main's (no "
                         f"perplexities)")
@@ -248,6 +259,7 @@ COMPARED = ("SPADE (paper)", "S4 (v2)", "S5", "MEGA")
 
 
 def _lra_tables(runs) -> str:
+    tasks = list(TASKS)  # the columns, in registration order
     groups = {}
     for run, r, seed in runs:
         groups.setdefault((_name(r), r["task"]), []).append((run, r, seed))
@@ -258,37 +270,38 @@ def _lra_tables(runs) -> str:
     wall = {key: statistics.mean(r["wall_time_s"] for _, r, _ in g) for key, g in groups.items()}
     majority = {r["task"]: 100 * r["majority_class_test_accuracy"] for _, r, _ in runs
                 if _number(r.get("majority_class_test_accuracy"))}
-    header = "| model | " + " | ".join(TASK_TITLES) + " | avg |\n" + "|---" * 8 + "|\n"
-    rows = [_row(name, [accuracy.get((name, t)) for t in TASK_ORDER],
-                 _cell(_average([_mean(accuracy.get((name, t))) for t in TASK_ORDER])), _stat_cell)
+    header = ("| model | " + " | ".join(TASKS[t].title for t in tasks) + " | avg |\n"
+              + "|---" * (len(tasks) + 2) + "|\n")
+    rows = [_row(name, [accuracy.get((name, t)) for t in tasks],
+                 _cell(_average([_mean(accuracy.get((name, t))) for t in tasks])), _stat_cell)
             for name in names]
-    values = [majority.get(t) for t in TASK_ORDER]
+    values = [majority.get(t) for t in tasks]
     rows.append(_row("majority class", values, _cell(_average(values))))
     ours = header + "\n".join(rows)
     seconds = lambda v: "-" if v is None else f"{v:.0f}"
     times = header.replace("| avg |", "| total |") + "\n".join(
-        _row(name, [wall.get((name, t)) for t in TASK_ORDER],
+        _row(name, [wall.get((name, t)) for t in tasks],
              seconds(sum(w for (n, _), w in wall.items() if n == name)), seconds)
         for name in names)
     published = header + "\n".join(
         f"| {_marked(name)} | " + " | ".join(
-            "fail" if v is None and name.startswith("Transformer") and i == 5 else _cell(v)
-            for i, v in enumerate(vals)) + " |"
+            "fail" if vals.get(t) is None and name.startswith("Transformer") and t == "pathx"
+            else _cell(vals.get(t)) for t in tasks + ["avg"]) + " |"
         for name, vals in PUBLISHED.items())
     columns = names + [_marked(n) for n in COMPARED]
     beside = ("| task | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|\n"
               + "\n".join(
-                  f"| {title} | " + " | ".join(
+                  f"| {TASKS[task].title} | " + " | ".join(
                       [_stat_cell(accuracy.get((name, task))) for name in names]
-                      + [_cell(PUBLISHED[n][i]) for n in COMPARED]) + " |"
-                  for i, (task, title) in enumerate(zip(TASK_ORDER, TASK_TITLES)))
+                      + [_cell(PUBLISHED[n].get(task)) for n in COMPARED]) + " |"
+                  for task in tasks)
               + "\n| avg | " + " | ".join(
-                  [_cell(_average([_mean(accuracy.get((name, t))) for t in TASK_ORDER]))
-                   for name in names] + [_cell(PUBLISHED[n][6]) for n in COMPARED]) + " |")
+                  [_cell(_average([_mean(accuracy.get((name, t))) for t in tasks]))
+                   for name in names] + [_cell(PUBLISHED[n]["avg"]) for n in COMPARED]) + " |")
     notes = _duplicate_seeds(groups)
     return (f"{TABLE_START}, at the best-validation checkpoint; runs of one model and task "
             f"grouped by seed: mean ± sample std (n=seeds), one value for one seed; avg (of the "
-            f"means) only when all six tasks ran):\n\n{ours}\n\n"
+            f"means) only when all {len(tasks)} tasks ran):\n\n{ours}\n\n"
             + ("\n".join(notes) + "\n\n" if notes else "")
             + f"Wall time of each run (s, training and evaluation, the mean over seeds; total "
             f"over the tasks listed):\n\n{times}\n\n"

@@ -13,7 +13,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from lra.data import DataError, TASKS, load_split, make_batches
+from lra.data import DataError, load_split, make_batches
+from lra.data.specs import get_spec
 from spade_jax.paths import atomic_folder, cache_root
 
 RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:
@@ -24,16 +25,6 @@ RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lr
   IMDB and CIFAR-10: prepared TFDS datasets, or DATA_DIR/aclImdb, DATA_DIR/cifar-10-batches-bin"""
 
 
-def _generate(task: str, options: dict, out: str) -> None:
-    from lra.generate import listops, pathfinder, standins
-    writers = {"listops": listops.write, "pathfinder": pathfinder.write,
-               "pathx": pathfinder.write, "text": standins.write_text,
-               "retrieval": standins.write_retrieval, "image": standins.write_image}
-    options = dict(options)
-    num, seed = options.pop("num"), options.pop("seed", 0)
-    writers[task](out, num, seed, **options)
-
-
 def resolve_data_dir(config) -> str:
     """The data folder of a run: config.data_dir, or (quick / smoke variants with no data_dir) a
     generated default in the cache, written once and then reused."""
@@ -42,23 +33,27 @@ def resolve_data_dir(config) -> str:
             raise DataError(f"config.data_dir {config.data_dir!r} does not exist; expected "
                             f"{RELEASE_LAYOUT}")
         return config.data_dir
-    if config.variant == "full" or not config.generate:
+    spec = get_spec(config.task)
+    if config.variant == "full" or not config.generate or spec.generator is None:
         raise DataError(
             f"{config.task}: config.data_dir is not set. The full configs train on the real data: "
             f"download the LRA release and pass --config.data_dir=DATA_DIR, with {RELEASE_LAYOUT}\n"
             f"To try the pipeline without it, use the ':quick' variant (it generates its data), "
             f"or generate data with `python -m lra.generate --task={config.task} --out=DIR`.")
     options = config.generate.to_dict()
-    key = hashlib.sha256(json.dumps([config.task, options], sort_keys=True).encode()).hexdigest()[:12]
+    num, seed = options.pop("num", spec.generator.default_num), options.pop("seed", 0)
+    options = spec.generator.with_defaults(config.task, options)
+    blob = json.dumps([config.task, num, seed, options], sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
     folder = os.path.join(cache_root(), "lra_generated", f"{config.task}-{key}")
     if not os.path.isdir(folder):
         logging.info("generating the offline default for %s into %s", config.task, folder)
         print(f"lra: no data_dir given; generating the {config.task} offline default "
-              f"({options}) into {folder}", flush=True)
+              f"({num} examples, seed {seed}, {options}) into {folder}", flush=True)
         # complete folders only; the hosts of a multi-process run may all generate at once
         with atomic_folder(folder, prefix=f".{config.task}-", what="the generated data",
                            hint="set $SPADE_JAX_CACHE to a writable folder") as tmp:
-            _generate(config.task, options, tmp)
+            spec.generator.run(config.task, tmp, num, seed, options)
     return folder
 
 
@@ -67,7 +62,7 @@ class LRATask:
 
     def __init__(self, task: str, data_dir: str, options: dict | None = None,
                  cache_dir: str | None = None):
-        self.name, self.spec = task, TASKS[task]
+        self.name, self.spec = task, get_spec(task)
         self.data_dir, self.options = data_dir, dict(options or {})
         self.cache_dir = cache_dir or None  # None: <data_dir>/.lra_cache
         self._sources = {}

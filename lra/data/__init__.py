@@ -4,45 +4,37 @@
     source[0]  # {'inputs': int32[2000], 'targets': 7}   (retrieval: 'inputs1', 'inputs2')
     batches = make_batches(source, batch_size=32, seed=0)   # grain IterDataset of batch dicts
 
-`TASKS[task]` gives vocab_size, num_classes, max_length, pad_id, dual for the configs.
+`TASKS[task]` (lra.data.specs) is the registry of tasks: each TaskSpec carries its sizes, its
+reader, generator, padding mask and report title.
 """
-import functools
-import inspect
 import os
 
-from lra.data import files, image, listops, pathfinder, retrieval, text
+from lra.data import files
 from lra.data.cache import CACHE_FOLDER, CachedSplit
 from lra.data.files import DataError
 from lra.data.pipeline import make_batches
-from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec
+from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec, register_task, resolve
 from spade_jax.errors import ConfigError
-
-_READERS = {"listops": listops.load,
-            "pathfinder": functools.partial(pathfinder.load, task="pathfinder"),
-            "pathx": functools.partial(pathfinder.load, task="pathx"),
-            "retrieval": retrieval.load,
-            "text": text.load,
-            "image": image.load}
 
 
 def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **options):
     """Returns the tokenised `split` of `task` read from `data_dir` (cached; see lra.data.cache).
 
-    task: listops, text, retrieval, image, pathfinder or pathx. split: train, validation, test.
+    task: a registered task's name (listops, text, retrieval, image, pathfinder, pathx, ...).
+    split: train, validation, test.
     data_dir: the unpacked LRA release (`lra_release/lra_release`) or its parents, or a folder
       written by `python -m lra.generate`.
     cache_dir: where tokenised splits are cached; default `<data_dir>/.lra_cache`.
     rebuild: re-tokenise even when a cache entry exists.
-    options: per task: max_length (listops, text, retrieval); image_size, difficulty,
-      num_threads (pathfinder, pathx); others are refused with a ValueError.
-    Returns a random-access source: `len(s)`, `s[i]` -> {'inputs': int32[L], 'targets': int}.
+    options: the task's reader options (TASKS[task].reader_options), e.g. max_length (listops,
+      text, retrieval); image_size, difficulty, num_threads (pathfinder, pathx); others are
+      refused with a ConfigError.
+    Returns a random-access CachedSplit: `len(s)`, `s[i]` -> {'inputs': int32[L], 'targets':
+    int}; `s.spec` is the task's TaskSpec (make_batches reads its mask from it).
     """
-    get_spec(task)
+    spec = get_spec(task)
     check_split(split)
-    reader = _READERS[task]
-    accepted = sorted(name for name, param in inspect.signature(reader).parameters.items()
-                      if param.kind == param.KEYWORD_ONLY
-                      and name not in ("cache_dir", "rebuild", "task"))
+    accepted = spec.reader_options
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"{task}: unknown reader option(s) {unknown} (config.data_options); "
@@ -52,8 +44,9 @@ def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **option
                         f"{files.generate_hint(task)}")
     if cache_dir is None:
         cache_dir = os.path.join(data_dir, CACHE_FOLDER)
-    return reader(data_dir, split, cache_dir=cache_dir, rebuild=rebuild, **options)
+    return resolve(spec.reader)(data_dir, split, spec=spec, cache_dir=cache_dir, rebuild=rebuild,
+                                **options)
 
 
 __all__ = ["TASKS", "SPLITS", "TaskSpec", "DataError", "CachedSplit", "load_split",
-           "make_batches"]
+           "make_batches", "register_task"]

@@ -50,24 +50,26 @@ class CachedSplit:
     """A tokenised split, memory-mapped: random access to examples.
 
     `split[i]` is `{'inputs': int32[L], 'targets': int}` (dual tasks: `inputs1`, `inputs2`).
-    Attributes: `arrays` (field name -> memmap (N, L) or (N,)), `path`, `info`.
+    Attributes: `spec` (the TaskSpec it holds examples of), `arrays` (field name -> memmap (N, L)
+    or (N,)), `path`, `info`.
     """
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, spec):
+        self.path, self.spec = path, spec
         with open(os.path.join(path, "info.json")) as f:
             self.info = json.load(f)
+        if self.info["task"] != spec.name:
+            raise ValueError(f"{path} caches task {self.info['task']!r}, not {spec.name!r}")
         self.fields = list(self.info["fields"])
         self.arrays = {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
                        for name in self.fields + ["targets"]}
         self._len = int(self.arrays["targets"].shape[0])
-        self.task = self.info["task"]
 
     def __getstate__(self):
-        return {"path": self.path}  # re-opened, not copied, in another process
+        return {"path": self.path, "spec": self.spec}  # re-opened, not copied, elsewhere
 
     def __setstate__(self, state):
-        self.__init__(state["path"])
+        self.__init__(state["path"], state["spec"])
 
     def __len__(self):
         return self._len
@@ -87,37 +89,48 @@ class CachedSplit:
         return f"CachedSplit({self.info['task']!r}, {self.info['split']!r}, n={self._len})"
 
 
-def build_or_load(*, task, split, options, source_paths, cache_dir, fields, num_examples,
+def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_examples,
                   rows, rebuild=False):
     """Returns the CachedSplit for these inputs, building it first if it is not on disk.
 
+    spec: the TaskSpec of the task (its name keys the entry; its pad_id fills the padding).
+    source_paths: the files read; their names, sizes and mtimes key the entry (never read here).
     fields: {name: (length, numpy dtype)} of the token arrays, e.g. {'inputs': (2000, np.uint8)}.
-    num_examples: the number of rows `rows()` will yield.
+    num_examples: the number of rows `rows()` will yield: an int, or a callable returning it
+      (called only when the entry is built, so a count that reads the whole file costs nothing
+      on a cache hit).
     rows: a callable returning an iterator of `(tokens, target)`, tokens a dict {name: 1-D int
-      array of length <= the field length} (padded here with 0), target an int.
+      array of length <= the field length} (padded here with spec.pad_id), target an int.
     """
+    task = spec.name
     key = cache_key(task, split, options, source_paths)
     final = os.path.join(cache_dir, f"{task}-{split}-{key}")
     if os.path.isdir(final) and not rebuild:
-        return CachedSplit(final)
+        return CachedSplit(final, spec)
     start = time.time()
+    if callable(num_examples):
+        num_examples = num_examples()
     with paths.atomic_folder(final, prefix=f".{task}-{split}-", what="the token cache",
                              hint="set --config.data_cache_dir=DIR to a writable folder (in "
                                   "Python: pass cache_dir= to load_split)") as tmp:
-        _write(tmp, task=task, split=split, options=options, key=key, fields=fields,
+        _write(tmp, spec=spec, split=split, options=options, key=key, fields=fields,
                num_examples=num_examples, rows=rows)
         if rebuild and os.path.isdir(final):
             shutil.rmtree(final)
     log.info("cached %s/%s: %d examples in %.1f s at %s", task, split, num_examples,
              time.time() - start, final)
-    return CachedSplit(final)
+    return CachedSplit(final, spec)
 
 
-def _write(tmp, *, task, split, options, key, fields, num_examples, rows):
+def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
     """Writes one cache entry into the folder `tmp` (see build_or_load)."""
+    task = spec.name
     arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",
                                               dtype=dtype, shape=(num_examples, length))
               for name, (length, dtype) in fields.items()}
+    if spec.pad_id:
+        for array in arrays.values():
+            array[:] = spec.pad_id  # the files start as zeros
     targets = np.zeros((num_examples,), np.int32)
     count = 0
     for tokens, target in rows():

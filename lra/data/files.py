@@ -53,3 +53,12 @@ def generate_hint(task):
     return (f"Point data_dir at the unpacked LRA release (lra_release/lra_release), or write an "
             f"offline default with `python -m lra.generate --task={task} --out=DIR` and pass "
             f"data_dir=DIR.")
+
+
+def count_rows(path, read_rows):
+    """The number of examples `read_rows(path)` yields (a pass over the whole file, checking
+    every row); DataError if there are none."""
+    count = sum(1 for _ in read_rows(path))
+    if count == 0:
+        raise DataError(f"{path}: no examples")
+    return count

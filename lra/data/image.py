@@ -50,7 +50,7 @@ def _tfds_arrays(data_dir, split):
     return labels, rgb
 
 
-def load(data_dir, split, *, cache_dir, rebuild=False):
+def load(data_dir, split, *, spec, cache_dir, rebuild=False):
     """Returns the split as a CachedSplit of {'inputs': int32[1024] gray pixels, 'targets'}."""
     use_tfds = (not files.has_dir(data_dir, FOLDER)
                 and os.path.isdir(os.path.join(data_dir, "cifar10")))
@@ -78,6 +78,6 @@ def load(data_dir, split, *, cache_dir, rebuild=False):
             yield {"inputs": pixels}, int(label)
 
     return cache.build_or_load(
-        task="image", split=split, options={"source": "tfds" if use_tfds else "bin"},
+        spec=spec, split=split, options={"source": "tfds" if use_tfds else "bin"},
         source_paths=sources, cache_dir=cache_dir, fields={"inputs": (1024, np.uint8)},
         num_examples=len(labels), rows=rows, rebuild=rebuild)

@@ -68,21 +68,18 @@ def read_rows(path):
         yield number, source, value
 
 
-def load(data_dir, split, *, cache_dir, max_length=2000, rebuild=False):
+def load(data_dir, split, *, spec, cache_dir, max_length=2000, rebuild=False):
     """Returns the tokenised split as a CachedSplit of {'inputs': int32[max_length], 'targets'}.
 
     Expressions longer than max_length are cut (the LRA data never is: lengths are < 2000).
     """
     path = split_path(data_dir, split)
-    count = sum(1 for _ in read_rows(path))
-    if count == 0:
-        raise files.DataError(f"{path}: no examples")
 
     def rows():
         for _, source, target in read_rows(path):
             yield {"inputs": tokenize(source)[:max_length]}, target
 
     return cache.build_or_load(
-        task="listops", split=split, options={"max_length": max_length}, source_paths=[path],
-        cache_dir=cache_dir, fields={"inputs": (max_length, np.uint8)}, num_examples=count,
-        rows=rows, rebuild=rebuild)
+        spec=spec, split=split, options={"max_length": max_length}, source_paths=[path],
+        cache_dir=cache_dir, fields={"inputs": (max_length, np.uint8)},
+        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild)

@@ -22,7 +22,6 @@ from lra.data import cache, files
 from spade_jax.paths import text_lines
 
 DIFFICULTY = "curv_contour_length_14"
-DEFAULT_SIZE = {"pathfinder": 32, "pathx": 128}
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 log = logging.getLogger(__name__)
@@ -108,15 +107,16 @@ def decode(path, image_size):
     return pixels.reshape(-1)
 
 
-def load(data_dir, split, *, cache_dir, task="pathfinder", image_size=None,
-         difficulty=DIFFICULTY, rebuild=False, num_threads=None):
+def load(data_dir, split, *, spec, cache_dir, image_size=None, difficulty=DIFFICULTY,
+         rebuild=False, num_threads=None):
     """Returns the split as a CachedSplit of {'inputs': int32[N*N] pixels, 'targets': 0/1}.
 
-    image_size: 32, 64, 128 or 256 (default 32 for pathfinder, 128 for pathx), the folder
-    `pathfinder<image_size>`. difficulty: `curv_baseline`, `curv_contour_length_9` or
-    `curv_contour_length_14` (LRA's).
+    spec: the task, pathfinder or pathx. image_size: 32, 64, 128 or 256 (default spec.image_size:
+    32 for pathfinder, 128 for pathx), the folder `pathfinder<image_size>`. difficulty:
+    `curv_baseline`, `curv_contour_length_9` or `curv_contour_length_14` (LRA's).
     """
-    image_size = image_size or DEFAULT_SIZE[task]
+    task = spec.name
+    image_size = image_size or spec.image_size
     relative = os.path.join(f"pathfinder{image_size}", difficulty)
     root = files.find_dir(data_dir, relative, task=task, how_to_get=files.generate_hint(task))
     examples = split_examples(list_examples(root), split)
@@ -139,7 +139,7 @@ def load(data_dir, split, *, cache_dir, task="pathfinder", image_size=None,
                     yield {"inputs": pixels}, label
 
     return cache.build_or_load(
-        task=task, split=split, options={"image_size": image_size, "difficulty": difficulty},
+        spec=spec, split=split, options={"image_size": image_size, "difficulty": difficulty},
         source_paths=[p for p, _ in kept], cache_dir=cache_dir,
         fields={"inputs": (image_size * image_size, np.uint8)}, num_examples=len(kept),
         rows=rows, rebuild=rebuild)

@@ -12,8 +12,6 @@ import os
 import grain
 import numpy as np
 
-from lra.data.specs import TASKS
-
 
 class _Weighted:
     """A source whose examples carry `weights` = 1.0."""
@@ -48,8 +46,9 @@ class _Padding:
         return dict(self.example)
 
 
-def _collate(padded):
-    """Returns the batch_fn stacking examples into the batch dict described in the module doc."""
+def _collate(spec):
+    """Returns the batch_fn stacking examples into the batch dict described in the module doc
+    (masks: spec.mask of the inputs, False in padding examples)."""
 
     def collate(examples):
         weights = np.array([e["weights"] for e in examples], np.float32)
@@ -58,9 +57,8 @@ def _collate(padded):
         for name in examples[0]:
             if name.startswith("inputs"):
                 inputs = np.stack([e[name] for e in examples]).astype(np.int32)
-                mask = inputs != 0 if padded else np.ones(inputs.shape, bool)
                 batch[name] = inputs
-                batch["mask" + name[len("inputs"):]] = mask & (weights[:, None] > 0)
+                batch["mask" + name[len("inputs"):]] = spec.mask(inputs) & (weights[:, None] > 0)
         return batch
 
     return collate
@@ -94,8 +92,8 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
     iterator's state (the number of batches taken) means the same on any number of hosts.
 
     source: `len(source)` and `source[i]` -> {'inputs': int32[L], 'targets': int} (or inputs1 /
-      inputs2); e.g. `load_split(...)`. Its `task` attribute (when present) decides the mask:
-      pixel tasks mark every position real, the others mark `inputs != 0`.
+      inputs2), with a `spec` attribute (the TaskSpec whose `mask` decides the masks); e.g.
+      `load_split(...)`.
     batch_size: per-host batch size B.
     seed: shuffling seed.
     num_epochs: None repeats forever; k stops after k passes over the source. Then
@@ -117,8 +115,10 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
     n = len(source)
     if n == 0:
         raise ValueError("make_batches: the source is empty")
-    spec = TASKS.get(getattr(source, "task", None))
-    padded = spec.padded if spec is not None else True
+    spec = getattr(source, "spec", None)
+    if spec is None:
+        raise ValueError("make_batches: the source has no `spec` attribute (the TaskSpec whose "
+                         "mask() marks its real tokens); load_split's sources have one")
     rows = grain.MapDataset.source(_Weighted(source))
     if shuffle:
         rows = rows.shuffle(seed=seed)  # index i >= n: epoch i // n, its own permutation
@@ -136,6 +136,6 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
             pad = grain.MapDataset.source(_Padding(source[0], group - total % group))
             rows = grain.MapDataset.concatenate([rows, pad])
     ds = grain.MapDataset.source(_HostRows(rows, batch_size, shard_index, shard_count))
-    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_collate(padded))
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_collate(spec))
     threads = num_threads if num_threads is not None else min(8, os.cpu_count() or 1)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))

@@ -47,13 +47,10 @@ def read_rows(path):
             yield number, int(value), fields[3], fields[4]
 
 
-def load(data_dir, split, *, cache_dir, max_length=4000, rebuild=False):
+def load(data_dir, split, *, spec, cache_dir, max_length=4000, rebuild=False):
     """Returns the split as a CachedSplit of {'inputs1', 'inputs2': int32[max_length],
     'targets': 0/1}."""
     path = split_path(data_dir, split)
-    count = sum(1 for _ in read_rows(path))
-    if count == 0:
-        raise files.DataError(f"{path}: no examples")
 
     def rows():
         for _, label, text1, text2 in read_rows(path):
@@ -61,7 +58,7 @@ def load(data_dir, split, *, cache_dir, max_length=4000, rebuild=False):
                 label
 
     return cache.build_or_load(
-        task="retrieval", split=split, options={"max_length": max_length}, source_paths=[path],
+        spec=spec, split=split, options={"max_length": max_length}, source_paths=[path],
         cache_dir=cache_dir, fields={"inputs1": (max_length, np.uint16),
                                      "inputs2": (max_length, np.uint16)},
-        num_examples=count, rows=rows, rebuild=rebuild)
+        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild)

@@ -59,7 +59,7 @@ def _tfds_examples(data_dir, split):
     return [(bytes(source[i]["text"]), int(source[i]["label"])) for i in range(len(source))]
 
 
-def load(data_dir, split, *, cache_dir, max_length=4096, rebuild=False):
+def load(data_dir, split, *, spec, cache_dir, max_length=4096, rebuild=False):
     """Returns the split as a CachedSplit of {'inputs': int32[max_length], 'targets': 0/1}."""
     options = {"max_length": max_length}
     tfds_dir = os.path.join(data_dir, "imdb_reviews")
@@ -73,7 +73,7 @@ def load(data_dir, split, *, cache_dir, max_length=4096, rebuild=False):
                 yield {"inputs": encode(text.strip(), max_length)}, label
 
         return cache.build_or_load(
-            task="text", split=split, options=dict(options, source="tfds"),
+            spec=spec, split=split, options=dict(options, source="tfds"),
             source_paths=tfds_files, cache_dir=cache_dir,
             fields={"inputs": (max_length, np.uint16)}, num_examples=len(examples), rows=rows,
             rebuild=rebuild)
@@ -86,6 +86,6 @@ def load(data_dir, split, *, cache_dir, max_length=4096, rebuild=False):
                 yield {"inputs": encode(f.read().strip(), max_length)}, label
 
     return cache.build_or_load(
-        task="text", split=split, options=options, source_paths=[p for p, _ in examples],
+        spec=spec, split=split, options=options, source_paths=[p for p, _ in examples],
         cache_dir=cache_dir, fields={"inputs": (max_length, np.uint16)},
         num_examples=len(examples), rows=rows, rebuild=rebuild)

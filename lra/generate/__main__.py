@@ -18,69 +18,65 @@ import os
 import sys
 import time
 
-from lra.generate import listops, pathfinder, standins
+from lra.data.specs import TASKS, resolve
+from lra.generate import pathfinder
 from spade_jax import cli, paths
 from spade_jax.errors import PathError
 
-TASKS = ("listops", "pathfinder", "pathx", "text", "retrieval", "image")
-DEFAULT_NUM = {"listops": 100_000, "pathfinder": 200_000, "pathx": 200_000, "text": 25_000,
-               "retrieval": 20_000, "image": 60_000}
+
+def generated_tasks() -> dict:
+    """{name: TaskSpec} of the registered tasks that have a generator, in registration order."""
+    return {name: spec for name, spec in TASKS.items() if spec.generator is not None}
 
 
-# The folder under --out that each task writes (pathfinder / pathx: see `target`).
-FOLDERS = {"listops": "listops-1000", "text": "aclImdb", "retrieval": "tsv_data",
-           "image": "cifar-10-batches-bin"}
+def add_option_flags(parser, tasks) -> None:
+    """One `--<name>` flag per generator option of `tasks` (options of the same name share it;
+    its default is None: the task's own default applies)."""
+    takers = {}
+    for spec in tasks.values():
+        for option in spec.generator.options:
+            takers.setdefault(option.name, []).append((spec.name, option))
+    for name, given in takers.items():
+        option = given[0][1]
+        defaults = ", ".join(f"{task} {o.default}" for task, o in given if o.default is not None)
+        choices = option.choices if option.choices is None else sorted(resolve(option.choices))
+        parser.add_argument(f"--{name}", type=option.type, default=None, choices=choices,
+                            help=f"{', '.join(task for task, _ in given)}: {option.help}"
+                            + (f" (default: {defaults})" if defaults else ""))
 
 
-def image_size(args) -> int:
-    return args.image_size or {"pathfinder": 32, "pathx": 128}[args.task]
-
-
-def target(args) -> str:
-    """The folder, relative to --out, that the command writes."""
-    if args.task in FOLDERS:
-        return FOLDERS[args.task]
-    return os.path.join(f"pathfinder{image_size(args)}", args.difficulty)
-
-
-def write(args, out: str, num: int) -> None:
-    """Writes the task's folder under `out`."""
-    if args.task == "listops":
-        listops.write(out, num, args.seed, min_length=args.min_length, max_length=args.max_length)
-    elif args.task == "text":
-        standins.write_text(out, num, args.seed)
-    elif args.task == "retrieval":
-        standins.write_retrieval(out, num, args.seed)
-    elif args.task == "image":
-        standins.write_image(out, num, args.seed)
-    else:
-        pathfinder.write(out, num, args.seed, image_size=image_size(args),
-                         difficulty=args.difficulty, per_folder=args.per_folder,
-                         processes=args.processes)
+def task_options(parser, args, spec) -> dict:
+    """The generator options of `spec` from the flags (the task's default where not given);
+    parser.error for a flag the task does not take or a value below its minimum."""
+    names = {o.name for o in spec.generator.options}
+    others = sorted(o.name for s in generated_tasks().values() for o in s.generator.options
+                    if o.name not in names and getattr(args, o.name) is not None)
+    if others:
+        parser.error(f"--task={spec.name} takes no --{', --'.join(dict.fromkeys(others))}")
+    options = {}
+    for option in spec.generator.options:
+        value = getattr(args, option.name)
+        value = option.default if value is None else value
+        if value is not None and option.minimum is not None and value < option.minimum:
+            parser.error(f"--{option.name} must be >= {option.minimum}, got {value}")
+        options[option.name] = value
+    return options
 
 
 @cli.user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lra.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=TASKS, help="required unless --stats")
+    tasks = generated_tasks()
+    parser.add_argument("--task", choices=list(tasks), help="required unless --stats")
     parser.add_argument("--out", help="output folder (the data_dir to read); required unless "
                         "--stats")
     parser.add_argument("--num", type=int, default=None,
-                        help="number of examples (default: the release's size)")
+                        help="number of examples (default: the release's size: " + ", ".join(
+                            f"{name} {spec.generator.default_num:,}"
+                            for name, spec in tasks.items()) + ")")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min_length", type=int, default=500,
-                        help="listops: keep trees longer than this (LRA: 500)")
-    parser.add_argument("--max_length", type=int, default=2000,
-                        help="listops: keep trees shorter than this (LRA: 2000)")
-    parser.add_argument("--image_size", type=int, default=None, choices=sorted(pathfinder.PRESETS),
-                        help="pathfinder/pathx: 32, 64, 128 or 256 (default 32 / 128)")
-    parser.add_argument("--difficulty", default="curv_contour_length_14",
-                        choices=pathfinder.DIFFICULTIES, help="pathfinder/pathx")
-    parser.add_argument("--per_folder", type=int, default=1000,
-                        help="pathfinder/pathx: images per imgs/<k> folder and metadata file")
-    parser.add_argument("--processes", type=int, default=None,
-                        help="pathfinder/pathx: worker processes (default: all cores)")
+    add_option_flags(parser, tasks)
     parser.add_argument("--grid", default=None,
                         help="pathfinder/pathx: also save a PNG grid of samples with labels here")
     parser.add_argument("--overwrite", action="store_true",
@@ -99,24 +95,21 @@ def main(argv=None):
         return 0
     if not (args.task and args.out):
         parser.error("--task and --out are required (unless --stats)")
-    num = args.num if args.num is not None else DEFAULT_NUM[args.task]
+    spec = tasks[args.task]
+    num = args.num if args.num is not None else spec.generator.default_num
     if num < 3:
         parser.error(f"--num must be >= 3 (train, validation and test need one each), got {num}")
-    if args.task == "listops" and not 0 <= args.min_length < args.max_length - 1:
-        parser.error(f"--min_length ({args.min_length}) must be >= 0 and below --max_length - 1 "
-                     f"({args.max_length - 1}): trees are kept when min_length < length < "
-                     f"max_length")
-    if args.per_folder < 1 or args.processes is not None and args.processes < 1:
-        parser.error("--per_folder and --processes must be >= 1")
+    options = task_options(parser, args, spec)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise PathError(f"--out {args.out} is a file; pass a folder (new or existing)")
-    folder = os.path.join(args.out, target(args))
+    target = spec.generator.target(options)
+    folder = os.path.join(args.out, target)
     paths.refuse_existing([folder] + ([args.grid] if args.grid else []), args.overwrite)
     start = time.time()
     with paths.temp_folder(args.out, ".lra-generate-", "the generated data",
                            "pass an --out you can write") as tmp:
-        write(args, tmp, num)
-        paths.publish(os.path.join(tmp, target(args)), folder, tmp)
+        spec.generator.run(args.task, tmp, num, args.seed, options)
+        paths.publish(os.path.join(tmp, target), folder, tmp)
     written = [folder]
     if args.grid:
         written.append(pathfinder.save_grid(folder, args.grid))

@@ -11,6 +11,8 @@ import random
 
 import numpy as np
 
+from spade_jax.errors import ConfigError
+
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
 VALUE_P = 0.25
@@ -59,6 +61,10 @@ def render(tree):
 def generate(num, seed, *, min_length=500, max_length=2000, max_depth=10, max_args=10):
     """Returns `num` distinct (source, target) pairs, in draw order, of trees with
     min_length < length < max_length (strict, as LRA)."""
+    if not 0 <= min_length < max_length - 1:
+        raise ConfigError(f"listops: --min_length / config.generate.min_length ({min_length}) "
+                          f"must be >= 0 and below --max_length - 1 ({max_length - 1}): trees "
+                          f"are kept when min_length < length < max_length")
     rng = random.Random(seed)
     seen, data = set(), []
     while len(data) < num:

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from lra.data import make_batches
+from lra.data import TASKS, make_batches
 
 
 class Toy:
     """n examples of length 6: inputs = [i+1] * (i % 5 + 1) then padding; target = i % 3."""
 
-    task = "listops"
+    spec = TASKS["listops"]
 
     def __init__(self, n):
         self.n = n
@@ -43,7 +43,7 @@ def test_batch_layout_and_mask():
 
 def test_pixel_tasks_mark_every_position_real():
     source = Toy(8)
-    source.task = "pathfinder"
+    source.spec = TASKS["pathfinder"]
     batch = next(iter(make_batches(source, batch_size=4, seed=0)))
     assert batch["mask"].all()
 

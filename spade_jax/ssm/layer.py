@@ -61,6 +61,12 @@ class S4Layer(nn.Module):
         associative scan; kernel='diag' only).
       discretization: 'bilinear' or 'zoh'; None picks 'bilinear' for dplr (its only option) and
         'zoh' for diag.
+      ssm_init: the initial (Lambda, B) (spade_jax.ssm.hippo): 'legs' (HiPPO-LegS; S4's DPLR form, or
+        its diagonal part for kernel='diag': S4D-LegS), 'lin' (S4D-Lin) or 'inv' (S4D-Inv); the
+        last two for kernel='diag' only (they have no low-rank term P).
+      b_clip: the imaginary part of the initial B~ clipped to [-b_clip, b_clip] (None: not
+        clipped); 2.0 as the reference (HiPPO-LegS's B~ reaches |Im| ~ 40 at N = 64; the ones of
+        'lin' / 'inv' are unaffected).
       dt_min, dt_max: range of the log-uniform initial step sizes.
       bidirectional: add a second kernel over the reversed sequence (non-causal).
       l_max: for kernel='dplr', the length that "C tilde" is defined for: the kernel is computed at
@@ -73,6 +79,8 @@ class S4Layer(nn.Module):
     kernel: str = "dplr"
     mode: str = "fft"
     discretization: Optional[str] = None
+    ssm_init: str = "legs"  # not `init`: that is nn.Module.init
+    b_clip: Optional[float] = 2.0
     dt_min: float = 0.001
     dt_max: float = 0.1
     bidirectional: bool = False
@@ -92,7 +100,15 @@ class S4Layer(nn.Module):
                              f"kernel={self.kernel!r} (dplr: 'bilinear'; diag: 'zoh' or 'bilinear')")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"S4Layer needs 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
-        lam, p, b, _ = hippo.dplr_legs(self.d_state)  # validates d_state
+        if self.ssm_init not in hippo.DIAG_INITS or (self.kernel == "dplr"
+                                                     and self.ssm_init != "legs"):
+            raise ValueError(f"S4Layer.ssm_init {self.ssm_init!r} is not available for kernel="
+                             f"{self.kernel!r} (dplr: 'legs'; diag: one of {hippo.DIAG_INITS})")
+        if self.kernel == "dplr":
+            lam, p, b, _ = hippo.dplr_legs(self.d_state)  # validates d_state
+        else:
+            lam, b = hippo.diag_init(self.ssm_init, self.d_state)
+        b = hippo.clip_imag(b, self.b_clip)
         h, n2 = self.d_model, self.d_state // 2
         per_channel = lambda x: np.broadcast_to(x, (h,) + x.shape).astype(np.float32)
         state_axes = ("embed", "ssm_state")

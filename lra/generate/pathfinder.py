@@ -63,11 +63,13 @@ file name, image index, label, continuity, contour_length, distractor_length, pa
 paddle_thickness, paddle_margin, number of paddle contrasts).
 """
 import collections
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import os
 import re
+import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -661,43 +663,79 @@ def params_for(image_size, difficulty="curv_contour_length_14"):
     return p
 
 
-def _write_folder(job):
-    """Writes imgs/<k>/sample_<j>.png and metadata/<k>.npy for one folder; returns k."""
-    root, k, count, p, seed = job
+SHARD = 50  # images per unit of work: the progress bar moves and the cores share by shards
+
+
+def _write_shard(job):
+    """Draws images j0 .. j1 - 1 of folder k, writes them as imgs/<k>/sample_<j>.png and returns
+    (k, j0, their metadata rows). Image j is drawn from its own generator, seeded by (seed, k,
+    j), and the labels from one seeded by (seed, k): the files are the same however the images
+    are split into shards and processes."""
+    root, k, count, j0, j1, p, seed = job
     rng = np.random.default_rng([seed, k])
     labels = np.array([1] * (count // 2) + [0] * (count - count // 2))
     labels = labels[rng.permutation(count)] if count > 1 else labels[:count]
-    os.makedirs(os.path.join(root, "imgs", str(k)), exist_ok=True)
     rows = []
-    for j, label in enumerate(labels):
-        drawn = sample(p, int(label), rng)
+    for j in range(j0, j1):
+        drawn = sample(p, int(labels[j]), np.random.default_rng([seed, k, j]))
         name = f"sample_{j}.png"
         Image.fromarray(drawn.image, mode="L").save(os.path.join(root, "imgs", str(k), name))
-        rows.append([f"imgs/{k}", name, str(j), str(int(label)), str(p.continuity),
+        rows.append([f"imgs/{k}", name, str(j), str(int(labels[j])), str(p.continuity),
                      str(p.contour_length), str(p.distractor_length), str(p.paddle_length),
                      str(p.paddle_thickness), str(drawn.margin), "1"])
-    np.save(os.path.join(root, "metadata", f"{k}.npy"), np.array(rows))
-    return k
+    return k, j0, rows
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; os.cpu_count() where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def progress_bar(total, unit):
+    """A tqdm bar on stderr with rate and ETA; redrawn at most every 30 s when stderr is not a
+    terminal (a log file), so a log gets a line per 30 s, not one per update."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, unit=unit, file=sys.stderr, mininterval=0.1 if tty else 30,
+                dynamic_ncols=tty, smoothing=0.1)
 
 
 def write(out, num, seed=0, *, image_size=32, difficulty="curv_contour_length_14",
           per_folder=1000, processes=None):
     """Writes `num` images (labels balanced within each folder) under
-    `out/pathfinder<image_size>/<difficulty>/` in `processes` worker processes; returns that path.
+    `out/pathfinder<image_size>/<difficulty>/` with `processes` worker processes (None: every
+    available core) and a progress bar on stderr; returns that path. The files do not depend on
+    `processes` (see _write_shard).
     """
     p = params_for(image_size, difficulty)
     root = os.path.join(out, f"pathfinder{image_size}", difficulty)
     os.makedirs(os.path.join(root, "metadata"), exist_ok=True)
-    jobs = [(root, k, min(per_folder, num - k * per_folder), p, seed)
-            for k in range((num + per_folder - 1) // per_folder)]
-    processes = processes or min(len(jobs), os.cpu_count() or 1)
-    if processes <= 1:
-        for job in jobs:
-            _write_folder(job)
-    else:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            for _ in pool.imap_unordered(_write_folder, jobs):
-                pass
+    folders = {k: min(per_folder, num - k * per_folder)
+               for k in range((num + per_folder - 1) // per_folder)}
+    jobs = [(root, k, count, j0, min(j0 + SHARD, count), p, seed)
+            for k, count in folders.items() for j0 in range(0, count, SHARD)]
+    for k in folders:
+        os.makedirs(os.path.join(root, "imgs", str(k)), exist_ok=True)
+    processes = min(len(jobs), processes or available_cores())
+    pending = {k: {} for k in folders}  # k -> {j0: rows} until the folder is complete
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(progress_bar(num, "img"))
+        if processes <= 1:
+            done = map(_write_shard, jobs)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(processes))
+            done = pool.imap_unordered(_write_shard, jobs)
+        for k, j0, rows in done:
+            pending[k][j0] = rows
+            bar.update(len(rows))
+            if sum(map(len, pending[k].values())) == folders[k]:
+                shards = pending.pop(k)
+                np.save(os.path.join(root, "metadata", f"{k}.npy"),
+                        np.array([row for j in sorted(shards) for row in shards[j]]))
     return root
 
 

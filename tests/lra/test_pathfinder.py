@@ -244,3 +244,27 @@ def test_stats_report_groups_release_folders(data_dir, tmp_path):
         gen.stats_report([str(tmp_path / "nothing")])
     with pytest.raises(PathError, match="no such folder or file"):
         gen.stats_report([str(tmp_path / "missing")])
+
+
+def _files(root):
+    """{relative path: bytes} of every file under root."""
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, names in os.walk(root) for f in names}
+
+
+def test_the_files_do_not_depend_on_processes_or_shards(tmp_path, monkeypatch, capsys):
+    """Each image has its own seeded generator: one process in folder-sized shards and two
+    processes in shards of 5 write the same bytes; the progress bar counts every image."""
+    one = gen.write(str(tmp_path / "one"), num=30, seed=3, image_size=16, difficulty="easy",
+                    per_folder=12, processes=1)
+    assert "30/30" in capsys.readouterr().err
+    monkeypatch.setattr(gen, "SHARD", 5)
+    two = gen.write(str(tmp_path / "two"), num=30, seed=3, image_size=16, difficulty="easy",
+                    per_folder=12, processes=2)
+    files = _files(one)
+    assert len(files) == 30 + 3 and files == _files(two)
+    labels = [list(np.load(os.path.join(one, "metadata", f"{k}.npy"))[:, 3]) for k in range(3)]
+    assert [row.count("1") for row in labels] == [6, 6, 3]  # balanced within each folder
+    other = gen.write(str(tmp_path / "other"), num=30, seed=4, image_size=16,
+                      difficulty="easy", per_folder=12, processes=1)
+    assert _files(other) != files

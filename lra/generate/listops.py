@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 
+from lra.generate.progress import progress_bar
 from spade_jax.errors import ConfigError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -67,13 +68,15 @@ def generate(num, seed, *, min_length=500, max_length=2000, max_depth=10, max_ar
                           f"are kept when min_length < length < max_length")
     rng = random.Random(seed)
     seen, data = set(), []
-    while len(data) < num:
-        tree, length = generate_tree(rng, 1, max_depth, max_args)
-        if min_length < length < max_length:
-            source = render(tree)
-            if source not in seen:
-                seen.add(source)
-                data.append((source, evaluate(tree)))
+    with progress_bar(num, "tree") as bar:  # one random stream, as LRA's: one process
+        while len(data) < num:
+            tree, length = generate_tree(rng, 1, max_depth, max_args)
+            if min_length < length < max_length:
+                source = render(tree)
+                if source not in seen:
+                    seen.add(source)
+                    data.append((source, evaluate(tree)))
+                    bar.update()
     return data
 
 

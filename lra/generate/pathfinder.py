@@ -69,11 +69,11 @@ import math
 import multiprocessing
 import os
 import re
-import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lra.generate.progress import available_cores, progress_bar
 from spade_jax.errors import DataError, PathError
 
 # The release's difficulty folders: each sets the contour length (paddles per target snake), and
@@ -684,24 +684,6 @@ def _write_shard(job):
                      str(p.contour_length), str(p.distractor_length), str(p.paddle_length),
                      str(p.paddle_thickness), str(drawn.margin), "1"])
     return k, j0, rows
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity; os.cpu_count() where unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def progress_bar(total, unit):
-    """A tqdm bar on stderr with rate and ETA; redrawn at most every 30 s when stderr is not a
-    terminal (a log file), so a log gets a line per 30 s, not one per update."""
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, unit=unit, file=sys.stderr, mininterval=0.1 if tty else 30,
-                dynamic_ncols=tty, smoothing=0.1)
 
 
 def write(out, num, seed=0, *, image_size=32, difficulty="curv_contour_length_14",

@@ -9,7 +9,6 @@ Every batch is a dict of numpy arrays: `inputs` int32 (B, L) (retrieval: `inputs
 """
 import os
 
-import grain
 import numpy as np
 
 
@@ -105,6 +104,8 @@ def make_batches(source, *, batch_size, seed, shuffle=True, num_epochs=None, sha
     The iterator (`iter(ds)`) supports `get_state()` / `set_state(state)`: after set_state it
     yields exactly the batches that followed the saved state.
     """
+    import grain  # here: lra.data's other users (lra.report, lra.generate) start without it
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= shard_index < shard_count:

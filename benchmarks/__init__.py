@@ -13,5 +13,22 @@ One command each, from any folder once the checkout is installed (`pip install -
                                      the chip's published peak, ListOps for a time box
 
 Each writes JSON, a markdown table and a log-log PNG into a fresh output folder and prints the
-table; `--quick` is a smoke run in seconds. See docs/benchmarks.md and benchmarks/common.py.
+table; `--quick` is a smoke run in seconds. See docs/benchmarks.md.
+
+The harness, one job per module:
+    flags        the flags every benchmark takes (lengths, budgets, --quick, --set KEY=VALUE)
+    text_config  the LRA Text config (configs/text.py) a benchmark measures a family at
+    timing       inside a point: compile apart, time calls, peak memory, out-of-memory errors
+    isolation    one fresh process per point (benchmarks.point), its time and memory budgets
+    sweep        series over increasing lengths, each stopped at its first failure
+    rows         a point's row: statuses, memory above baseline, time per token, lookup
+    fit          growth exponents, ratios and target lines
+    report       markdown tables and columns, the output folder, <name>.json / .md
+    plots        log-log plots (<name>.png)
+    machine      the machine header: host, versions, commit, load, the points' JAX runtime
 """
+import os
+
+# The checkout's root: configs/ and benchmarks/results/ are found from it, and the points'
+# processes import benchmarks and spade_jax from it.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

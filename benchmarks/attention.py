@@ -26,7 +26,8 @@ The defaults are the LRA Text model's attention (4 heads of 32, radius 127, chun
 """
 import sys
 
-from benchmarks import common
+from benchmarks import fit, flags, isolation, plots, report, sweep, timing
+from benchmarks.rows import exit_code, memory_mib, per_token_us
 from spade_jax import cli
 
 IMPLS = ("local", "chunk", "full", "dpa_window", "splash", "cudnn")
@@ -57,24 +58,25 @@ def attention_fn(impl: str, radius: int, chunk: int, causal: bool):
 
 def measure(impl: str, pass_: str, length: int, batch: int, heads: int, head_dim: int,
             radius: int, chunk: int, causal: bool, repeats: int, warmup: int,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", deadline=None) -> dict:
     """(In a point.) Times one implementation on random q, k, v (batch, length, heads, head_dim)."""
     import jax
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     q, k, v = (jax.random.normal(key, (batch, length, heads, head_dim), dtype) for key in keys)
-    step = common.differentiated(attention_fn(impl, radius, chunk, causal), pass_, (0, 1, 2))
-    return dict(common.time_jitted(step, q, k, v, repeats=repeats, warmup=warmup),
-                tokens=batch * length)
+    step = timing.differentiated(attention_fn(impl, radius, chunk, causal), pass_, (0, 1, 2))
+    return dict(timing.time_jitted(step, q, k, v, repeats=repeats, warmup=warmup,
+                                   deadline=deadline), tokens=batch * length)
 
 
-def accelerators_left_out(args) -> dict:
+def accelerators_left_out(args, header: dict) -> dict:
     """{impl: why} for the selected accelerator implementations that cannot run here: on another
     backend than the one they need (asked of a fresh process: the parent starts no backend),
     and cudnn without --causal or bfloat16."""
     wanted = [impl for impl in args.impls if impl in ACCELERATOR]
     if not wanted:
         return {}
-    probe = common.run_point("benchmarks.common:probe", {}, timeout_s=args.timeout_s)
+    probe = isolation.run_point("benchmarks.machine:probe", {}, timeout_s=args.timeout_s,
+                                runtime=header)
     backend = probe.get("backend")
     why = {}
     for impl in wanted:
@@ -89,8 +91,8 @@ def accelerators_left_out(args) -> dict:
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, batch=1, passes=True)
-    common.add_names(p, "--impls", IMPLS)
+    p = flags.parser(__doc__, batch=1, passes=True)
+    flags.add_names(p, "--impls", IMPLS)
     p.add_argument("--heads", type=int, default=None, help="default 4; --quick 2")
     p.add_argument("--head_dim", type=int, default=None, help="default 32; --quick 8")
     p.add_argument("--radius", type=int, default=None, help="window half-width (default 127; "
@@ -99,13 +101,13 @@ def main(argv=None):
     p.add_argument("--causal", action="store_true")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="q, k, v dtype (cudnn needs bfloat16)")
-    args = common.parse(p, argv)
+    args = flags.parse(p, argv)
     for name, full, quick in (("heads", 4, 2), ("head_dim", 32, 8), ("radius", 127, 15),
                               ("chunk", 128, 16)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-    out, header = common.start("attention", args)
-    left_out = accelerators_left_out(args)
+    out, header = report.start("attention", args)
+    left_out = accelerators_left_out(args, header)
     for impl, why in left_out.items():
         print(f"{impl}: not measured: {why}", file=sys.stderr)
     kwargs = dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim, radius=args.radius,
@@ -113,35 +115,36 @@ def main(argv=None):
     series = [{"label": f"{impl} {pass_}", "impl": impl, "pass": pass_,
                "kwargs": dict(kwargs, impl=impl, pass_=pass_)}
               for impl in args.impls if impl not in left_out for pass_ in args.passes]
-    rows = common.sweep(series, args.lengths, args, "benchmarks.attention:measure")
-    fits, fit_sections = common.growth(rows, "run_peak_bytes")
+    rows = sweep.run(series, args.lengths, args, "benchmarks.attention:measure",
+                     runtime=header)
+    fits, fit_sections = fit.growth(rows, "run_peak_bytes")
     columns = [("impl", lambda r: r["impl"]), ("pass", lambda r: r["pass"])] + \
-        common.TIMING_COLUMNS + [
-        ("x local", lambda r: common.fmt(common.time_ratio(rows, r, impl="local"), ".3g")),
-        common.PER_TOKEN_COLUMN] + common.MEMORY_COLUMNS
+        report.TIMING_COLUMNS + [
+        ("x local", lambda r: report.fmt(fit.time_ratio(rows, r, impl="local"), ".3g")),
+        report.PER_TOKEN_COLUMN] + report.MEMORY_COLUMNS
 
     def plot(path):
         panels = [{"title": f"{pass_}: time per token", "ylabel": "microseconds per token",
-                   "guides": common.PER_TOKEN_GUIDES,
-                   "series": common.series_points([r for r in rows if r["pass"] == pass_],
-                                                  common.per_token_us)}
+                   "guides": plots.PER_TOKEN_GUIDES,
+                   "series": plots.series_points([r for r in rows if r["pass"] == pass_],
+                                                 per_token_us)}
                   for pass_ in args.passes]
         panels.append({"title": "peak memory of the calls above a fresh JAX process",
-                       "ylabel": "MiB", "series": common.series_points(
-                           rows, lambda r: common.memory_mib(r, "run_peak_bytes"))})
-        common.loglog_plot(path, panels, f"attention (batch {args.batch}, {args.heads} heads of "
-                           f"{args.head_dim}, radius {args.radius}, chunk {args.chunk})", ncols=3)
+                       "ylabel": "MiB", "series": plots.series_points(
+                           rows, lambda r: memory_mib(r, "run_peak_bytes"))})
+        plots.loglog_plot(path, panels, f"attention (batch {args.batch}, {args.heads} heads of "
+                          f"{args.head_dim}, radius {args.radius}, chunk {args.chunk})", ncols=3)
 
     title = (f"Attention, batch {args.batch}, {args.heads} heads of {args.head_dim}, radius "
              f"{args.radius}, chunk {args.chunk}, {'causal' if args.causal else 'bidirectional'}, "
              f"{args.dtype}")
-    sections = [(title, common.markdown_table(rows, columns))] + fit_sections
+    sections = [(title, report.markdown_table(rows, columns))] + fit_sections
     if left_out:
         sections.append(("Not measured", "\n".join(f"- {impl}: {why}"
-                                                    for impl, why in left_out.items())))
-    common.write_report(out, "attention", header=header, args=args, rows=rows, plot=plot,
+                                                   for impl, why in left_out.items())))
+    report.write_report(out, "attention", header=header, args=args, rows=rows, plot=plot,
                         data={"fits": fits, "not_measured": left_out}, sections=sections)
-    return common.exit_code(rows)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import importlib.util
 import sys
 import time
 
-from benchmarks import common
+from benchmarks import fit, flags, plots, report, sweep, text_config, timing
+from benchmarks.rows import MIB, OK, exit_code, find, memory_mib, per_token_us
 from spade_jax import cli
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
@@ -35,7 +36,8 @@ def _decode_module():
     return importlib.import_module("spade_jax.decode")
 
 
-def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup: int) -> dict:
+def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup: int,
+            deadline=None) -> dict:
     """(In a point.) One decoding step at context `length`, or the parallel forward on it."""
     import flax.linen as nn
     import jax
@@ -51,14 +53,14 @@ def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup:
     lm = models.build_model(cfg)
     params = nn.unbox(jax.jit(lm.init)(key_init, prompt[:, :8])["params"])
     if op == "forward":
-        stats = common.time_jitted(lambda p, t: lm.apply({"params": p}, t), params, prompt,
-                                   repeats=repeats, warmup=warmup)
+        stats = timing.time_jitted(lambda p, t: lm.apply({"params": p}, t), params, prompt,
+                                   repeats=repeats, warmup=warmup, deadline=deadline)
         return dict(stats, tokens=batch)
 
     net = decode.decoding_model(cfg)
     cache = decode.init_cache(net, params, batch)
-    cache_bytes = common.tree_bytes(cache)
-    feed, feed_compile_s = common.compile_timed(decode.feed, net, params, cache, prompt)
+    cache_bytes = timing.tree_bytes(cache)
+    feed, feed_compile_s = timing.compile_timed(decode.feed, net, params, cache, prompt)
     start = time.perf_counter()
     logits, cache = jax.block_until_ready(feed(params, cache, prompt))
     prefill_s = time.perf_counter() - start
@@ -68,7 +70,7 @@ def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
 
     token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    compiled, compile_s = common.compile_timed(jax.jit(one_token, donate_argnums=1),
+    compiled, compile_s = timing.compile_timed(jax.jit(one_token, donate_argnums=1),
                                                params, cache, token)
     state = [token, cache]
 
@@ -76,77 +78,78 @@ def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup:
         state[0], state[1] = compiled(params, state[1], state[0])
         jax.block_until_ready(state[0])
 
-    stats = common.time_compiled(call, repeats, warmup)
+    stats = timing.time_compiled(call, repeats, warmup, deadline)
     return dict(stats, tokens=batch, compile_s=compile_s, cache_bytes=cache_bytes,
                 prefill_s=prefill_s, prefill_compile_s=feed_compile_s)
 
 
 def targets(rows, lengths):
     def decode_at(length):
-        return common.find(rows, family="spade", op="decode", length=length)
+        return find(rows, family="spade", op="decode", length=length)
 
     def time_of(row):
-        return row["median_s"] if row and row["status"] == common.OK else None
+        return row["median_s"] if row and row["status"] == OK else None
 
     short, long_ = min(lengths), (16384 if 16384 in lengths else max(lengths))
     a, b = decode_at(short), decode_at(long_)
     growth = time_of(b) / time_of(a) if time_of(a) and time_of(b) else None
     mid = 4096 if 4096 in lengths else sorted(lengths)[len(lengths) // 2]
-    d, f = decode_at(mid), common.find(rows, family="spade", op="forward", length=mid)
+    d, f = decode_at(mid), find(rows, family="spade", op="forward", length=mid)
     speed = time_of(f) / time_of(d) if time_of(d) and time_of(f) else None
     return [
-        common.target(f"SPADE time per generated token at context {common.length_label(long_)} "
-                      f"over that at {common.length_label(short)}", growth, 1.2,
-                      higher_is_better=False, unit="x",
-                      missing=common.why_missing({"spade decode (short)": a,
-                                                  "spade decode (long)": b})),
-        common.target(f"SPADE decoding speed-up over re-running the forward at context "
-                      f"{common.length_label(mid)}", speed, 50, higher_is_better=True, unit="x",
-                      missing=common.why_missing({"spade decode": d, "spade forward": f})),
+        fit.target(f"SPADE time per generated token at context {flags.length_label(long_)} "
+                   f"over that at {flags.length_label(short)}", growth, 1.2,
+                   higher_is_better=False, unit="x",
+                   missing=fit.why_missing({"spade decode (short)": a,
+                                            "spade decode (long)": b})),
+        fit.target(f"SPADE decoding speed-up over re-running the forward at context "
+                   f"{flags.length_label(mid)}", speed, 50, higher_is_better=True, unit="x",
+                   missing=fit.why_missing({"spade decode": d, "spade forward": f})),
     ]
 
 
 COLUMNS = [("family", lambda r: r["family"]), ("op", lambda r: r["op"])] + \
-    common.TIMING_COLUMNS + [
-    common.PER_TOKEN_COLUMN,
-    ("cache MiB", lambda r: common.fmt(r.get("cache_bytes") and r["cache_bytes"] / common.MIB)),
-    ("prefill s", lambda r: common.fmt(r.get("prefill_s"), ".2f")),
-] + common.MEMORY_COLUMNS
+    report.TIMING_COLUMNS + [
+    report.PER_TOKEN_COLUMN,
+    ("cache MiB", lambda r: report.fmt(r.get("cache_bytes") and r["cache_bytes"] / MIB)),
+    ("prefill s", lambda r: report.fmt(r.get("prefill_s"), ".2f")),
+] + report.MEMORY_COLUMNS
 
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, lengths="1K,4K,16K", quick_lengths="64,256", repeats=20, batch=1)
-    common.add_names(p, "--families", FAMILIES)
-    common.add_names(p, "--ops", OPS)
-    args = common.parse(p, argv)
+    p = flags.parser(__doc__, lengths="1K,4K,16K", quick_lengths="64,256", repeats=20, batch=1)
+    flags.add_names(p, "--families", FAMILIES)
+    flags.add_names(p, "--ops", OPS)
+    args = flags.parse(p, argv)
     if importlib.util.find_spec("spade_jax.decode") is None:
         print(MISSING, file=sys.stderr)
         return 2
-    quick = common.QUICK_MODEL if args.quick else {}
+    quick = text_config.QUICK_MODEL if args.quick else {}
     series = [{"label": f"{family} {op}", "family": family, "op": op,
-               "kwargs": {"model": common.text_model(f"model={family}", head="lm", causal=True,
+               "kwargs": {"model": text_config.text_model(f"model={family}", head="lm", causal=True,
                                                      dropout=0.0, **quick),
                           "op": op, "batch": args.batch}}
               for family in args.families for op in args.ops]
-    out, header = common.start("generate", args)
-    rows = common.sweep(series, args.lengths, args, "benchmarks.generate:measure")
+    out, header = report.start("generate", args)
+    rows = sweep.run(series, args.lengths, args, "benchmarks.generate:measure",
+                     runtime=header)
     goals = targets(rows, args.lengths)
 
     def plot(path):
-        common.loglog_plot(path, [
+        plots.loglog_plot(path, [
             {"title": "time per generated token", "ylabel": "microseconds per token",
              "guides": ((0, "flat (constant per token)"), (1, "slope 1 (linear in context)")),
-             "series": common.series_points(rows, common.per_token_us)},
+             "series": plots.series_points(rows, per_token_us)},
             {"title": "peak memory of the calls above a fresh JAX process", "ylabel": "MiB",
-             "series": common.series_points(
-                 rows, lambda r: common.memory_mib(r, "run_peak_bytes"))}],
+             "series": plots.series_points(
+                 rows, lambda r: memory_mib(r, "run_peak_bytes"))}],
             f"generation (batch {args.batch})")
 
-    common.write_report(out, "generate", header=header, args=args, rows=rows, plot=plot,
+    report.write_report(out, "generate", header=header, args=args, rows=rows, plot=plot,
                         targets=goals, sections=[(f"Generation, batch {args.batch}",
-                                                  common.markdown_table(rows, COLUMNS))])
-    return common.exit_code(rows)
+                                                  report.markdown_table(rows, COLUMNS))])
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ Target (issue 7): SPADE at L = 4K reaches >= 25% of the measured float32 matmul 
 """
 import sys
 
-from benchmarks import common
+from benchmarks import flags, fit, plots, report, sweep, text_config, timing
+from benchmarks.rows import OK, exit_code, find
 from spade_jax import cli
-from lra.configs import set_dotted
 from spade_jax.config import ModelConfig
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
@@ -65,7 +65,8 @@ def forward_breakdown(cfg, length: int, batch: int) -> dict:
     return dict(terms, total=forward)
 
 
-def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, warmup: int) -> dict:
+def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, warmup: int,
+            deadline=None) -> dict:
     """(In a point.) Peak, step time and FLOP counts of the training step of `config`."""
     import flax.linen as nn
     import jax
@@ -79,7 +80,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     from spade_jax.train import state as state_lib
 
     def peak_matmuls():
-        return roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3))
+        return roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3),
+                                     deadline=deadline)
 
     peak_rows = peak_matmuls()
 
@@ -103,14 +105,14 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     with nn.logical_axis_rules(rules):
         train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
                                           batch_shardings)
-        compiled, compile_s = common.compile_timed(train_step, state, placed)
+        compiled, compile_s = timing.compile_timed(train_step, state, placed)
     holder = [state]
 
     def call():
         holder[0], metrics = compiled(holder[0], placed)
         jax.block_until_ready((holder[0], metrics))
 
-    stats = common.time_compiled(call, repeats, warmup)
+    stats = timing.time_compiled(call, repeats, warmup, deadline)
     # The peak again, after the step: a reading taken while a neighbour used the machine is low
     # and would inflate MFU, so the higher of the two counts (seen: 73 against 125-145 GFLOP/s).
     peak_rows += peak_matmuls()
@@ -128,80 +130,81 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
                 mfu=analytic / stats["median_s"] / (peak * devices))
 
 
-COLUMNS = [("family", lambda r: r["family"])] + common.TIMING_COLUMNS + [
-    ("tokens/s", lambda r: common.fmt(r.get("median_s") and r["tokens"] / r["median_s"], ",.0f")),
-    ("analytic GFLOP/step", lambda r: common.fmt(common.div(r.get("analytic_flops"), 1e9), ".4g")),
-    ("XLA / analytic (step)", lambda r: common.fmt(
-        common.div(r.get("xla_flops"), r.get("analytic_flops")), ".3f")),
-    ("XLA / analytic (forward)", lambda r: common.fmt(
-        common.div(r.get("xla_forward_flops"), (r.get("forward") or {}).get("total")), ".3f")),
-    ("f32 peak GFLOP/s", lambda r: common.fmt(common.div(r.get("peak_flops"), 1e9), ".1f")),
-    ("MFU %", lambda r: common.fmt(r.get("mfu") and 100 * r["mfu"], ".1f")),
-] + common.MEMORY_COLUMNS
+COLUMNS = [("family", lambda r: r["family"])] + report.TIMING_COLUMNS + [
+    ("tokens/s", lambda r: report.fmt(r.get("median_s") and r["tokens"] / r["median_s"], ",.0f")),
+    ("analytic GFLOP/step", lambda r: report.fmt(report.div(r.get("analytic_flops"), 1e9), ".4g")),
+    ("XLA / analytic (step)", lambda r: report.fmt(
+        report.div(r.get("xla_flops"), r.get("analytic_flops")), ".3f")),
+    ("XLA / analytic (forward)", lambda r: report.fmt(
+        report.div(r.get("xla_forward_flops"), (r.get("forward") or {}).get("total")), ".3f")),
+    ("f32 peak GFLOP/s", lambda r: report.fmt(report.div(r.get("peak_flops"), 1e9), ".1f")),
+    ("MFU %", lambda r: report.fmt(r.get("mfu") and 100 * r["mfu"], ".1f")),
+] + report.MEMORY_COLUMNS
 
 
 def breakdown_table(rows) -> str:
-    done = [r for r in rows if r["status"] == common.OK]
+    done = [r for r in rows if r["status"] == OK]
     if not done:
         return "No step finished."
     terms = list(done[0]["forward"])
-    table = [{"term": t, **{f"{r['label']} L={common.length_label(r['length'])}": r["forward"][t]
+    table = [{"term": t, **{f"{r['label']} L={flags.length_label(r['length'])}": r["forward"][t]
                             for r in done}} for t in terms]
     columns = [("forward term", lambda x: x["term"])] + [
         (f"{name} GFLOP (%)", lambda x, name=name: f"{x[name] / 1e9:.4g} "
          f"({100 * x[name] / next(t[name] for t in table if t['term'] == 'total'):.1f}%)")
         for name in table[0] if name != "term"]
-    return common.markdown_table(table, columns)
+    return report.markdown_table(table, columns)
 
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, lengths="4K", quick_lengths="256", repeats=3)
-    common.add_names(p, "--families", FAMILIES, ["spade"])
+    p = flags.parser(__doc__, lengths="4K", quick_lengths="256", repeats=3)
+    flags.add_names(p, "--families", FAMILIES, ["spade"])
     p.add_argument("--batch", type=int, default=None,
                    help="sequences per step (default: the Text config's 32; --quick 2)")
-    p.add_argument("--peak_sizes", type=common.parse_lengths, default=None,
+    p.add_argument("--peak_sizes", type=flags.parse_lengths, default=None,
                    help="matmul sizes for the peak (default 1024,2048,4096; --quick 128,256)")
-    common.add_config_overrides(p)
-    args = common.parse(p, argv)
+    flags.add_config_overrides(p)
+    args = flags.parse(p, argv)
     args.peak_sizes = args.peak_sizes or ([128, 256] if args.quick else [1024, 2048, 4096])
-    quick = common.QUICK_MODEL if args.quick else {}
+    quick = text_config.QUICK_MODEL if args.quick else {}
     series = []
     for family in args.families:
-        config = common.text_config(f"model={family}")
-        set_dotted(config.model, quick)
-        set_dotted(config, dict(args.set))
+        config = text_config.text_config(f"model={family}")
+        text_config.set_fields(config.model, quick, "config.model")
+        text_config.set_fields(config, dict(args.set))
         ModelConfig.from_config(config.model)  # checked before any process starts
         args.batch = args.batch or (2 if args.quick else config.batch_size)
         series.append({"label": family, "family": family,
                        "kwargs": {"config": config.to_dict(), "batch": args.batch,
                                   "peak_sizes": args.peak_sizes}})
-    out, header = common.start("mfu", args)
-    rows = common.sweep(series, args.lengths, args, "benchmarks.mfu:measure")
+    out, header = report.start("mfu", args)
+    rows = sweep.run(series, args.lengths, args, "benchmarks.mfu:measure",
+                     runtime=header)
     at = TARGET_LENGTH if TARGET_LENGTH in args.lengths else max(args.lengths)
-    spade = common.find(rows, family="spade", length=at)
+    spade = find(rows, family="spade", length=at)
     mfu_percent = spade and spade.get("mfu") and 100 * spade["mfu"]
-    goals = [common.target(
-        f"MFU of the SPADE training step at L={common.length_label(at)} (batch {args.batch}) "
+    goals = [fit.target(
+        f"MFU of the SPADE training step at L={flags.length_label(at)} (batch {args.batch}) "
         f"against the measured float32 matmul peak", mfu_percent, 25, higher_is_better=True,
-        unit="%", missing=common.why_missing({"spade": spade}))]
+        unit="%", missing=fit.why_missing({"spade": spade}))]
 
     def plot(path):
-        common.loglog_plot(path, [
+        plots.loglog_plot(path, [
             {"title": "training step throughput", "ylabel": "tokens per second", "guides": (),
-             "series": common.series_points(rows, lambda r: r.get("median_s") and
-                                            r["tokens"] / r["median_s"])},
+             "series": plots.series_points(rows, lambda r: r.get("median_s") and
+                                           r["tokens"] / r["median_s"])},
             {"title": "MFU (analytic FLOPs / measured float32 peak)", "ylabel": "MFU %",
-             "guides": (), "series": common.series_points(
+             "guides": (), "series": plots.series_points(
                  rows, lambda r: r.get("mfu") and 100 * r["mfu"])}],
             f"LRA Text-sized training step, batch {args.batch}")
 
-    common.write_report(out, "mfu", header=header, args=args, rows=rows, plot=plot, targets=goals,
+    report.write_report(out, "mfu", header=header, args=args, rows=rows, plot=plot, targets=goals,
                         sections=[(f"Training step, batch {args.batch}"
-                                   f"{common.overrides_label(args)}",
-                                   common.markdown_table(rows, COLUMNS)),
+                                   f"{flags.overrides_label(args)}",
+                                   report.markdown_table(rows, COLUMNS)),
                                   ("Analytic forward FLOPs by term", breakdown_table(rows))])
-    return common.exit_code(rows)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 
-from benchmarks import common
+from benchmarks import ROOT, flags, isolation, report, sweep, text_config
+from benchmarks.rows import ERROR, OK, SKIPPED, find
 from spade_jax import cli
 
 # Dense bfloat16 FLOP/s per device, from the vendors' published specifications; the first
@@ -56,7 +57,7 @@ def _block_series(backend, quick):
     series = []
     for dtype in ("bfloat16", "float32"):
         for family in ("spade", "transformer"):
-            changes = dict(common.QUICK_MODEL if quick else {}, dropout=0.0, position="none",
+            changes = dict(text_config.QUICK_MODEL if quick else {}, dropout=0.0, position="none",
                            dtype=dtype, num_layers=1, global_layers=[0])
             impl = FULL_ATTENTION.get(backend, "blocked") if family == "transformer" else "blocked"
             if impl == "cudnn" and dtype != "bfloat16":
@@ -65,73 +66,82 @@ def _block_series(backend, quick):
             if backend == "gpu":  # cuDNN's kernel runs causal: both blocks are (the LM setting)
                 changes["causal"] = True
             series.append({"label": f"{family} {dtype}", "family": family, "dtype": dtype,
-                           "impl": impl, "kwargs": {"model": common.text_model(
+                           "impl": impl, "kwargs": {"model": text_config.text_model(
                                f"model={family}", **changes), "batch": 1}})
     return series
 
 
-def blocks(args, backend):
-    rows = common.sweep(_block_series(backend, args.quick), args.lengths, args,
-                        "benchmarks.scaling:measure")
+def blocks(args, header):
+    rows = sweep.run(_block_series(header.get("backend"), args.quick), args.lengths, args,
+                     "benchmarks.scaling:measure", runtime=header)
     lines = []
     for dtype in ("bfloat16", "float32"):
         for length in args.lengths:
-            spade = common.find(rows, family="spade", dtype=dtype, length=length)
-            full = common.find(rows, family="transformer", dtype=dtype, length=length)
-            if all(r is not None and r["status"] == common.OK for r in (spade, full)):
-                lines.append(f"{dtype} L={common.length_label(length)}: full-attention block "
+            spade = find(rows, family="spade", dtype=dtype, length=length)
+            full = find(rows, family="transformer", dtype=dtype, length=length)
+            if all(r is not None and r["status"] == OK for r in (spade, full)):
+                lines.append(f"{dtype} L={flags.length_label(length)}: full-attention block "
                              f"({full['impl']}) time / SPADE block time = "
                              f"{full['median_s'] / spade['median_s']:.2f}")
-    return rows, [("Blocks: forward+backward, batch 1", common.markdown_table(rows, BLOCK_COLUMNS)),
+    return rows, [("Blocks: forward+backward, batch 1", report.markdown_table(rows, BLOCK_COLUMNS)),
                   ("SPADE block speed-up", "\n".join(f"- {x}" for x in lines) or "none measured")]
 
 
-def s4(args, backend):
+def s4(args, header):
     kwargs = dict(variant="dplr", op="layer", pass_="fwd+bwd", batch=1,
                   d_model=32 if args.quick else 128, d_state=8 if args.quick else 64,
                   bidirectional=True)
-    rows = common.sweep([{"label": "S4 layer (DPLR)", "kwargs": kwargs}], args.lengths, args,
-                        "benchmarks.ssm:measure")
-    return rows, [("S4 layer: forward+backward, batch 1", common.markdown_table(rows, [
-        ("length", lambda r: common.length_label(r["length"]))] + common.TIMING_COLUMNS[1:] + [
-        TOKENS_COLUMN] + common.MEMORY_COLUMNS))]
+    rows = sweep.run([{"label": "S4 layer (DPLR)", "kwargs": kwargs}], args.lengths, args,
+                     "benchmarks.ssm:measure", runtime=header)
+    return rows, [("S4 layer: forward+backward, batch 1", report.markdown_table(rows, [
+        ("length", lambda r: flags.length_label(r["length"]))] + report.TIMING_COLUMNS[1:] + [
+        TOKENS_COLUMN] + report.MEMORY_COLUMNS))]
 
 
-def mfu(args, backend):
-    from lra.configs import set_dotted
-    config = common.text_config("model=spade")
+def mfu(args, header):
+    config = text_config.text_config("model=spade")
     if args.quick:
-        set_dotted(config.model, common.QUICK_MODEL)
+        text_config.set_fields(config.model, text_config.QUICK_MODEL, "config.model")
     batch, length = (2, 256) if args.quick else (config.batch_size, 4096)
-    rows = common.sweep([{"label": "spade", "family": "spade", "kwargs": {
+    rows = sweep.run([{"label": "spade", "family": "spade", "kwargs": {
         "config": config.to_dict(), "batch": batch,
         "peak_sizes": [128, 256] if args.quick else [1024, 2048, 4096]}}], [length], args,
-        "benchmarks.mfu:measure")
-    peak = published_peak(common.RUNTIME.get("device_kind"))
+        "benchmarks.mfu:measure", runtime=header)
+    peak = published_peak(header.get("device_kind"))
     for r in rows:
-        if r["status"] == common.OK and peak:
+        if r["status"] == OK and peak:
             r["published_peak_flops"] = peak
             r["mfu_published"] = r["analytic_flops"] / r["median_s"] / (peak * r["devices"])
-    against = (f"the published bfloat16 peak of a {common.RUNTIME.get('device_kind')} "
+    against = (f"the published bfloat16 peak of a {header.get('device_kind')} "
                f"({peak / 1e12:.0f} TFLOP/s)" if peak else
                "the measured float32 matmul peak (no published peak for this device)")
-    return rows, [(f"MFU of the Text training step (SPADE, L={common.length_label(length)}, "
-                   f"batch {batch}) against {against}", common.markdown_table(rows, [
-                       ("step s", lambda r: common.fmt(r.get("median_s"), ".3f")),
+    return rows, [(f"MFU of the Text training step (SPADE, L={flags.length_label(length)}, "
+                   f"batch {batch}) against {against}", report.markdown_table(rows, [
+                       ("step s", lambda r: report.fmt(r.get("median_s"), ".3f")),
                        TOKENS_COLUMN,
-                       ("analytic TFLOP/s", lambda r: common.fmt(r.get("median_s") and common.div(
+                       ("analytic TFLOP/s", lambda r: report.fmt(r.get("median_s") and report.div(
                            r["analytic_flops"] / r["median_s"], 1e12), ".3g")),
-                       ("MFU %", lambda r: common.fmt(100 * r.get("mfu_published", r.get("mfu"))
+                       ("MFU %", lambda r: report.fmt(100 * r.get("mfu_published", r.get("mfu"))
                                                       if r.get("median_s") else None, ".1f"))]))]
+
+
+def _tail(proc) -> str:
+    """The last lines of a finished command's output, for an error message."""
+    return " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])[-400:]
 
 
 def listops(args, budget_s, out_dir):
     """Trains the full ListOps recipe's model on generated data for about budget_s seconds."""
-    from lra.generate import listops as generator
     data = os.path.join(out_dir, "listops-data")
     num, length = (120, 40) if args.quick else (10_000, 2_000)  # 40: the smoke variant's
     start = time.perf_counter()
-    generator.write(data, num, 0, min_length=length // 10, max_length=length)
+    generated = subprocess.run(
+        [sys.executable, "-m", "lra.generate", "--task=listops", f"--out={data}", f"--num={num}",
+         "--seed=0", f"--min_length={length // 10}", f"--max_length={length}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=budget_s)
+    if generated.returncode != 0:
+        raise RuntimeError(f"python -m lra.generate --task=listops: exit code "
+                           f"{generated.returncode}: {_tail(generated)}")
     generate_s = time.perf_counter() - start
     workdir = os.path.join(out_dir, "listops-run")
     # compilation and the final evaluations take the rest
@@ -146,23 +156,22 @@ def listops(args, budget_s, out_dir):
     if args.quick:
         command.append("--config.batch_size=8")
     start = time.perf_counter()
-    proc = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True,
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           timeout=budget_s + 300)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        return [{"label": "listops", "status": common.ERROR, "wall_s": wall,
-                 "detail": f"exit code {proc.returncode}: {tail[-400:]}"}], []
+        return [{"label": "listops", "status": ERROR, "wall_s": wall,
+                 "detail": f"exit code {proc.returncode}: {_tail(proc)}"}], []
     from spade_jax import paths
     from spade_jax.train import metrics
     curve = [r for r in metrics.read_records(workdir) if r["split"] == "validation"]
     results = paths.read_json(os.path.join(workdir, "results.json"))
-    row = {"label": "listops", "status": common.OK, "wall_s": wall, "steps": results["steps"],
+    row = {"label": "listops", "status": OK, "wall_s": wall, "steps": results["steps"],
            "validation_curve": [(r.get("elapsed_s"), r["step"], r["accuracy"]) for r in curve],
            "test_accuracy_at_best": results.get("test_accuracy_at_best"),
            "stopped_on_budget": results.get("stopped_on_budget")}
     table = "\n".join(["| seconds | step | validation accuracy % |", "|---|---|---|"] + [
-        f"| {common.fmt(s, '.0f')} | {step} | {100 * acc:.2f} |"
+        f"| {report.fmt(s, '.0f')} | {step} | {100 * acc:.2f} |"
         for s, step, acc in row["validation_curve"]])
     return [row], [(f"ListOps, the full recipe's model on generated data ({num:,} expressions "
                     f"up to {length} tokens), {train_s:.0f} s of training: "
@@ -171,28 +180,27 @@ def listops(args, budget_s, out_dir):
                     f"step", table)]
 
 
-TOKENS_COLUMN = ("tokens/s", lambda r: common.fmt(r.get("median_s") and
+TOKENS_COLUMN = ("tokens/s", lambda r: report.fmt(r.get("median_s") and
                                                   r["tokens"] / r["median_s"], ",.0f"))
 BLOCK_COLUMNS = [("family", lambda r: r["family"]), ("dtype", lambda r: r["dtype"]),
-                 ("attention", lambda r: r["impl"])] + common.TIMING_COLUMNS + [
-    TOKENS_COLUMN] + common.MEMORY_COLUMNS
+                 ("attention", lambda r: r["impl"])] + report.TIMING_COLUMNS + [
+    TOKENS_COLUMN] + report.MEMORY_COLUMNS
 
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, lengths="1K,2K,4K,8K,16K,32K,64K", quick_lengths="256",
-                      repeats=3)
+    p = flags.parser(__doc__, lengths="1K,2K,4K,8K,16K,32K,64K", quick_lengths="256",
+                     repeats=3)
     p.add_argument("--budget_s", type=float, default=None,
                    help="the whole run's time budget (default 480; --quick 240)")
-    common.add_names(p, "--parts", tuple(PARTS))
-    args = common.parse(p, argv)
+    flags.add_names(p, "--parts", tuple(PARTS))
+    args = flags.parse(p, argv)
     args.budget_s = args.budget_s or (240.0 if args.quick else 480.0)
-    out, header = common.start("reproduce", args)
+    out, header = report.start("reproduce", args)
     deadline = time.monotonic() + args.budget_s
-    common.run_point("benchmarks.reproduce:platform", {}, timeout_s=120)
-    backend = common.RUNTIME.get("backend", "?")
-    print(f"reproduce: {backend} ({common.RUNTIME.get('device_kind')} x"
-          f"{common.RUNTIME.get('device_count')}), budget {args.budget_s:.0f} s", file=sys.stderr)
+    isolation.run_point("benchmarks.reproduce:platform", {}, timeout_s=120, runtime=header)
+    print(f"reproduce: {header.get('backend', '?')} ({header.get('device_kind')} x"
+          f"{header.get('device_count')}), budget {args.budget_s:.0f} s", file=sys.stderr)
     rows, sections, parts = [], [], {}
     for name in args.parts:
         share = args.budget_s * PARTS[name] / sum(PARTS[n] for n in args.parts)
@@ -200,7 +208,7 @@ def main(argv=None):
         budget = min(share, left)
         start = time.perf_counter()
         if budget < 10:
-            parts[name] = {"status": common.SKIPPED, "detail": "the budget was spent"}
+            parts[name] = {"status": SKIPPED, "detail": "the budget was spent"}
             continue
         # a point gets at most the part's budget, split over the part's points
         args.timeout_s = max(min(600.0, budget / max(len(args.lengths), 1)), 30.0)
@@ -208,22 +216,22 @@ def main(argv=None):
             if name == "listops":
                 got, text = listops(args, budget, out)
             else:
-                got, text = {"blocks": blocks, "s4": s4, "mfu": mfu}[name](args, backend)
-            status = (common.OK if all(r["status"] == common.OK for r in got)
+                got, text = {"blocks": blocks, "s4": s4, "mfu": mfu}[name](args, header)
+            status = (OK if all(r["status"] == OK for r in got)
                       else "partly: " + "; ".join(sorted({r["status"] for r in got})))
             parts[name] = {"status": status}
             rows += [dict(r, part=name) for r in got]
             sections += text
         except Exception as error:  # fail soft: report the part, run the next one
-            parts[name] = {"status": common.ERROR, "detail": f"{type(error).__name__}: {error}"}
+            parts[name] = {"status": ERROR, "detail": f"{type(error).__name__}: {error}"}
         parts[name]["seconds"] = round(time.perf_counter() - start, 1)
         print(f"reproduce: {name}: {parts[name]}", file=sys.stderr, flush=True)
     sections.insert(0, ("Parts", "\n".join(f"- {n}: {v['status']} ({v.get('seconds', 0)} s)"
                                            + (f": {v['detail']}" if v.get("detail") else "")
                                            for n, v in parts.items())))
-    common.write_report(out, "reproduce", header=header, args=args, rows=rows,
+    report.write_report(out, "reproduce", header=header, args=args, rows=rows,
                         sections=sections, data={"parts": parts})
-    return 0 if all(v["status"] != common.ERROR for v in parts.values()) else 1
+    return 0 if all(v["status"] != ERROR for v in parts.values()) else 1
 
 
 if __name__ == "__main__":

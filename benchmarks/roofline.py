@@ -11,13 +11,15 @@ measures it again in its own process (`matmul_rates`).
 """
 import sys
 
-from benchmarks import common
+from benchmarks import flags, isolation, plots, report, timing
+from benchmarks.rows import OK
 from spade_jax import cli
 
 DTYPES = ("float32", "bfloat16")
 
 
-def matmul_rates(sizes, dtypes, batched=(), *, repeats: int, warmup: int = 1) -> list:
+def matmul_rates(sizes, dtypes, batched=(), *, repeats: int, warmup: int = 1,
+                 deadline=None) -> list:
     """(In a point.) One row per (dtype, batch, n): timing stats and FLOP/s of (batch,) n x n x n
     matmuls. batched: (batch, n) pairs besides the square sizes (batch 1)."""
     import jax
@@ -29,8 +31,9 @@ def matmul_rates(sizes, dtypes, batched=(), *, repeats: int, warmup: int = 1) ->
             shape = (n, n) if batch == 1 else (batch, n, n)
             x, y = (jax.random.normal(jax.random.PRNGKey(i), shape, jnp.dtype(dtype))
                     for i in range(2))
-            compiled, compile_s = common.compile_timed(matmul, x, y)
-            stats = common.time_calls(lambda: compiled(x, y).block_until_ready(), repeats, warmup)
+            compiled, compile_s = timing.compile_timed(matmul, x, y)
+            stats = timing.time_calls(lambda: compiled(x, y).block_until_ready(), repeats,
+                                      warmup, deadline)
             flop = 2.0 * batch * n**3
             rows.append(dict(stats, dtype=dtype, batch=batch, n=n, flop=flop, compile_s=compile_s,
                              best_flops=flop / stats["min_s"],
@@ -47,9 +50,9 @@ def peaks(rows) -> dict:
     return out
 
 
-def measure(sizes, dtypes, batched, repeats: int, warmup: int) -> dict:
+def measure(sizes, dtypes, batched, repeats: int, warmup: int, deadline=None) -> dict:
     """(In a point.)"""
-    rows = matmul_rates(sizes, dtypes, batched, repeats=repeats, warmup=warmup)
+    rows = matmul_rates(sizes, dtypes, batched, repeats=repeats, warmup=warmup, deadline=deadline)
     return {"matmuls": rows, "peaks": peaks(rows)}
 
 
@@ -65,18 +68,19 @@ COLUMNS = [
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, lengths=None, repeats=10)
-    p.add_argument("--sizes", type=common.parse_lengths, default=None,
+    p = flags.parser(__doc__, lengths=None, repeats=10)
+    p.add_argument("--sizes", type=flags.parse_lengths, default=None,
                    help="square matrix sizes n (default 512,1024,2048,4096; --quick 128,256)")
-    common.add_names(p, "--dtypes", DTYPES)
-    args = common.parse(p, argv)
+    flags.add_names(p, "--dtypes", DTYPES)
+    args = flags.parse(p, argv)
     args.sizes = args.sizes or ([128, 256] if args.quick else [512, 1024, 2048, 4096])
     batched = [(8, 32)] if args.quick else [(256, 128)]
-    out, header = common.start("roofline", args)
-    result = common.run_point("benchmarks.roofline:measure", dict(
+    out, header = report.start("roofline", args)
+    result = isolation.run_point("benchmarks.roofline:measure", dict(
         sizes=args.sizes, dtypes=args.dtypes, batched=batched, repeats=args.repeats,
-        warmup=args.warmup), timeout_s=args.timeout_s, memory_gb=args.memory_gb)
-    if result["status"] != common.OK:
+        warmup=args.warmup, deadline=timing.deadline_after(args.timeout_s)),
+        timeout_s=args.timeout_s, memory_gb=args.memory_gb, runtime=header)
+    if result["status"] != OK:
         print(f"roofline: {result['status']} ({result.get('detail')})", file=sys.stderr)
         return 1
     rows = result["matmuls"]
@@ -84,7 +88,7 @@ def main(argv=None):
                            for dtype, value in result["peaks"].items())
 
     def plot(path):
-        common.loglog_plot(path, [{
+        plots.loglog_plot(path, [{
             "title": "matmul throughput (best call)", "ylabel": "GFLOP/s",
             "xlabel": "matrix size n (n x n x n)", "guides": (),
             "series": {dtype: ([r["n"] for r in rows if r["dtype"] == dtype and r["batch"] == 1],
@@ -92,9 +96,9 @@ def main(argv=None):
                                 if r["dtype"] == dtype and r["batch"] == 1])
                        for dtype in args.dtypes}}], "roofline")
 
-    common.write_report(out, "roofline", header=header, args=args, rows=rows, plot=plot,
+    report.write_report(out, "roofline", header=header, args=args, rows=rows, plot=plot,
                         data={"peaks": result["peaks"], "peak_bytes": result.get("peak_bytes")},
-                        sections=[("Matmuls", common.markdown_table(rows, COLUMNS)),
+                        sections=[("Matmuls", report.markdown_table(rows, COLUMNS)),
                                   ("Peaks", peak_lines)])
     return 0
 

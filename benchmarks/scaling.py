@@ -19,7 +19,8 @@ L = 16K with <= 1/10 of its memory; SPADE's time exponent from 1K to 64K <= 1.15
 """
 import sys
 
-from benchmarks import common
+from benchmarks import fit, flags, plots, report, sweep, text_config, timing
+from benchmarks.rows import OK, exit_code, find, memory_above_base, memory_mib, per_token_us
 from spade_jax import cli
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")  # lra.configs.FAMILIES
@@ -27,7 +28,8 @@ SCOPES = ("block", "model")
 TARGET_LENGTH = 16384
 
 
-def measure(model: dict, length: int, batch: int, repeats: int, warmup: int) -> dict:
+def measure(model: dict, length: int, batch: int, repeats: int, warmup: int,
+            deadline=None) -> dict:
     """(In a point.) Times value_and_grad of the classifier `model` (ModelConfig fields) on
     random tokens (batch, length)."""
     import flax.linen as nn
@@ -48,71 +50,73 @@ def measure(model: dict, length: int, batch: int, repeats: int, warmup: int) -> 
         logits = net.apply({"params": p}, tokens)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    stats = common.time_jitted(jax.value_and_grad(loss), params, tokens, labels,
-                               repeats=repeats, warmup=warmup)
+    stats = timing.time_jitted(jax.value_and_grad(loss), params, tokens, labels,
+                               repeats=repeats, warmup=warmup, deadline=deadline)
     return dict(stats, tokens=batch * length, layers=list(cfg.layer_kinds()),
                 params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
                 analytic_flops=flops.train_step_flops(cfg, length, batch))
 
 
 COLUMNS = [("scope", lambda r: r["scope"]), ("family", lambda r: r["family"])] + \
-    common.TIMING_COLUMNS + [
-    common.PER_TOKEN_COLUMN,
-    ("GFLOP/s", lambda r: common.fmt(common.div(
-        common.div(r.get("analytic_flops"), r.get("median_s")), 1e9))),
-] + common.MEMORY_COLUMNS
+    report.TIMING_COLUMNS + [
+    report.PER_TOKEN_COLUMN,
+    ("GFLOP/s", lambda r: report.fmt(report.div(
+        report.div(r.get("analytic_flops"), r.get("median_s")), 1e9))),
+] + report.MEMORY_COLUMNS
 
 
 def targets(rows, fits, lengths):
     at = TARGET_LENGTH if TARGET_LENGTH in lengths else max(lengths)
-    label = common.length_label(at)
-    spade = common.find(rows, scope="block", family="spade", length=at)
-    full = common.find(rows, scope="block", family="transformer", length=at)
-    ok = all(r is not None and r["status"] == common.OK for r in (spade, full))
-    missing = common.why_missing({"spade block": spade, "transformer block": full})
+    label = flags.length_label(at)
+    spade = find(rows, scope="block", family="spade", length=at)
+    full = find(rows, scope="block", family="transformer", length=at)
+    ok = all(r is not None and r["status"] == OK for r in (spade, full))
+    missing = fit.why_missing({"spade block": spade, "transformer block": full})
     speed = full["median_s"] / spade["median_s"] if ok else None
-    m_spade, m_full = (common.memory_above_base(r) if ok else None for r in (spade, full))
+    m_spade, m_full = (memory_above_base(r) if ok else None for r in (spade, full))
     memory = m_spade / m_full if ok and m_spade is not None and m_full else None
     out = [
-        common.target(f"SPADE block fwd+bwd at L={label}: speed-up over the full-attention block",
-                      speed, 20, higher_is_better=True, unit="x", missing=missing),
-        common.target(f"SPADE block peak memory at L={label} as a fraction of the full-attention "
-                      f"block's", memory, 0.1, higher_is_better=False,
-                      missing=missing or "no memory statistics"),
+        fit.target(f"SPADE block fwd+bwd at L={label}: speed-up over the full-attention block",
+                   speed, 20, higher_is_better=True, unit="x", missing=missing),
+        fit.target(f"SPADE block peak memory at L={label} as a fraction of the full-attention "
+                   f"block's", memory, 0.1, higher_is_better=False,
+                   missing=missing or "no memory statistics"),
     ]
     for scope in SCOPES:
-        fit = fits["time"].get(f"{scope}/spade")
-        span = (f"{common.length_label(fit['from'])}..{common.length_label(fit['to'])}" if fit
-                else "1K..64K")
-        out.append(common.target(
+        spade_fit = fits["time"].get(f"{scope}/spade")
+        span = (f"{flags.length_label(spade_fit['from'])}..{flags.length_label(spade_fit['to'])}"
+                if spade_fit else "1K..64K")
+        out.append(fit.target(
             f"growth exponent of SPADE ({scope}) time per sequence, L = {span}",
-            fit and fit["exponent"], 1.15, higher_is_better=False,
+            spade_fit and spade_fit["exponent"], 1.15, higher_is_better=False,
             missing="fewer than two lengths measured"))
     return out
 
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, batch=1)
-    common.add_names(p, "--families", FAMILIES)
-    common.add_names(p, "--scopes", SCOPES)
-    common.add_config_overrides(p)
-    args = common.parse(p, argv)
+    p = flags.parser(__doc__, batch=1)
+    flags.add_names(p, "--families", FAMILIES)
+    flags.add_names(p, "--scopes", SCOPES)
+    flags.add_config_overrides(p)
+    args = flags.parse(p, argv)
     if any(not key.startswith("model.") for key, _ in args.set):
         p.error("--set: scaling takes model fields only (model.<field>=<value>)")
-    changes = dict(common.QUICK_MODEL if args.quick else {}, dropout=0.0,
-                   **{key[len("model."):]: value for key, value in args.set})
-    out, header = common.start("scaling", args)
+    # --set comes last: it may change what --quick and the dropout-free step set (dropout too)
+    changes = dict(text_config.QUICK_MODEL if args.quick else {}, dropout=0.0)
+    changes.update((key[len("model."):], value) for key, value in args.set)
+    out, header = report.start("scaling", args)
     series = []
     for scope in args.scopes:
         for family in args.families:
-            model = common.text_model(f"model={family}", **changes)
+            model = text_config.text_model(f"model={family}", **changes)
             if scope == "block":
                 model.update(num_layers=1, global_layers=[0])
             series.append({"label": f"{scope}/{family}", "scope": scope, "family": family,
                            "kwargs": {"model": model, "batch": args.batch}})
-    rows = common.sweep(series, args.lengths, args, "benchmarks.scaling:measure")
-    fits, fit_sections = common.growth(rows)
+    rows = sweep.run(series, args.lengths, args, "benchmarks.scaling:measure",
+                     runtime=header)
+    fits, fit_sections = fit.growth(rows)
     goals = targets(rows, fits, args.lengths)
 
     def plot(path):
@@ -121,20 +125,20 @@ def main(argv=None):
             mine = [r for r in rows if r["scope"] == scope]
             panels.append({"title": f"{scope}: forward+backward time per token",
                            "ylabel": "microseconds per token",
-                           "guides": common.PER_TOKEN_GUIDES,
-                           "series": common.series_points(mine, common.per_token_us,
-                                                          key=lambda r: r["family"])})
+                           "guides": plots.PER_TOKEN_GUIDES,
+                           "series": plots.series_points(mine, per_token_us,
+                                                         key=lambda r: r["family"])})
             panels.append({"title": f"{scope}: peak memory above a fresh JAX process",
-                           "ylabel": "MiB", "series": common.series_points(
-                               mine, common.memory_mib, key=lambda r: r["family"])})
-        common.loglog_plot(path, panels, f"scaling (batch {args.batch})")
+                           "ylabel": "MiB", "series": plots.series_points(
+                               mine, memory_mib, key=lambda r: r["family"])})
+        plots.loglog_plot(path, panels, f"scaling (batch {args.batch})")
 
-    common.write_report(out, "scaling", header=header, args=args, rows=rows, plot=plot,
+    report.write_report(out, "scaling", header=header, args=args, rows=rows, plot=plot,
                         targets=goals, data={"fits": fits}, sections=[
                             (f"Forward+backward, batch {args.batch}"
-                             f"{common.overrides_label(args)}",
-                             common.markdown_table(rows, COLUMNS))] + fit_sections)
-    return common.exit_code(rows)
+                             f"{flags.overrides_label(args)}",
+                             report.markdown_table(rows, COLUMNS))] + fit_sections)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ batch. Target (issue 7): kernel generation <= 25% of the layer's forward time at
 """
 import sys
 
-from benchmarks import common
+from benchmarks import fit, flags, plots, report, sweep, timing
+from benchmarks.rows import exit_code, find, memory_mib, per_token_us
 from spade_jax import cli
 
 VARIANTS = ("dplr", "diag", "scan", "conv")
@@ -26,7 +27,8 @@ TARGET_LENGTH = 16384
 
 
 def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model: int,
-            d_state: int, bidirectional: bool, repeats: int, warmup: int) -> dict:
+            d_state: int, bidirectional: bool, repeats: int, warmup: int,
+            deadline=None) -> dict:
     """(In a point.) Times one op ('layer', 'kernel' or 'conv') of one variant."""
     import flax.linen as nn
     import jax
@@ -50,8 +52,8 @@ def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model:
             args = (params,)
         else:
             fn, args = (lambda p, u: layer.apply(p, u)), (params, x)
-    step = common.differentiated(fn, pass_, tuple(range(len(args))))
-    stats = common.time_jitted(step, *args, repeats=repeats, warmup=warmup)
+    step = timing.differentiated(fn, pass_, tuple(range(len(args))))
+    stats = timing.time_jitted(step, *args, repeats=repeats, warmup=warmup, deadline=deadline)
     return dict(stats, tokens=batch * length)
 
 
@@ -73,61 +75,62 @@ def series_for(args) -> list:
 def share(rows, r):
     """r's median time as a fraction of its variant's layer time at the same L and pass (the
     convolution alone: of the dplr layer's)."""
-    return common.time_ratio(rows, r, op="layer",
-                             variant=r["variant"] if r["op"] != "conv" else "dplr")
+    return fit.time_ratio(rows, r, op="layer",
+                          variant=r["variant"] if r["op"] != "conv" else "dplr")
 
 
 @cli.user_errors
 def main(argv=None):
-    p = common.parser(__doc__, batch=8, passes=True)
-    common.add_names(p, "--variants", VARIANTS)
+    p = flags.parser(__doc__, batch=8, passes=True)
+    flags.add_names(p, "--variants", VARIANTS)
     p.add_argument("--d_model", type=int, default=None, help="channels H (default 128; --quick 16)")
     p.add_argument("--d_state", type=int, default=None, help="state size N (default 64; --quick 8)")
     p.add_argument("--causal", action="store_true", help="one causal kernel (LM) instead of two")
-    args = common.parse(p, argv)
+    args = flags.parse(p, argv)
     args.d_model = args.d_model or (16 if args.quick else 128)
     args.d_state = args.d_state or (8 if args.quick else 64)
     if args.quick and args.batch == 8:
         args.batch = 2
-    out, header = common.start("ssm", args)
-    rows = common.sweep(series_for(args), args.lengths, args, "benchmarks.ssm:measure")
-    fits, fit_sections = common.growth(rows, "run_peak_bytes")
+    out, header = report.start("ssm", args)
+    rows = sweep.run(series_for(args), args.lengths, args, "benchmarks.ssm:measure",
+                     runtime=header)
+    fits, fit_sections = fit.growth(rows, "run_peak_bytes")
     columns = [("variant", lambda r: r["variant"]), ("op", lambda r: r["op"]),
-               ("pass", lambda r: r["pass"])] + common.TIMING_COLUMNS + [
+               ("pass", lambda r: r["pass"])] + report.TIMING_COLUMNS + [
         ("share of layer", lambda r: "-" if r["op"] == "layer" else
-         common.fmt(share(rows, r) and 100 * share(rows, r), ".0f") + "%"),
-        common.PER_TOKEN_COLUMN] + common.MEMORY_COLUMNS
+         report.fmt(share(rows, r) and 100 * share(rows, r), ".0f") + "%"),
+        report.PER_TOKEN_COLUMN] + report.MEMORY_COLUMNS
 
     at = TARGET_LENGTH if TARGET_LENGTH in args.lengths else max(args.lengths)
     goals = []
     for variant in ("dplr", "diag"):
-        kernel = common.find(rows, variant=variant, op="kernel", length=at, **{"pass": "fwd"})
-        layer = common.find(rows, variant=variant, op="layer", length=at, **{"pass": "fwd"})
+        kernel = find(rows, variant=variant, op="kernel", length=at, **{"pass": "fwd"})
+        layer = find(rows, variant=variant, op="layer", length=at, **{"pass": "fwd"})
         if variant in args.variants and "fwd" in args.passes:
-            goals.append(common.target(
+            goals.append(fit.target(
                 f"{variant} kernel generation as a fraction of the {variant} layer's forward "
-                f"time at L={common.length_label(at)}", kernel and share(rows, kernel), 0.25,
-                higher_is_better=False, missing=common.why_missing(
+                f"time at L={flags.length_label(at)}", kernel and share(rows, kernel), 0.25,
+                higher_is_better=False, missing=fit.why_missing(
                     {f"{variant} kernel fwd": kernel, f"{variant} layer fwd": layer})))
 
     def plot(path):
         panels = [{"title": f"{pass_}: time per token (batch {args.batch}, H {args.d_model}, "
                             f"N {args.d_state})", "ylabel": "microseconds per token",
-                   "guides": common.PER_TOKEN_GUIDES,
-                   "series": common.series_points(
-                       [r for r in rows if r["pass"] == pass_], common.per_token_us)}
+                   "guides": plots.PER_TOKEN_GUIDES,
+                   "series": plots.series_points(
+                       [r for r in rows if r["pass"] == pass_], per_token_us)}
                   for pass_ in args.passes]
         panels.append({"title": "peak memory of the calls above a fresh JAX process",
-                       "ylabel": "MiB", "series": common.series_points(
-                           rows, lambda r: common.memory_mib(r, "run_peak_bytes"))})
-        common.loglog_plot(path, panels, "S4 layer", ncols=3)
+                       "ylabel": "MiB", "series": plots.series_points(
+                           rows, lambda r: memory_mib(r, "run_peak_bytes"))})
+        plots.loglog_plot(path, panels, "S4 layer", ncols=3)
 
-    common.write_report(out, "ssm", header=header, args=args, rows=rows, plot=plot, targets=goals,
+    report.write_report(out, "ssm", header=header, args=args, rows=rows, plot=plot, targets=goals,
                         data={"fits": fits}, sections=[
                             (f"S4 layer, batch {args.batch}, H {args.d_model}, N {args.d_state}, "
                              f"{'causal' if args.causal else 'bidirectional'}",
-                             common.markdown_table(rows, columns))] + fit_sections)
-    return common.exit_code(rows)
+                             report.markdown_table(rows, columns))] + fit_sections)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

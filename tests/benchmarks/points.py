@@ -1,5 +1,5 @@
-"""Point functions for the harness tests, run in fresh processes by benchmarks.common.run_point
-(as 'tests.benchmarks.points:<name>')."""
+"""Point functions for the harness tests, run in fresh processes by
+benchmarks.isolation.run_point (as 'tests.benchmarks.points:<name>')."""
 import time
 
 import numpy as np
@@ -20,8 +20,10 @@ def sleep(seconds: float) -> dict:
     return {}
 
 
-def by_length(length: int, repeats: int, warmup: int, fail_above: int, error: str) -> dict:
-    """ok up to fail_above; beyond it raises `error` ('memory' -> MemoryError, else ValueError)."""
+def by_length(length: int, repeats: int, warmup: int, deadline: float, fail_above: int,
+              error: str) -> dict:
+    """ok up to fail_above; beyond it raises `error` ('memory' -> MemoryError, else ValueError).
+    (A sweep's point: it gets length, repeats, warmup and deadline.)"""
     if length > fail_above:
         raise MemoryError("synthetic") if error == "memory" else ValueError("synthetic bug")
     return {"median_s": 1e-3 * length, "min_s": 1e-3 * length, "max_s": 1e-3 * length,

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from benchmarks import common, generate
+from benchmarks import ROOT, generate
+from benchmarks.rows import OK
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,7 @@ def _run(name, out, *flags):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
                JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", f"--out={out}",
-                           *flags], cwd=common.ROOT, env=env, capture_output=True, text=True,
+                           *flags], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -39,7 +40,7 @@ def test_scaling_quick(tmp_path):
     assert "| block | transformer | 256 | ok |" in proc.stdout
     assert ("target: SPADE block fwd+bwd at L=256: speed-up over the full-attention block"
             in proc.stdout)
-    record = _check_outputs(tmp_path / "scaling", "scaling", [common.OK, common.OK])
+    record = _check_outputs(tmp_path / "scaling", "scaling", [OK, OK])
     assert record["rows"][0]["layers"] == ["global"] and record["rows"][1]["layers"] == ["full"]
 
 
@@ -48,7 +49,7 @@ def test_mfu_quick_counts_the_higher_of_two_peak_readings(tmp_path):
     proc = _run("mfu", tmp_path / "mfu")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "target: MFU of the SPADE training step at L=256" in proc.stdout
-    row = _check_outputs(tmp_path / "mfu", "mfu", [common.OK])["rows"][0]
+    row = _check_outputs(tmp_path / "mfu", "mfu", [OK])["rows"][0]
     square = [r for r in row["peak_matmuls"] if r["dtype"] == "float32" and r["batch"] == 1]
     assert [r["n"] for r in square] == [128, 256, 128, 256]  # before and after the step
     assert row["peak_flops"] == max(r["best_flops"] for r in square)
@@ -62,7 +63,7 @@ def test_attention_quick_leaves_out_accelerator_kernels_on_cpu(tmp_path):
     assert "| local | fwd | 256 | ok |" in proc.stdout
     assert "- splash: needs the tpu backend; this machine's JAX backend is cpu" in proc.stdout
     assert "- cudnn: needs the gpu backend; this machine's JAX backend is cpu" in proc.stdout
-    record = _check_outputs(tmp_path / "attention", "attention", [common.OK])
+    record = _check_outputs(tmp_path / "attention", "attention", [OK])
     assert sorted(record["not_measured"]) == ["cudnn", "splash"]
 
 
@@ -75,7 +76,7 @@ def test_ssm_quick(tmp_path):
         assert row in proc.stdout
     assert ("target: dplr kernel generation as a fraction of the dplr layer's forward time"
             in proc.stdout)
-    _check_outputs(tmp_path / "ssm", "ssm", [common.OK] * 3)
+    _check_outputs(tmp_path / "ssm", "ssm", [OK] * 3)
     # The output folder now holds results: a second run into it is refused.
     again = _run("ssm", tmp_path / "ssm", "--variants=conv", "--passes=fwd", "--lengths=256")
     assert again.returncode != 0 and "never overwritten" in again.stderr
@@ -96,7 +97,7 @@ def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     record = json.loads((tmp_path / "reproduce" / "reproduce.json").read_text())
     assert {name: part["status"] for name, part in record["parts"].items()} == {
-        "blocks": common.OK, "s4": common.OK, "mfu": common.OK, "listops": common.OK}
+        "blocks": OK, "s4": OK, "mfu": OK, "listops": OK}
     assert record["header"]["backend"] == "cpu" and record["header"]["git"]["commit"]
     listops = next(r for r in record["rows"] if r["part"] == "listops")
     assert listops["stopped_on_budget"] and listops["steps"] > 0

@@ -4,7 +4,7 @@
 file names its holder (host, process id, command, start time), so a second run on the same
 workdir stops at once with a message naming the first, instead of both writing checkpoints and
 metrics.jsonl. The file is removed when the run ends. Only process 0 of a multi-process run takes
-it (spade_jax.train.loop).
+it (`hold`, which the training loop calls; every process learns whether it got it).
 
 Local folders (and NFS, where the kernel supports it): an flock(2) on the file. The kernel drops
 it when the holder dies however it dies, so the lock of a dead process (kill -9, a crashed host)
@@ -26,10 +26,12 @@ import threading
 import time
 import uuid
 
+import jax
+import numpy as np
 from absl import logging
 
-from spade_jax import paths
-from spade_jax.errors import PathError
+from spade_jax import paths, runtime
+from spade_jax.errors import ConfigError, PathError, UserError
 
 LOCK_FILE = ".lock.json"
 HEARTBEAT_S = 30.0
@@ -182,3 +184,21 @@ class WorkdirLock:
             holder = _read(self.path)
             if holder and holder.get("token") == self.me["token"]:
                 self.path.unlink()
+
+
+def hold(workdir, stack) -> None:
+    """Takes the workdir's lock on process 0 until `stack` (a contextlib.ExitStack) closes;
+    when another run holds it, every process raises (process 0 the PathError naming it)."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            stack.enter_context(WorkdirLock(workdir))
+        except UserError as e:
+            error = e
+    if runtime.multi_process():
+        from jax.experimental import multihost_utils
+        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if failed and error is None:
+            error = ConfigError(f"{workdir}: process 0 could not lock it (see its message)")
+    if error is not None:
+        raise error

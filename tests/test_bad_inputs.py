@@ -93,7 +93,7 @@ def lm_run(pristine, tmp_path_factory):
     from lm.task import LMTask, load_corpus, set_vocab_size
     from spade_jax import models, sharding
     from spade_jax.config import ModelConfig
-    from spade_jax.train import checkpoint, loop, optim, state as state_lib
+    from spade_jax.train import checkpoint, optim, state as state_lib, workdir as workdir_lib
     spec = importlib.util.spec_from_file_location("_wikitext", WIKITEXT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -103,7 +103,7 @@ def lm_run(pristine, tmp_path_factory):
     corpus = load_corpus(config)
     set_vocab_size(config, corpus)
     workdir = str(tmp_path_factory.mktemp("lm-run") / "run")
-    loop._check_workdir(workdir, config)
+    workdir_lib.record(workdir, config)
     mesh = sharding.make_mesh(config.mesh)
     tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
     task = LMTask(corpus, config.seq_len, config.eval_context)

@@ -29,8 +29,9 @@ from spade_jax import lock, models, paths, sharding  # noqa: E402
 from spade_jax.config import ModelConfig  # noqa: E402
 from spade_jax.errors import PathError  # noqa: E402
 from spade_jax.train import checkpoint, optim, state as state_lib  # noqa: E402
-from spade_jax.train import loop  # noqa: E402
-from spade_jax.train.loop import DivergedError, _abstract, train_and_evaluate  # noqa: E402
+from spade_jax.train import workdir as workdir_lib  # noqa: E402
+from spade_jax.train.divergence import DivergedError  # noqa: E402
+from spade_jax.train.loop import train_and_evaluate  # noqa: E402
 
 
 def digest(folder) -> dict:
@@ -64,7 +65,7 @@ def _state(config):
     state, shardings = state_lib.create_sharded_state(
         model, tx, (np.ones((1, synthetic.LENGTH), np.int32),), 0, mesh,
         sharding.rules_from_config(config.logical_axis_rules))
-    return state, _abstract(state, shardings)
+    return state, state_lib.abstract_state(state, shardings)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def trained(tmp_path_factory):
     them, without training: no train step to compile)."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
     config = _config()
-    loop._check_workdir(str(workdir), config)
+    workdir_lib.record(str(workdir), config)
     state, _ = _state(config)
     ckpts = checkpoint.Checkpoints(str(workdir), 3, False)
     for step in (1, 2):

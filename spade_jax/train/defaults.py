@@ -1,43 +1,170 @@
-"""The engine's config: every field the training loop reads, with defaults.
+"""The engine's config, described once: every field the training engine reads, its default, its
+meaning and its allowed values, as the dataclasses below (`Engine`, with its `Optimizer` and
+`Mesh` sections).
 
-Experiment configs (configs/*.py) start from `default_config()` and change what they need.
+Experiment configs (configs/*.py) start from `default_config()` (those dataclasses as a
+ConfigDict, with the model's section) and change what they need. `validate(config, ...)` is the
+one place where the engine's sections are checked, before anything is built or compiled: every
+bad value is a ConfigError naming the field; it returns the checked `Engine`.
 """
+import dataclasses
+import math
+from typing import Optional
+
 import ml_collections
 
+from spade_jax import sharding
 from spade_jax.config import default_model_config
-from spade_jax.sharding import DEFAULT_RULES
+from spade_jax.errors import ConfigError, closest
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def _field(default, *, low=None, high=None, choices=None):
+    """A dataclass field with its allowed values (checked by `validate`)."""
+    return dataclasses.field(default=default, metadata=dict(low=low, high=high, choices=choices))
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """config.optimizer (spade_jax.train.optim)."""
+
+    name: str = _field("adamw", choices=OPTIMIZERS)
+    learning_rate: float = _field(1e-3, low=0.0)
+    b1: float = _field(0.9, low=0.0, high=1.0)
+    b2: float = _field(0.98, low=0.0, high=1.0)
+    eps: float = _field(1e-8, low=0.0)
+    weight_decay: float = _field(0.01, low=0.0)
+    momentum: float = _field(0.9, low=0.0)
+    nesterov: bool = True
+    schedule: str = _field("cosine", choices=SCHEDULES)
+    warmup_steps: int = _field(100, low=0)
+    end_lr_factor: float = _field(0.0, low=0.0)
+    clip_norm: float = _field(1.0, low=0.0)
+    ssm_learning_rate: Optional[float] = _field(1e-3, low=0.0)  # None: learning_rate
+    ssm_weight_decay: float = _field(0.0, low=0.0)
+    freeze_ssm: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Mesh:
+    """config.mesh: device-mesh axis sizes, one of them may be -1 (spade_jax.sharding)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """Every engine field of an experiment config (config.model is spade_jax.config's)."""
+
+    seed: int = _field(0, low=0, high=2**32 - 1)
+    batch_size: int = _field(32, low=1)  # global batch (all hosts), split into grad_accum_steps micro-batches
+    grad_accum_steps: int = _field(1, low=1)
+    num_train_steps: int = _field(1000, low=1)
+    optimizer: Optimizer = Optimizer()
+    mesh: Mesh = Mesh()
+    logical_axis_rules: tuple = sharding.DEFAULT_RULES
+    log_every: int = _field(50, low=0)
+    eval_every: int = _field(500, low=0)  # validation (and best-checkpoint) interval; 0 = only at the end
+    eval_batch_size: int = _field(0, low=0)  # 0: batch_size
+    max_eval_batches: int = _field(0, low=0)  # 0: the whole split
+    checkpoint_every: int = _field(500, low=0)
+    keep_checkpoints: int = _field(2, low=1)
+    async_checkpoints: bool = True
+    skip_nonfinite: bool = False  # True: skip updates with non-finite gradients (and count them)
+    max_skipped_fraction: float = _field(0.1, low=0.0, high=1.0)  # skip_nonfinite: stop when more of the last updates were skipped
+    skip_window: int = _field(100, low=1)  # the last updates that max_skipped_fraction counts
+    peak_flops: float = _field(0.0, low=0.0)  # per device, the MFU denominator; 0: measured (float32 matmul) at start
+    profile_steps: tuple = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
+    progress_bar: bool = True
+    # > 0: stop training after this many seconds of this invocation (every host at the same
+    # step), save, evaluate and report as at the end; results.json says stopped_on_budget
+    max_wall_s: float = _field(0.0, low=0.0)
+
+    @property
+    def eval_batch(self) -> int:
+        """The global evaluation batch (eval_batch_size, or batch_size when 0)."""
+        return self.eval_batch_size or self.batch_size
+
+
+_SECTIONS = {"optimizer": Optimizer, "mesh": Mesh}
 
 
 def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.model = default_model_config()
-    c.seed = 0
-    c.batch_size = 32  # global batch (all hosts), split into grad_accum_steps micro-batches
-    c.grad_accum_steps = 1
-    c.num_train_steps = 1000
+    """The engine's fields at their defaults, with `model` (spade_jax.config), as a ConfigDict."""
+    values = dataclasses.asdict(Engine())
+    values["logical_axis_rules"] = [list(rule) for rule in Engine.logical_axis_rules]
+    values["profile_steps"] = ()
+    return ml_collections.ConfigDict({"model": default_model_config(), **values})
 
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01,
-        momentum=0.9, nesterov=True, schedule="cosine", warmup_steps=100, end_lr_factor=0.0,
-        clip_norm=1.0, ssm_learning_rate=1e-3, ssm_weight_decay=0.0, freeze_ssm=False))
 
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.logical_axis_rules = [list(rule) for rule in DEFAULT_RULES]
+def _section(cls, values, prefix: str):
+    """An instance of the dataclass `cls` from `values`, each field checked against its
+    metadata; unknown and missing fields are errors."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known)) if prefix else []
+    if unknown and prefix == "config.mesh.":
+        raise ConfigError(f"config.mesh has unknown axes {unknown}; axes are {sorted(known)}")
+    if unknown:
+        raise ConfigError(f"unknown {prefix[:-1]} field(s) {unknown}{closest(unknown[0], known)}")
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            raise ConfigError(f"the config has no field {prefix}{f.name}; build experiment "
+                              f"configs from spade_jax.train.defaults.default_config()")
+        value = values[f.name]
+        if f.name in _SECTIONS:
+            value = _section(_SECTIONS[f.name], dict(value), f"config.{f.name}.")
+        else:
+            _check_value(f"{prefix}{f.name}", value, f.metadata)
+        out[f.name] = value
+    return cls(**out)
 
-    c.log_every = 50
-    c.eval_every = 500  # validation (and best-checkpoint) interval; 0 = only at the end
-    c.eval_batch_size = 0  # 0: batch_size
-    c.max_eval_batches = 0  # 0: the whole split
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    c.async_checkpoints = True
-    c.skip_nonfinite = False  # True: skip updates with non-finite gradients (and count them)
-    c.max_skipped_fraction = 0.1  # skip_nonfinite: stop when more of the last updates were skipped
-    c.skip_window = 100  # the last updates that max_skipped_fraction counts
-    c.peak_flops = 0.0  # per device, the MFU denominator; 0: measured (float32 matmul) at start
-    c.profile_steps = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
-    c.progress_bar = True
-    # > 0: stop training after this many seconds of this invocation (every host at the same
-    # step), save, evaluate and report as at the end; results.json says stopped_on_budget
-    c.max_wall_s = 0.0
-    return c
+
+def _check_value(name: str, value, meta) -> None:
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    if value is None or (low is None and high is None):
+        return
+    if low is not None and high is not None and not low <= value <= high:
+        bound = "2**32)" if high == 2**32 - 1 else f"{high}]"
+        raise ConfigError(f"{name} must be in [{low}, {bound}, got {value}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def validate(config, device_count: int, process_count: int) -> Engine:
+    """The engine's sections of `config` checked (types and ranges per field; the optimiser's
+    combinations; the mesh against `device_count`; the batches against the data-parallel size
+    and `process_count`), as an `Engine`. Raises ConfigError naming the field."""
+    top = [f.name for f in dataclasses.fields(Engine)]
+    engine = _section(Engine, {k: config[k] for k in top if k in config}, "config.")
+    engine = dataclasses.replace(
+        engine, logical_axis_rules=sharding.rules_from_config(engine.logical_axis_rules),
+        profile_steps=tuple(engine.profile_steps or ()))
+    if engine.optimizer.name == "adam" and engine.optimizer.weight_decay:
+        raise ConfigError("config.optimizer.name='adam' has no weight decay; use 'adamw' or "
+                          "set optimizer.weight_decay = 0")
+    profile = engine.profile_steps
+    if profile and not (len(profile) == 2 and 0 <= profile[0] < profile[1]):
+        raise ConfigError(f"config.profile_steps must be () or (first, last) with 0 <= first < "
+                          f"last, got {profile}")
+    shape = sharding.mesh_shape(dataclasses.asdict(engine.mesh), device_count)
+    dp = math.prod(shape[sharding.MESH_AXES.index(a)] for a in sharding.BATCH_AXES)
+    accum = engine.grad_accum_steps
+    # dp counts the devices of every host, so a multi-host batch needs no extra factor for the
+    # processes: each host reads batch_size / process_count rows for its own devices.
+    if engine.batch_size % (dp * accum) or engine.batch_size % process_count:
+        raise ConfigError(
+            f"config.batch_size ({engine.batch_size}) must be divisible by grad_accum_steps "
+            f"({accum}) x data-parallel size ({dp} = mesh data x fsdp, all hosts' devices) and "
+            f"by the number of processes ({process_count})")
+    if engine.eval_batch % dp or engine.eval_batch % process_count:
+        raise ConfigError(f"config.eval_batch_size ({engine.eval_batch}) must be divisible by "
+                          f"the data-parallel size ({dp}) and by the number of processes "
+                          f"({process_count})")
+    return engine

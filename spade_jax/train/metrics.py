@@ -14,6 +14,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from spade_jax import paths
@@ -161,6 +162,48 @@ class Console:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def with_perplexity(values: dict) -> dict:
+    """Adds exp(loss) as 'perplexity' when the task reports a per-token loss ('token_loss')."""
+    if "token_loss" in values:
+        values["perplexity"] = float(np.exp(min(float(values["token_loss"]), 50.0)))
+    return values
+
+
+class TrainLog:
+    """The training records of the logging steps (every `log_every` steps and the last): the
+    step's metrics with the learning rate, and the steps/s, tokens/s and MFU of the interval
+    since the previous record (the first step of an invocation, which compiles, left out);
+    written to metrics.jsonl and shown. `step_flops` / `peak_flops`: one step's FLOPs and the
+    FLOP/s of all devices together."""
+
+    def __init__(self, writer: MetricsWriter, console: Console, *, learning_rate, log_every: int,
+                 num_steps: int, start_step: int, tokens_per_batch: int, step_flops: float,
+                 peak_flops: float):
+        self.writer, self.console, self.learning_rate = writer, console, learning_rate
+        self.log_every, self.num_steps, self.start_step = log_every, num_steps, start_step
+        self.tokens_per_batch, self.step_flops, self.peak_flops = (tokens_per_batch, step_flops,
+                                                                   peak_flops)
+        self.last_time, self.last_step = time.perf_counter(), start_step
+
+    def step(self, step: int, metrics: dict) -> None:
+        """After every step, with its host metrics (scalars; 'finite' is left out)."""
+        if step == self.start_step + 1:
+            self.last_time, self.last_step = time.perf_counter(), step
+        self.console.step(float(metrics["loss"]))
+        if not (self.log_every and step % self.log_every == 0 or step == self.num_steps):
+            return
+        now = time.perf_counter()
+        rate = ((step - self.last_step) / max(now - self.last_time, 1e-9)
+                if step > self.last_step else 0.0)
+        self.last_time, self.last_step = now, step
+        record = with_perplexity({k: v for k, v in metrics.items() if k != "finite"})
+        record.update(learning_rate=float(self.learning_rate(step - 1)), steps_per_s=rate,
+                      tokens_per_s=rate * self.tokens_per_batch,
+                      mfu=self.step_flops * rate / self.peak_flops)
+        self.writer.write(step, "train", record)
+        self.console.log(step, record)
 
 
 def _duration(seconds: float) -> str:

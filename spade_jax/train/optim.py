@@ -7,15 +7,12 @@ Groups, chosen by each parameter's full path:
   frozen    with `optimizer.freeze_ssm`, every parameter of an S4 layer (updates are zero)
   default   everything else
 Global-norm clipping (`optimizer.clip_norm`, 0 = off) applies to all gradients together.
+The section's fields and allowed values are spade_jax.train.defaults.Optimizer's (checked there).
 """
 import optax
 from jax.tree_util import DictKey, tree_map_with_path
 
-from spade_jax.errors import ConfigError
 from spade_jax.ssm import SSM_PARAM_NAMES
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "linear", "constant")
 
 
 def parameter_group(path, freeze_ssm: bool = False) -> str:
@@ -41,10 +38,8 @@ def schedule(peak: float, cfg, num_steps: int):
         decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(cfg.end_lr_factor))
     elif cfg.schedule == "linear":
         decay = optax.linear_schedule(peak, end, decay_steps)
-    elif cfg.schedule == "constant":
+    else:  # 'constant' (defaults.SCHEDULES)
         decay = optax.constant_schedule(peak)
-    else:
-        raise ConfigError(f"config.optimizer.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     if warmup <= 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -54,15 +49,11 @@ def _base(cfg, learning_rate, weight_decay):
     if cfg.name == "adamw":
         return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=weight_decay)
-    if cfg.name == "adam":
-        if weight_decay:
-            raise ConfigError("config.optimizer.name='adam' has no weight decay; use 'adamw' or "
-                             "set optimizer.weight_decay = 0")
+    if cfg.name == "adam":  # no weight decay (defaults.validate refuses one)
         return optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-    if cfg.name == "sgd":
-        return optax.chain(optax.add_decayed_weights(weight_decay),
-                           optax.sgd(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov))
-    raise ConfigError(f"config.optimizer.name must be one of {OPTIMIZERS}, got {cfg.name!r}")
+    # 'sgd' (defaults.OPTIMIZERS)
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov))
 
 
 def make_optimizer(cfg, num_steps: int):

@@ -36,3 +36,9 @@ def create_sharded_state(model, tx, example_inputs, seed: int, mesh, rules):
     # The same shardings, in exactly the state's tree structure (optax's masked states hold empty
     # nodes that the logical specs tree does not mirror).
     return state, jax.tree_util.tree_map(lambda x: x.sharding, state)
+
+
+def abstract_state(state, shardings):
+    """jax.ShapeDtypeStructs of `state` on `shardings` (what a checkpoint is restored onto)."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)

@@ -4,7 +4,7 @@ import jax
 import pytest
 
 from spade_jax import runtime
-from spade_jax.train import loop
+from spade_jax.train import defaults
 
 PLATFORM_VARS = ("SPADE_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
                  "JAX_COORDINATOR_ADDRESS")
@@ -60,15 +60,11 @@ def _config(batch_size, accum=1):
     (4, 16, 4, False),   # micro-batches of 4 rows over 8 devices
     (16, 8, 1, False),   # fewer rows than processes
 ])
-def test_the_global_batch_is_checked_against_devices_and_hosts(monkeypatch, processes, batch_size,
-                                                               accum, ok):
-    """A v4-32 (16 devices, 4 hosts) Path-X run has batch 32: it must not need 16 x 4 = 64."""
-    from spade_jax import sharding
-    mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    assert sharding.data_parallel_size(mesh) == 8
-    monkeypatch.setattr(jax, "process_count", lambda: processes)
+def test_the_global_batch_is_checked_against_devices_and_hosts(processes, batch_size, accum, ok):
+    """A v4-32 (16 devices, 4 hosts) Path-X run has batch 32: it must not need 16 x 4 = 64.
+    8 devices: the default mesh has data = 8."""
     if ok:
-        loop._check_config(_config(batch_size, accum), mesh)
+        defaults.validate(_config(batch_size, accum), 8, processes)
     else:
         with pytest.raises(ValueError, match="config.batch_size"):
-            loop._check_config(_config(batch_size, accum), mesh)
+            defaults.validate(_config(batch_size, accum), 8, processes)

@@ -9,7 +9,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from spade_jax import paths
-from spade_jax.train import loop, metrics
+from spade_jax.train import metrics, workdir as workdir_lib
 from spade_jax.train.defaults import default_config
 
 
@@ -68,13 +68,14 @@ def test_metrics_keep_one_record_per_step_and_split_across_restarts(root):
 
 def test_the_workdir_config_check_reads_and_writes_through_the_path_layer(root):
     config = default_config()
-    loop._check_workdir(root, config)
+    workdir_lib.check(root, config)
+    workdir_lib.record(root, config)
     written = paths.read_json(paths.workdir_path(root) / "config.json")
     assert written["model"]["d_model"] == config.model.d_model
     other = ml_collections.ConfigDict(config.to_dict())
     other.model.d_model += 1
     with pytest.raises(ValueError, match=r"another model config \(fields \['d_model'\]"):
-        loop._check_workdir(root, other)
+        workdir_lib.check(root, other)
     assert paths.read_json(paths.workdir_path(root) / "config.json") == written
 
 

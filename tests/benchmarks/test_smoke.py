@@ -90,6 +90,19 @@ def test_generate_without_decoding_says_what_is_missing(tmp_path):
     assert not (tmp_path / "generate").exists()
 
 
+@pytest.mark.long
+@pytest.mark.skipif(importlib.util.find_spec("spade_jax.decode") is None,
+                    reason="needs spade_jax.decode")
+def test_generate_quick(tmp_path):
+    proc = _run("generate", tmp_path / "generate", "--families=spade", "--lengths=64")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "| spade | decode | 64 | ok |" in proc.stdout
+    assert "| spade | forward | 64 | ok |" in proc.stdout
+    assert "target: SPADE decoding speed-up over re-running the forward at context 64" in proc.stdout
+    decode, forward = _check_outputs(tmp_path / "generate", "generate", [OK, OK])["rows"]
+    assert decode["cache_bytes"] > 0 and decode["prefill_s"] > 0 and "cache_bytes" not in forward
+
+
 def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
     """The accelerator command at CPU sizes: blocks, S4 layer, MFU, and a time-boxed ListOps run
     that stops on its wall-clock budget and reports validation accuracy against time."""

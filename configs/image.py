@@ -20,10 +20,10 @@ Full run (real data: TFDS `cifar10` prepared, or `cifar-10-batches-bin` in data_
     token ids (an embedding of 256 rows), batch 256, 35k steps (200 epochs of 45k), Adam (0.9,
     0.98), lr 5e-4 with a 175-step warmup and cosine decay, no weight decay, no clipping. Its
     qkv_dim 64 (below d_model) and attention dropout 0.2 have no counterpart here.
-  Expected test accuracy (published): SPADE 88.22 (unconfirmed), MEGA 90.44, MEGA-chunk 85.80,
+  Published test accuracy: SPADE 88.22 (unconfirmed), MEGA 90.44, MEGA-chunk 85.80,
   S4 88.65, Transformer 42.44 (lra.md). Hardware: the recipes' (MEGA: one A100-40GB). Time: not
   yet measured on an accelerator; each family trains on 9.2B tokens (steps x batch x 1024);
-  `python -m benchmarks.reproduce` measures the tokens/s.
+  hours = tokens / (tokens/s measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU; stand-in images of generated shapes in the CIFAR-10 binary format, not CIFAR;
 about 5 minutes on 2 cores; measured: SPADE 54.4% test accuracy against 12.2% for the majority
 class):
@@ -68,7 +68,8 @@ QUICK = {
     "generate": {"num": 3_000, "seed": 0},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
     "batch_size": 16, "num_train_steps": 600, "optimizer.learning_rate": 2e-3,
-    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 60, "eval_every": 200, "checkpoint_every": 200, "log_every": 20,
+    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 60, "eval_every": 200,
+    "checkpoint_every": 200, "log_every": 20,
 }
 SMOKE = {
     "generate": {"num": 36, "seed": 0},

@@ -19,11 +19,11 @@ Full run (the published recipes; real data):
     0.1, no clipping, CLS pooling, learned positions. Its schedule 0.05 * min(1, t/1000) /
     sqrt(max(t, 1000)) peaks at 1.58e-3; ours decays linearly from there to its value at 5k
     (factor 0.447) instead of as 1/sqrt(t).
-  Expected test accuracy (published): SPADE 60.50 (unconfirmed), MEGA 63.14, MEGA-chunk 58.76,
+  Published test accuracy: SPADE 60.50 (unconfirmed), MEGA 63.14, MEGA-chunk 58.76,
   S4 59.60, Transformer 36.37 (lra.md). Hardware: the recipes' (MEGA: one A100-40GB; S4: one
   A100). Time: not yet measured on an accelerator; spade trains on 11.5B tokens (steps x batch x
-  length), s4 on 7.7B, the transformer on 0.32B; `python -m benchmarks.reproduce` measures the
-  tokens/s that turn these into hours.
+  length), s4 on 7.7B, the transformer on 0.32B; hours = tokens / (tokens/s
+  measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU, generated data, expressions of 20-200 tokens; about 6 minutes on 2 cores;
 35-40% test accuracy against 16% for the majority class):
     python -m lra.main --config=configs/listops.py:quick --workdir=runs/listops-quick

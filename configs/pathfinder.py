@@ -20,10 +20,10 @@ Full run (real data, `pathfinder32/curv_contour_length_14`):
     batch 512, 62.4k steps (200 epochs of 160k), Adam (0.9, 0.98), lr 1e-3 with a 312-step
     warmup and cosine decay, no weight decay, no clipping. Its fixed sinusoidal positions are
     learned ones here; its qkv_dim 16 and attention dropout 0.1 have no counterpart.
-  Expected test accuracy (published): SPADE 96.23 (unconfirmed), MEGA 96.01, MEGA-chunk 94.41,
+  Published test accuracy: SPADE 96.23 (unconfirmed), MEGA 96.01, MEGA-chunk 94.41,
   S4 94.20, Transformer 71.40 (lra.md). Hardware: the recipes' (MEGA: one A100-40GB). Time: not
   yet measured on an accelerator; each family trains on ~33B tokens (steps x batch x 1024);
-  `python -m benchmarks.reproduce` measures the tokens/s.
+  hours = tokens / (tokens/s measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU; generated, easier `curv_baseline` images; about 8 minutes on 2 cores). It checks
 the pipeline end to end but does NOT learn yet: 1000 steps of batch 16 (16k images seen) stay at
 chance (measured: 48-51% validation accuracy at steps 250-1000, 49.1% test). Pathfinder needs
@@ -76,7 +76,8 @@ QUICK = {
     "data_options": {"difficulty": "curv_baseline"},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
     "batch_size": 16, "num_train_steps": 1_000, "optimizer.learning_rate": 4e-3,
-    "optimizer.schedule": "cosine", "optimizer.weight_decay": 0.05, "optimizer.warmup_steps": 100, "eval_every": 250, "checkpoint_every": 250, "log_every": 50,
+    "optimizer.schedule": "cosine", "optimizer.weight_decay": 0.05, "optimizer.warmup_steps": 100,
+    "eval_every": 250, "checkpoint_every": 250, "log_every": 50,
 }
 SMOKE = {
     "generate": {"num": 24, "seed": 0, "image_size": 32, "difficulty": "curv_baseline",

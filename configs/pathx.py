@@ -22,11 +22,11 @@ Full run (real data, `pathfinder128/curv_contour_length_14`):
     Path-X (chance), as published; full attention at 16K needs an 80 GB device at this batch.
   Path-X is seed-sensitive (S4 needed a low learning rate and long warmup; S5 reports failing
   seeds): watch the validation accuracy leave 50% in the first 20-40k steps, else change the seed.
-  Expected test accuracy (published): SPADE 97.60 (unconfirmed), MEGA 97.98, MEGA-chunk 93.81,
+  Published test accuracy: SPADE 97.60 (unconfirmed), MEGA 97.98, MEGA-chunk 93.81,
   S4 96.35; the Transformer fails (chance) (lra.md). Hardware: MEGA's 8 x A100 (a TPU v4-8 is
   comparable); S4 one A100-80GB. Time: not yet measured on an accelerator; spade trains on 262B
-  tokens (steps x batch x 16384), s4 on 131B; `python -m benchmarks.reproduce` measures the
-  tokens/s.
+  tokens (steps x batch x 16384), s4 on 131B; hours = tokens /
+  (tokens/s measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU; generated, easier `curv_baseline` 128 px images):
     python -m lra.main --config=configs/pathx.py:quick --workdir=runs/pathx-quick
 Other families: configs/pathx.py:model=s4 (spade_chunk, local), with quick / smoke. The
@@ -76,7 +76,8 @@ QUICK = {
     "model.radius": 63, "model.chunk_size": 64, "model.s4.d_state": 16, "model.dropout": 0.0,
     "batch_size": 8, "num_train_steps": 100, "optimizer.learning_rate": 2e-3,
     "optimizer.schedule": "cosine", "optimizer.weight_decay": 0.05,
-    "optimizer.ssm_learning_rate": 5e-4, "optimizer.warmup_steps": 10, "eval_every": 50, "checkpoint_every": 50, "log_every": 10,
+    "optimizer.ssm_learning_rate": 5e-4, "optimizer.warmup_steps": 10, "eval_every": 50,
+    "checkpoint_every": 50, "log_every": 10,
     "max_eval_batches": 5,
 }
 SMOKE = {

@@ -20,10 +20,11 @@ Full run (real data: `tsv_data/new_aan_pairs.{train,eval,test}.tsv` in the LRA r
     toward 0.05 / sqrt(8000) = 5.59e-4: the rate climbs linearly to 5/8 of that and never decays
     (ours: the same warmup, then a constant schedule that is never reached). Its head combines
     the two CLS vectors as ours does.
-  Expected test accuracy (published): SPADE 91.17 (unconfirmed), MEGA 91.25, MEGA-chunk 90.97,
+  Published test accuracy: SPADE 91.17 (unconfirmed), MEGA 91.25, MEGA-chunk 90.97,
   S4 90.90, Transformer 57.46 (lra.md). Hardware: the recipes' (MEGA: one A100-40GB). Time: not
   yet measured on an accelerator; spade trains on 47B tokens (steps x batch x 2 x 4000), s4 on
-  26B, the transformer on 1.3B; `python -m benchmarks.reproduce` measures the tokens/s.
+  26B, the transformer on 1.3B; hours = tokens / (tokens/s
+  measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU; stand-in pairs from standard-library documents, which are not AAN; about 5
 minutes on 2 cores; measured: SPADE 80.0% test accuracy against 50% for the majority class):
     python -m lra.main --config=configs/retrieval.py:quick --workdir=runs/retrieval-quick
@@ -69,7 +70,8 @@ QUICK = {
     "data_options": {"max_length": 512},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32, "model.norm": "pre",
     "batch_size": 16, "num_train_steps": 600, "optimizer.learning_rate": 2e-3,
-    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 60, "eval_every": 200, "checkpoint_every": 200, "log_every": 20,
+    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 60, "eval_every": 200,
+    "checkpoint_every": 200, "log_every": 20,
 }
 SMOKE = {
     "generate": {"num": 40, "seed": 0},

@@ -20,10 +20,11 @@ Full run (real data: TFDS `imdb_reviews` prepared, or an `aclImdb` folder in dat
     config reads 1000 bytes (`--config.data_options.max_length=1000`); the paper's 4K is kept
     here for every family: full attention over 4096 bytes at batch 32 needs an 80 GB device.
   IMDB has no validation split: as in LRA, the test set also serves as validation.
-  Expected test accuracy (published): SPADE 90.69 (unconfirmed; an aggregator gives 86.29),
+  Published test accuracy: SPADE 90.69 (unconfirmed; an aggregator gives 86.29),
   MEGA 90.43, MEGA-chunk 90.19, S4 86.82, Transformer 64.27 (lra.md). Hardware: the recipes'
   (MEGA: one A100-40GB). Time: not yet measured on an accelerator; spade trains on 5.1B tokens,
-  s4 on 3.3B, the transformer on 2.6B; `python -m benchmarks.reproduce` measures the tokens/s.
+  s4 on 3.3B, the transformer on 2.6B; hours = tokens / (tokens/s
+  measured by `python -m benchmarks.reproduce`) / 3600.
 Quick run (CPU; a stand-in corpus of standard-library prose, which is not IMDB; about 8
 minutes on 2 cores; measured: SPADE 72.3% test accuracy against 50% for the majority class):
     python -m lra.main --config=configs/text.py:quick --workdir=runs/text-quick
@@ -70,7 +71,8 @@ QUICK = {
     "data_options": {"max_length": 512},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32, "model.norm": "pre",
     "batch_size": 16, "num_train_steps": 1_200, "optimizer.learning_rate": 2e-3,
-    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 120, "eval_every": 400, "checkpoint_every": 400, "log_every": 50,
+    "optimizer.schedule": "cosine", "optimizer.warmup_steps": 120, "eval_every": 400,
+    "checkpoint_every": 400, "log_every": 50,
 }
 SMOKE = {
     "generate": {"num": 40, "seed": 0},

@@ -71,7 +71,8 @@ QUICK = {
     "seq_len": 256, "eval_context": 128, "batch_size": 16, "num_train_steps": 600,
     "optimizer.name": "adamw", "optimizer.learning_rate": 2e-3, "optimizer.weight_decay": 0.01,
     "optimizer.warmup_steps": 100, "optimizer.end_lr_factor": 0.0, "optimizer.clip_norm": 1.0,
-    "optimizer.ssm_learning_rate": 1e-3, "eval_every": 300, "checkpoint_every": 300, "log_every": 50, "eval_batch_size": 32,
+    "optimizer.ssm_learning_rate": 1e-3, "eval_every": 300, "checkpoint_every": 300,
+    "log_every": 50, "eval_batch_size": 32,
 }
 SMOKE = {
     "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
@@ -79,7 +80,8 @@ SMOKE = {
     "model.adaptive_factor": 2, "model.adaptive_dropout": 0.1, "model.dtype": "float32",
     "model.remat": "none",
     "seq_len": 32, "eval_context": 16, "batch_size": 4, "num_train_steps": 2,
-    "optimizer.warmup_steps": 1, "optimizer.ssm_learning_rate": 1e-3, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
+    "optimizer.warmup_steps": 1, "optimizer.ssm_learning_rate": 1e-3, "eval_every": 0,
+    "checkpoint_every": 0, "log_every": 1,
     "eval_batch_size": 4, "max_eval_batches": 1, "progress_bar": False,
     "async_checkpoints": False,
 }

@@ -10,7 +10,7 @@ Full run (real data: TFDS `cifar10` prepared, or `cifar-10-batches-bin` in data_
     no dropout, pre-norm (MEGA: BatchNorm; ours LayerNorm), mean pooling; pixels through
     Linear(1 -> d) (MEGA normalises them by 0.48 / 0.24; ours maps 0..255 to [-1, 1]).
     Ours beside it: 2 heads of 80 (MEGA: one gated head, z_dim 96), window radius 127 / chunks
-    of 128 (MEGA-chunk: 1024 here, i.e. none), S4 d_state 64 with its group at 1e-3 without
+    of 128 (MEGA-chunk's 128), S4 d_state 64 with its group at 1e-3 without
     weight decay.
   - s4: state-spaces/s4 configs/experiment/lra/s4-cifar.yaml: 6 x 512, d_state 64, post-norm,
     dropout 0.1, batch 50, 180k steps (18k warmup, cosine), AdamW (0.9, 0.999) lr 0.01, wd 0.05,

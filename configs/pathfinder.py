@@ -10,7 +10,7 @@ Full run (real data, `pathfinder32/curv_contour_length_14`):
     no dropout, pre-norm (MEGA: BatchNorm; ours LayerNorm), mean pooling; pixels through
     Linear(1 -> d) (MEGA normalises them by 0.5 / 0.5, as ours maps 0..255 to [-1, 1]).
     Ours beside it: 2 heads of 64 (MEGA: one gated head, z_dim 64), window radius 127 / chunks
-    of 128 (MEGA-chunk: 1024 here, i.e. none), S4 d_state 64 with its group at 1e-3 without
+    of 128 (MEGA-chunk's 128), S4 d_state 64 with its group at 1e-3 without
     weight decay.
   - s4: state-spaces/s4 configs/experiment/lra/s4-pathfinder.yaml: 6 x 256, d_state 64,
     pre-norm, no dropout, batch 64, 500k steps (50k warmup, cosine), AdamW (0.9, 0.999) lr

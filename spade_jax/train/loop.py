@@ -4,7 +4,9 @@ A task is a small object (see `Task`) giving data iterators, the model inputs of
 per-batch metric sums. The loop builds the mesh and a sharded TrainState, resumes from the latest
 checkpoint in `workdir` (model, optimiser, step and data position), trains with periodic logging,
 validation and checkpoints, saves on SIGTERM, and ends with the test score at the best-validation
-checkpoint and at the last one, written to WORKDIR/results.json.
+checkpoint and at the last one, written to WORKDIR/results.json with how the run was made
+(spade_jax.train.provenance) and its wall time: the total of every invocation of the run (each
+kept with the checkpoints it saved, so it survives a resume) and the list per invocation.
 
 Before the first step, every input is checked: the config (spade_jax.train.defaults.validate,
 spade_jax.config.ModelConfig), the workdir (spade_jax.train.workdir: a run of another model
@@ -28,7 +30,7 @@ from jax.experimental import multihost_utils
 
 from spade_jax import flops, lock, models, paths, runtime, sharding
 from spade_jax.config import ModelConfig
-from spade_jax.train import checkpoint, defaults, metrics as metrics_lib, optim, steps
+from spade_jax.train import checkpoint, defaults, metrics as metrics_lib, optim, provenance, steps
 from spade_jax.train import state as state_lib, workdir as workdir_lib
 from spade_jax.train.divergence import Divergence
 from spade_jax.train.evaluate import Evaluator, check_splits
@@ -101,9 +103,10 @@ class _Run:
         self.ckpts = checkpoint.Checkpoints(workdir, engine.keep_checkpoints,
                                             engine.async_checkpoints)
         self.abstract = state_lib.abstract_state(self.state, self.shardings)
-        self.best_score, self.step = -np.inf, 0
+        self.best_score, self.step, self.earlier_wall_s = -np.inf, 0, []
         self._restore()
-        workdir_lib.record(workdir, config)  # once the checkpoint is known to fit
+        self.provenance = provenance.collect(config, self.mesh)
+        workdir_lib.record(workdir, config, self.provenance)  # the checkpoint is known to fit
         self._compile()
         self.writer = metrics_lib.MetricsWriter(workdir)
         self.console = metrics_lib.Console(engine.num_train_steps, self.step,
@@ -117,6 +120,7 @@ class _Run:
         self.step = int(self.state.step)
         self.train_iter.set_state(data_state["iterator"])
         self.best_score = data_state.get("best_score", -np.inf)
+        self.earlier_wall_s = list(data_state.get("wall_time_s", []))
         if jax.process_index() == 0:
             print(f"resuming from the checkpoint at step {self.step} in {self.workdir}",
                   flush=True)
@@ -190,14 +194,20 @@ class _Run:
 
     def data_state(self) -> dict:
         """What a checkpoint keeps beside the TrainState: the training iterator's position
-        (checked to be the same on every host) and the best validation score so far."""
+        (checked to be the same on every host), the best validation score so far and the wall
+        time of each invocation up to this one (process 0's clock)."""
         position = self.train_iter.get_state()
         if runtime.multi_process():  # one position for all hosts (see Task.train_iterator)
             digest = hashlib.sha256(json.dumps(position, sort_keys=True).encode()).digest()
             multihost_utils.assert_equal(np.frombuffer(digest, np.uint8),
                                          f"the hosts' training iterators disagree at step "
                                          f"{self.step}: {position}")
-        return {"iterator": position, "best_score": float(self.best_score)}
+        return {"iterator": position, "best_score": float(self.best_score),
+                "wall_time_s": self.wall_time_s()}
+
+    def wall_time_s(self) -> list:
+        """Seconds of each invocation of the run so far, this one last."""
+        return self.earlier_wall_s + [time.perf_counter() - self.started]
 
     def save(self) -> None:
         self.ckpts.save(self.ckpts.latest, self.step, self.state, self.data_state())
@@ -229,7 +239,9 @@ class _Run:
         if best is not None:
             results["best"] = {"step": best[2], "validation_score": self.best_score,
                                "test": self.evaluate("test", best[0].params)}
-        results["wall_time_s"] = time.perf_counter() - self.started  # this invocation only
+        invocations = self.wall_time_s()
+        results.update(wall_time_s=sum(invocations), invocation_wall_time_s=invocations,
+                       provenance=self.provenance)
         if stopped_on_budget:
             results["stopped_on_budget"] = True
         self.writer.write(self.step, "test_last", results["last"]["test"])

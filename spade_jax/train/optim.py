@@ -15,13 +15,21 @@ from jax.tree_util import DictKey, tree_map_with_path
 from spade_jax.ssm import SSM_PARAM_NAMES
 
 
+def _names(path) -> list:
+    return [str(k.key) for k in path if isinstance(k, DictKey)]  # skips boxes' `.value`
+
+
+def in_s4(path) -> bool:
+    """Whether the parameter at `path` belongs to an S4 layer (a module named 's4')."""
+    return "s4" in _names(path)[:-1]
+
+
 def parameter_group(path, freeze_ssm: bool = False) -> str:
     """The group of a parameter given its path in the params tree."""
-    names = [str(k.key) for k in path if isinstance(k, DictKey)]  # skips boxes' `.value`
-    in_s4 = "s4" in names[:-1]
-    if in_s4 and freeze_ssm:
+    names = _names(path)
+    if in_s4(path) and freeze_ssm:
         return "frozen"
-    if in_s4 and names[-1] in SSM_PARAM_NAMES:
+    if in_s4(path) and names[-1] in SSM_PARAM_NAMES:
         return "ssm"
     if names[-1] in ("bias", "scale"):
         return "no_decay"

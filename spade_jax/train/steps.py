@@ -3,16 +3,33 @@
 A task supplies `model_inputs(batch) -> tuple` and `metrics(outputs, batch) -> {name: (sum,
 count)}` with a 'loss' entry; the loss that is differentiated is loss_sum / loss_count, so
 padded examples (count 0) and micro-batches of any size average correctly.
+
+The train step's metrics (scalars): the task's means, 'grad_norm' (global, before clipping),
+'param_norm' after the update with its parts 'param_norm_s4' (the parameters of S4 layers, whose
+A_im alone would dominate the total) and 'param_norm_rest', 'update_ratio' (the norm of the
+optimiser's update over the norm of the parameters it updates), 'finite' and 'skipped' (updates
+skipped so far under skip_nonfinite).
 """
 import jax
 import jax.numpy as jnp
 import optax
+
+from spade_jax.train.optim import in_s4
 
 
 def _sums(task, model, params, batch, rng, deterministic):
     outputs = model.apply({"params": params}, *task.model_inputs(batch),
                           deterministic=deterministic, rngs={"dropout": rng})
     return task.metrics(outputs, batch)
+
+
+def _norms(params) -> dict:
+    """{'param_norm', 'param_norm_s4', 'param_norm_rest'} of a parameter tree (float32)."""
+    squares = {True: jnp.zeros((), jnp.float32), False: jnp.zeros((), jnp.float32)}
+    for path, x in jax.tree_util.tree_leaves_with_path(params):
+        squares[in_s4(path)] += jnp.sum(jnp.square(x.astype(jnp.float32)))
+    return {"param_norm": jnp.sqrt(squares[True] + squares[False]),
+            "param_norm_s4": jnp.sqrt(squares[True]), "param_norm_rest": jnp.sqrt(squares[False])}
 
 
 def make_train_step(model, tx, task, *, grad_accum_steps: int, skip_nonfinite: bool, seed: int):
@@ -57,8 +74,10 @@ def make_train_step(model, tx, task, *, grad_accum_steps: int, skip_nonfinite: b
                               opt_state=keep(opt_state, state.opt_state),
                               skipped=state.skipped + (~finite).astype(jnp.int32))
         metrics = {name: s / jnp.maximum(c, 1.0) for name, (s, c) in sums.items()}
-        metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(new.params),
-                       finite=finite, skipped=new.skipped)
+        metrics.update(_norms(new.params), grad_norm=grad_norm, finite=finite,
+                       skipped=new.skipped,
+                       update_ratio=optax.tree.norm(updates)
+                       / jnp.maximum(optax.tree.norm(state.params), 1e-12))
         return new, metrics
 
     return train_step

@@ -60,6 +60,34 @@ def test_sharded_run_matches_one_device(tmp_path):
         np.testing.assert_allclose(a[step]["loss"], b[step]["loss"], rtol=1e-5)
     np.testing.assert_allclose(sharded["last"]["test"]["loss"],
                                json.loads(out.split("RESULTS ")[1])["last"]["test"]["loss"], rtol=1e-5)
+    _check_provenance(tmp_path / "eight", {"data": 2, "fsdp": 2, "tensor": 2}, devices=8)
+    _check_provenance(tmp_path / "one", {"data": 1, "fsdp": 1, "tensor": 1}, devices=1)
+    for record in a.values():  # the new metrics, logged and finite
+        for name in ("grad_norm", "param_norm_s4", "param_norm_rest", "update_ratio", "skipped"):
+            assert np.isfinite(record[name]), (name, record)
+        assert record["param_norm"] == pytest.approx(
+            np.hypot(record["param_norm_s4"], record["param_norm_rest"]), rel=1e-5)
+        assert record["param_norm_s4"] > 0 and record["param_norm_rest"] > 0
+        assert 0 <= record["update_ratio"] < 1 and record["skipped"] == 0
+    assert max(r["update_ratio"] for r in a.values()) > 0  # step 1's learning rate is 0 (warmup)
+
+
+def _check_provenance(workdir, mesh, devices):
+    """results.json and config.json say how the run was made."""
+    import importlib.metadata
+    results = json.loads((workdir / "results.json").read_text())
+    made = results["provenance"]
+    assert made == json.loads((workdir / "config.json").read_text())["provenance"]
+    for package in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint"):
+        assert made["versions"][package] == importlib.metadata.version(package)
+    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    assert made["git"]["commit"] == (commit or None)
+    assert made["git"]["dirty"] in ((True, False) if commit else (None,))
+    assert (made["device_count"], made["process_count"], made["mesh"]) == (devices, 1, mesh)
+    assert made["device_kind"] == jax.devices()[0].device_kind
+    assert len(made["config_hash"]) == 16
+    assert results["wall_time_s"] == pytest.approx(sum(results["invocation_wall_time_s"]))
 
 
 def test_parameters_are_really_sharded(tmp_path):
@@ -122,8 +150,17 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     resumed = _spawn(tmp_path, num_train_steps=stopped + 2, checkpoint_every=1, eval_every=0)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert json.loads(out.split("RESULTS ")[1])["steps"] == stopped + 2
+    results = json.loads(out.split("RESULTS ")[1])
+    assert results["steps"] == stopped + 2
     assert sorted(_train_records(tmp_path)) == list(range(1, stopped + 3))
+    # the wall time of both invocations, summed; one metrics record per step and split
+    first, second = results["invocation_wall_time_s"]
+    assert first > 0 and second > 0
+    assert results["wall_time_s"] == pytest.approx(first + second)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["step"], r["split"]) for r in lines]
+    assert len(keys) == len(set(keys))
+    assert [k for k in keys if k[1] == "train"] == [(s, "train") for s in range(1, stopped + 3)]
 
 
 def test_nan_stops_naming_the_step_or_is_skipped(tmp_path):

@@ -1,4 +1,5 @@
-"""Building WikiText LM configs: model families, variants and dotted overrides.
+"""WikiText LM configs: what the language-modelling task adds to the shared builder
+(spade_jax.config_builder).
 
 `configs/wikitext103.py` calls `build(arg, full=..., quick=..., smoke=...)`; the config-path
 argument picks the family and the variant:
@@ -8,48 +9,32 @@ argument picks the family and the variant:
     configs/wikitext103.py:model=transformer,quick
     configs/wikitext103.py:smoke                  seconds, for tests
 
-Families: spade (S4 beside causal window attention in layer 0, window attention above),
-transformer (full causal attention), local (window attention only), s4 (S4 blocks only).
+Families: those of spade_jax.families whose every layer decodes causally (`lm_families()`):
+spade (S4 beside causal window attention in layer 0, window attention above), spade_chunk
+(causal chunk attention instead of the window), transformer (full causal attention), local
+(window attention only), s4 (S4 blocks only).
 """
 import ml_collections
 
-from spade_jax.errors import ConfigError
-from spade_jax.train.defaults import default_config
-
-FAMILIES = {
-    "spade": dict(family="spade", local_attention="window"),
-    "transformer": dict(family="transformer"),
-    "local": dict(family="local", local_attention="window"),
-    "s4": dict(family="s4"),
-}
-VARIANTS = ("full", "quick", "smoke")
+from spade_jax import config_builder, families
 
 
 def parse_arg(arg) -> tuple:
-    """'model=s4,quick' -> ('s4', 'quick')."""
-    family, variant = "spade", "full"
-    for part in (arg or "").split(","):
-        name, _, value = part.partition("=")
-        if name == "model":
-            if value not in FAMILIES:
-                raise ConfigError(f"unknown model family {value!r}; expected one of "
-                                 f"{list(FAMILIES)}")
-            family = value
-        elif part in VARIANTS[1:]:
-            variant = part
-        elif part:
-            raise ConfigError(f"config argument {part!r} not understood: expected model=<family> "
-                             f"with a family in {list(FAMILIES)}, and/or one of {VARIANTS[1:]}")
-    return family, variant
+    """'model=s4,quick' -> ('s4', 'quick') (spade_jax.config_builder.parse_arg over the LM
+    families)."""
+    return config_builder.parse_arg(arg, families.lm_families())
 
 
 def build(arg, *, full: dict, quick: dict, smoke: dict) -> ml_collections.ConfigDict:
     """The config for the family and variant named in `arg`: the engine's defaults, the LM
     fields, then `full`, then (quick / smoke) the variant's changes, as dotted keys."""
-    family, variant = parse_arg(arg)
-    c = default_config()
-    c.task = "wikitext103"
-    c.model_name, c.variant = family, variant
+    return config_builder.build("wikitext103", arg, families=families.lm_families(),
+                                task_fields=_task_fields, full=full, quick=quick, smoke=smoke)
+
+
+def _task_fields(c: ml_collections.ConfigDict) -> None:
+    """The LM's data fields, block and context lengths and the causal LM head; then the config
+    is locked (a misspelt key in a layer is an error, not a new field)."""
     c.data_dir = ""  # wiki.{train,valid,test}.tokens; "" in quick / smoke: the embedded stand-in
     c.data = ml_collections.ConfigDict(dict(
         tokenizer="word",  # 'word' (vocabulary of the training split) | 'byte' (UTF-8)
@@ -60,8 +45,4 @@ def build(arg, *, full: dict, quick: dict, smoke: dict) -> ml_collections.Config
     c.eval_context = 2560  # evaluation: tokens of context before each scored window
     c.model.update(head="lm", causal=True, final_norm=False, pad_id=0, vocab_size=0)
     c.model.max_len = c.get_ref("seq_len")
-    c.model.update(FAMILIES[family])
-    c.lock()  # a misspelt key below is an error, not a new field
-    for values in {"full": (full,), "quick": (full, quick), "smoke": (full, smoke)}[variant]:
-        c.update_from_flattened_dict(values)
-    return c
+    c.lock()

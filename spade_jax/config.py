@@ -11,9 +11,15 @@ import ml_collections
 
 from spade_jax.errors import ConfigError, closest
 
-FAMILIES = ("spade", "transformer", "local", "s4")
 HEADS = ("classify", "retrieval", "lm")
 ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.attention_accel
+
+
+def _registry():
+    """spade_jax.families, imported on first use: the registry sits above this module (its
+    entries name the Flax mixers, which are built from a ModelConfig)."""
+    from spade_jax import families
+    return families
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +101,7 @@ class ModelConfig:
     attention_impl: str = "blocked"
 
     def __post_init__(self):
-        choices = dict(family=FAMILIES, activation=("gelu", "relu"), norm=("pre", "post"),
+        choices = dict(family=_registry().model_families(), activation=("gelu", "relu"), norm=("pre", "post"),
                        local_attention=("window", "chunk"), combine=("concat", "add", "stack"),
                        position=("relative", "learned", "none"), head=HEADS,
                        pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
@@ -207,24 +213,20 @@ class ModelConfig:
         return self.d_model // self.num_heads
 
     def layer_kinds(self) -> tuple:
-        """The mixer of each layer: 'global' (S4 beside local attention), 'window', 'chunk',
-        'full' or 's4'."""
-        if self.family == "transformer":
-            return ("full",) * self.num_layers
-        if self.family == "s4":
-            return ("s4",) * self.num_layers
-        if self.family == "local":
-            return (self.local_attention,) * self.num_layers
-        return tuple("global" if i in self.global_layers else self.local_attention
-                     for i in range(self.num_layers))
+        """The mixer of each layer ('global' (S4 beside local attention), 'window', 'chunk',
+        'full', 's4', ...), as the family's registry entry gives it (spade_jax.families)."""
+        return _registry().layer_kinds(self)
 
-    def relative_bias_kinds(self) -> set:
-        """The layer kinds that take the shared relative-position bias: 'full', and 'window' /
-        'global' when local attention is the window (chunk attention takes none)."""
+    def relative_bias_kinds(self) -> dict:
+        """{layer kind: the form of the shared relative-position bias it takes} for the kinds of
+        this model that take one ('dense' for full attention, 'window' for window attention and
+        the global mixer when its local attention is the window; chunk attention and S4 take
+        none); empty unless position='relative'."""
         if self.position != "relative":
-            return set()
-        takers = {"full"} | ({"window", "global"} if self.local_attention == "window" else set())
-        return takers & set(self.layer_kinds())
+            return {}
+        registry = _registry()
+        forms = {kind: registry.mixer(kind).relative_bias(self) for kind in self.layer_kinds()}
+        return {kind: form for kind, form in forms.items() if form is not None}
 
     @classmethod
     def from_config(cls, config) -> "ModelConfig":

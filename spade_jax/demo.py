@@ -14,21 +14,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spade_jax import cli, models
-from spade_jax.config import FAMILIES, ModelConfig
+from spade_jax import cli, families, models
+from spade_jax.config import ModelConfig
 
 
 def define_flags(flag_values, argv):
     del argv
     on = dict(flag_values=flag_values)
-    flags.DEFINE_enum("family", "spade", FAMILIES, "Model family.", **on)
+    flags.DEFINE_enum("family", "spade", list(families.FAMILIES), "Model family.", **on)
     flags.DEFINE_integer("length", 4096, "Sequence length.", lower_bound=8, **on)
     flags.DEFINE_integer("batch", 2, "Batch size.", lower_bound=1, **on)
     flags.DEFINE_integer("steps", 3, "Timed steps after compilation.", lower_bound=1, **on)
 
 
 def main(FLAGS):
-    cfg = ModelConfig(family=FLAGS.family, d_model=64, num_heads=4, d_ff=256, num_layers=4,
+    cfg = ModelConfig(**families.model_fields(FLAGS.family), d_model=64, num_heads=4, d_ff=256, num_layers=4,
                       radius=127, max_len=FLAGS.length, num_classes=10, dropout=0.0)
     model = models.build_model(cfg)
     key_tokens, key_labels, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -36,7 +36,7 @@ def main(FLAGS):
     labels = jax.random.randint(key_labels, (FLAGS.batch,), 0, cfg.num_classes)
     params = jax.jit(model.init)(key_init, tokens[:, :8])["params"]
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    print(f"{cfg.family}: layers {cfg.layer_kinds()}, d_model {cfg.d_model}, "
+    print(f"{FLAGS.family}: layers {cfg.layer_kinds()}, d_model {cfg.d_model}, "
           f"{count:,} parameters, batch {FLAGS.batch} x length {FLAGS.length}, "
           f"devices {jax.devices()}")
 

@@ -44,32 +44,45 @@ def s4_kernel_flops(cfg: ModelConfig, length: int) -> float:
     return h * n2 * length * (20 + 4 * channels) + h * channels * _rfft(2 * length)
 
 
+def attention_flops(cfg: ModelConfig, kind: str, length: int) -> float:
+    """Per sequence: the q, k, v, o projections and the scores and weighted values of the
+    attention `kind` ('window', 'chunk' or 'full')."""
+    d = cfg.d_model
+    keys = attention_keys(cfg, kind, length)
+    return 4 * 2 * length * d * d + 2 * 2 * length * keys * d
+
+
+def global_mixer_flops(cfg: ModelConfig, length: int) -> tuple:
+    """SPADE's global mixer: (per sequence: local attention + S4 convolution [+ the concat
+    projection], per step: the S4 kernel)."""
+    per_seq = attention_flops(cfg, cfg.local_attention, length) + s4_conv_flops(cfg, length)
+    if cfg.combine == "concat":
+        per_seq += 2 * length * 2 * cfg.d_model * cfg.d_model
+    return per_seq, s4_kernel_flops(cfg, length)
+
+
+def s4_mixer_flops(cfg: ModelConfig, length: int) -> tuple:
+    """The S4-only mixer: (per sequence: S4 convolution + output projection, per step: the S4
+    kernel)."""
+    return (s4_conv_flops(cfg, length) + 2 * length * cfg.d_model * cfg.d_model,
+            s4_kernel_flops(cfg, length))
+
+
 def forward_flops(cfg: ModelConfig, length: int) -> dict:
     """Forward FLOPs of one sequence of `length` tokens through the encoder and the head.
 
     Returns {'per_sequence': ..., 'per_step_fixed': ...}: the second part (S4 kernels) is paid
-    once per step whatever the batch size.
+    once per step whatever the batch size. Each layer is its FFN plus its mixer's formula
+    (spade_jax.families).
     """
+    from spade_jax import families  # the registry sits above this module (it names the formulas)
     d, f = cfg.d_model, cfg.d_ff
     per_seq, fixed = 0.0, 0.0
-    attn_proj = 4 * 2 * length * d * d  # q, k, v, o
-
-    def attention(kind):
-        keys = attention_keys(cfg, kind, length)
-        return attn_proj + 2 * 2 * length * keys * d  # scores and weighted values
-
     for kind in cfg.layer_kinds():
+        mixer_seq, mixer_fixed = families.mixer(kind).flops(cfg, length)
         per_seq += 2 * 2 * length * d * f  # FFN
-        if kind == "global":
-            per_seq += attention(cfg.local_attention) + s4_conv_flops(cfg, length)
-            fixed += s4_kernel_flops(cfg, length)
-            if cfg.combine == "concat":
-                per_seq += 2 * length * 2 * d * d
-        elif kind == "s4":
-            per_seq += s4_conv_flops(cfg, length) + 2 * length * d * d
-            fixed += s4_kernel_flops(cfg, length)
-        else:
-            per_seq += attention(kind)
+        per_seq += mixer_seq
+        fixed += mixer_fixed
     if cfg.head == "lm" and cfg.adaptive_cutoffs:
         per_seq += length * adaptive_flops_per_token(cfg)
     elif cfg.head == "lm":

@@ -3,7 +3,7 @@
     pre-LN:  h = x + Dropout(Mixer(LN(x)));   y = h + Dropout(FFN(LN(h)))
     post-LN: h = LN(x + Dropout(Mixer(x)));   y = LN(h + Dropout(FFN(h)))
 
-Mixers (`kind`):
+Mixers (`kind`; registered in spade_jax.families, which Block builds them from):
   'global'  SPADE's global mixer: an S4 branch and a local-attention branch on the same input,
             each LayerNormed, merged by `combine` ('concat' -> Linear(2d -> d), 'add', 'stack').
   'window'  local (sliding-window) attention, 'chunk' chunked attention, 'full' full attention.
@@ -190,7 +190,8 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """One layer: mixer `kind` + FFN, pre- or post-LN (see the module docstring).
+    """One layer: mixer `kind` (a spade_jax.families.MIXERS name) + FFN, pre- or post-LN (see
+    the module docstring).
 
     __call__(x (B, L, d), mask (B, L) or None, bias, deterministic, decode) -> (B, L, d).
     """
@@ -202,12 +203,8 @@ class Block(nn.Module):
     def __call__(self, x, mask, bias, deterministic: bool, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        if self.kind == "global":
-            mixer = GlobalMixer(cfg, name="mixer")
-        elif self.kind == "s4":
-            mixer = S4Mixer(cfg, name="mixer")
-        else:
-            mixer = SelfAttention(cfg, self.kind, name="mixer")
+        from spade_jax import families  # the registry sits above this module (it names the mixers)
+        mixer = families.mixer(self.kind).build(cfg, "mixer")
         ffn = FeedForward(cfg, name="ffn")
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         if cfg.norm == "pre":

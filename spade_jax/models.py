@@ -1,7 +1,8 @@
 """Model families and heads, built from a ModelConfig.
 
-Every family shares the token embedding, positions and heads; only the blocks differ (see
-ModelConfig.layer_kinds), so the suite compares like with like.
+Every family shares the token embedding, positions and heads; only the blocks differ (the
+mixer of each layer: ModelConfig.layer_kinds, from the registry in spade_jax.families), so the
+suite compares like with like.
 
   Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id,
                      unless a mask (B, L) bool (True = real token) is given
@@ -103,7 +104,7 @@ class Encoder(nn.Module):
             x = x + self.position_embed(jnp.arange(length))[None]
         x = nn.with_logical_constraint(self.dropout(x, deterministic=deterministic),
                                        ACTIVATION_AXES)
-        biases = self._relative_biases(length)
+        biases = self._relative_biases(length, decode=False)
         for block in self.blocks:
             x = block(x, mask, biases.get(block.kind), deterministic, False)
         if self.final_norm is not None:
@@ -121,21 +122,25 @@ class Encoder(nn.Module):
             raise ValueError("decoding supports model.position 'relative' or 'none', not "
                              "'learned'")
         x = self.embed(tokens)
-        kinds = cfg.relative_bias_kinds()
-        biases = {kind: self.relpos.offsets(cfg.max_len - 1 if kind == "full" else cfg.radius)
-                  for kind in kinds}
+        biases = self._relative_biases(1, decode=True)
         for block in self.blocks:
             x = block(x, None, biases.get(block.kind), True, True)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def _relative_biases(self, length):
-        """The shared relative-position bias in the form each attention kind takes: dense
-        (1, heads, L, L) for full attention, a (heads, 2*radius+1) offset table for windows."""
-        kinds = self.config.relative_bias_kinds()
-        biases = {"full": self.relpos.dense(length, length)} if "full" in kinds else {}
-        if kinds - {"full"}:
-            biases["window"] = biases["global"] = self.relpos.offsets(self.config.radius)
-        return biases
+    def _relative_biases(self, length, decode: bool) -> dict:
+        """{layer kind: the shared relative-position bias in the form it takes} (see
+        ModelConfig.relative_bias_kinds), each form computed once: 'dense' (1, heads, L, L) (a
+        (heads, 2*(max_len-1)+1) offset table when decoding), 'window' a (heads, 2*radius+1)
+        offset table."""
+        cfg = self.config
+        forms = cfg.relative_bias_kinds()
+        tables = {}
+        if "dense" in forms.values():
+            tables["dense"] = (self.relpos.offsets(cfg.max_len - 1) if decode
+                               else self.relpos.dense(length, length))
+        if "window" in forms.values():
+            tables["window"] = self.relpos.offsets(cfg.radius)
+        return {kind: tables[form] for kind, form in forms.items()}
 
 
 def _mean_pool(x, mask):

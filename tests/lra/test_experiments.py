@@ -11,6 +11,7 @@ import pytest
 from lra import configs, report
 from lra.data import DataError
 from lra.tasks import LRATask, resolve_data_dir
+from spade_jax import config_builder, families
 from spade_jax.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,12 +19,7 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 LRA_CONFIGS = [p for p in CONFIG_FILES if os.path.basename(p)[:-3] in report.TASK_ORDER]
 
 
-def _load(path, arg=None):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+_load = config_builder.load
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def cache(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", LRA_CONFIGS, ids=os.path.basename)
-@pytest.mark.parametrize("family", list(configs.FAMILIES))
+@pytest.mark.parametrize("family", list(families.FAMILIES))
 @pytest.mark.parametrize("variant", ["", "quick", "smoke"])
 def test_every_config_and_family_builds(path, family, variant):
     config = _load(path, f"model={family}" + (f",{variant}" if variant else ""))
@@ -112,7 +108,7 @@ def test_smoke_variant_runs_through_lra_main(path, tmp_path, cache):
 
 
 @pytest.mark.long  # families: tests/models; the engine is family-agnostic (spade trains in the smoke runs)
-@pytest.mark.parametrize("family", [f for f in configs.FAMILIES if f != "spade"])
+@pytest.mark.parametrize("family", [f for f in families.FAMILIES if f != "spade"])
 def test_every_family_trains_a_step(family, tmp_path, cache):
     from spade_jax.train.loop import train_and_evaluate
     config = _load(os.path.join(ROOT, "configs", "listops.py"), f"model={family},smoke")

@@ -9,9 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from spade_jax import models
-from spade_jax.config import FAMILIES, ModelConfig, S4Config, default_model_config
+from spade_jax import families, models
+from spade_jax.config import ModelConfig, S4Config, default_model_config
 
+FAMILIES = families.model_families()
 SMALL = dict(vocab_size=20, d_model=16, num_heads=2, d_ff=32, num_layers=2, radius=3,
              chunk_size=4, max_len=64, dropout=0.0, num_classes=3, s4=S4Config(d_state=4))
 

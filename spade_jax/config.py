@@ -40,7 +40,8 @@ class ModelConfig:
     """Every hyperparameter of a model family and its head.
 
     family: 'spade' (global S4 + local-attention blocks at `global_layers`, local attention
-      elsewhere), 'transformer' (full attention), 'local' (local attention only), 's4' (S4 only).
+      elsewhere), 'transformer' (full attention), 'local' (local attention only), 's4' (S4 only):
+      the families registered in spade_jax.families (not their variants, e.g. spade_chunk).
     local_attention: 'window' (each token sees +-radius) or 'chunk' (non-overlapping chunks of
       chunk_size), for the spade and local families.
     combine: how a global block merges its S4 and attention branches: 'concat' (Linear(2d -> d)),

@@ -26,7 +26,7 @@ import sys
 
 from benchmarks import flags, fit, plots, report, sweep, text_config, timing
 from benchmarks.rows import OK, exit_code, find
-from spade_jax import cli
+from spade_jax import cli, config_builder
 from spade_jax.config import ModelConfig
 
 FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
@@ -171,8 +171,8 @@ def main(argv=None):
     series = []
     for family in args.families:
         config = text_config.text_config(f"model={family}")
-        text_config.set_fields(config.model, quick, "config.model")
-        text_config.set_fields(config, dict(args.set))
+        config_builder.set_dotted(config.model, quick, "config.model")
+        config_builder.set_dotted(config, dict(args.set))
         ModelConfig.from_config(config.model)  # checked before any process starts
         args.batch = args.batch or (2 if args.quick else config.batch_size)
         series.append({"label": family, "family": family,

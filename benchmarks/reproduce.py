@@ -30,7 +30,7 @@ import time
 
 from benchmarks import ROOT, flags, isolation, report, sweep, text_config
 from benchmarks.rows import ERROR, OK, SKIPPED, find
-from spade_jax import cli
+from spade_jax import cli, config_builder
 
 # Dense bfloat16 FLOP/s per device, from the vendors' published specifications; the first
 # entry whose key is in jax's device_kind wins (so 'v5 lite' before 'v5').
@@ -101,7 +101,7 @@ def s4(args, header):
 def mfu(args, header):
     config = text_config.text_config("model=spade")
     if args.quick:
-        text_config.set_fields(config.model, text_config.QUICK_MODEL, "config.model")
+        config_builder.set_dotted(config.model, text_config.QUICK_MODEL, "config.model")
     batch, length = (2, 256) if args.quick else (config.batch_size, 4096)
     rows = sweep.run([{"label": "spade", "family": "spade", "kwargs": {
         "config": config.to_dict(), "batch": batch,

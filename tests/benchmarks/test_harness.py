@@ -160,18 +160,14 @@ def test_timed_calls_stop_at_the_deadline():
     assert timing.deadline_after(100.0) == pytest.approx(time.time() + 80.0, abs=5.0)
 
 
-def test_text_config_fields_are_set_by_dotted_keys_and_checked():
+def test_text_config_is_the_config_file_with_dotted_changes_checked():
     model = text_config.text_model("model=spade_chunk", **text_config.QUICK_MODEL)
     assert (model["d_model"], model["s4"]["d_state"], model["local_attention"]) == (32, 8, "chunk")
-    config = text_config.text_config("model=spade")
-    text_config.set_fields(config, {"model.s4.kernel": "diag", "optimizer.learning_rate": 1e-3})
-    assert config.model.s4.kernel == "diag" and config.optimizer.learning_rate == 1e-3
-    with pytest.raises(ConfigError, match=r"config\.model\.dropoutt: .*closest: dropout"):
-        text_config.set_fields(config, {"model.dropoutt": 0.0})
-    with pytest.raises(ConfigError, match=r"config\.model\.s4\.kernel"):
-        text_config.set_fields(config, {"model.s4.kernel": 3})  # a string field
-    with pytest.raises(ConfigError, match=r"config\.model\.d_modl"):
+    assert text_config.text_config("model=spade").model.d_model == 128  # configs/text.py's FULL
+    with pytest.raises(ConfigError, match=r"config\.model\.d_modl: .*closest: d_model"):
         text_config.text_model("model=spade", d_modl=8)
+    with pytest.raises(ConfigError, match="model family"):
+        text_config.text_model("model=nonesuch")
 
 
 class _Compiled:

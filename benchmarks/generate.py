@@ -22,9 +22,9 @@ import time
 
 from benchmarks import fit, flags, plots, report, sweep, text_config, timing
 from benchmarks.rows import MIB, OK, exit_code, find, memory_mib, per_token_us
-from spade_jax import cli
+from spade_jax import cli, families
 
-FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
+FAMILIES = families.lm_families()
 OPS = ("decode", "forward")
 MISSING = ("benchmarks.generate needs spade_jax.decode (incremental decoding, from the LM "
            "issue), which this checkout does not have; merge the LM work first")

@@ -26,10 +26,10 @@ import sys
 
 from benchmarks import flags, fit, plots, report, sweep, text_config, timing
 from benchmarks.rows import OK, exit_code, find
-from spade_jax import cli, config_builder
+from spade_jax import cli, config_builder, families
 from spade_jax.config import ModelConfig
 
-FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")
+FAMILIES = tuple(families.FAMILIES)
 TARGET_LENGTH = 4096
 
 

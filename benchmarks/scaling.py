@@ -21,9 +21,9 @@ import sys
 
 from benchmarks import fit, flags, plots, report, sweep, text_config, timing
 from benchmarks.rows import OK, exit_code, find, memory_above_base, memory_mib, per_token_us
-from spade_jax import cli
+from spade_jax import cli, families
 
-FAMILIES = ("spade", "spade_chunk", "local", "s4", "transformer")  # lra.configs.FAMILIES
+FAMILIES = tuple(families.FAMILIES)
 SCOPES = ("block", "model")
 TARGET_LENGTH = 16384
 

@@ -31,7 +31,6 @@ class):
 Other families: configs/image.py:model=s4 (spade_chunk, transformer, local), with quick / smoke.
 """
 from lra import configs
-from spade_jax import config_builder, families
 
 FULL = {
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
@@ -84,7 +83,5 @@ QUICK_BY_FAMILY = {"transformer": {"num_train_steps": 200, "eval_every": 100,
 
 
 def get_config(arg=None):
-    family, variant = config_builder.parse_arg(arg, tuple(families.FAMILIES))
-    full = {**FULL, **FULL_BY_FAMILY.get(family, {})} if variant == "full" else FULL
-    return configs.build("image", arg, full=full, quick=QUICK, smoke=SMOKE,
-                         quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("image", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

@@ -31,7 +31,6 @@ Other families: configs/listops.py:model=transformer (spade_chunk, local, s4), c
 quick / smoke.
 """
 from lra import configs
-from spade_jax import config_builder, families
 
 FULL = {
     "model.num_layers": 6, "model.d_model": 80, "model.num_heads": 2, "model.d_ff": 160,
@@ -80,6 +79,5 @@ SMOKE = {
 
 
 def get_config(arg=None):
-    family, variant = config_builder.parse_arg(arg, tuple(families.FAMILIES))
-    full = {**FULL, **FULL_BY_FAMILY.get(family, {})} if variant == "full" else FULL
-    return configs.build("listops", arg, full=full, quick=QUICK, smoke=SMOKE)
+    return configs.build("listops", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         full_by_family=FULL_BY_FAMILY)

@@ -35,7 +35,6 @@ transformer's quick run (batch 1) does not fit in the 24 GB of the 2-core CI mac
 during the first step (measured); it needs an accelerator or a machine with more memory.
 """
 from lra import configs
-from spade_jax import config_builder, families
 
 FULL = {
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
@@ -100,7 +99,5 @@ QUICK_BY_FAMILY = {"transformer": {"batch_size": 1, "num_train_steps": 10, "eval
 
 
 def get_config(arg=None):
-    family, variant = config_builder.parse_arg(arg, tuple(families.FAMILIES))
-    full = {**FULL, **FULL_BY_FAMILY.get(family, {})} if variant == "full" else FULL
-    return configs.build("pathx", arg, full=full, quick=QUICK, smoke=SMOKE,
-                         quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("pathx", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

@@ -32,7 +32,6 @@ Other families: configs/retrieval.py:model=s4 (spade_chunk, transformer, local),
 smoke.
 """
 from lra import configs
-from spade_jax import config_builder, families
 
 FULL = {
     "data_options": {"max_length": 4000},
@@ -87,7 +86,5 @@ QUICK_BY_FAMILY = {"transformer": {"num_train_steps": 300, "eval_every": 100,
 
 
 def get_config(arg=None):
-    family, variant = config_builder.parse_arg(arg, tuple(families.FAMILIES))
-    full = {**FULL, **FULL_BY_FAMILY.get(family, {})} if variant == "full" else FULL
-    return configs.build("retrieval", arg, full=full, quick=QUICK, smoke=SMOKE,
-                         quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("retrieval", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

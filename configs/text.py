@@ -33,7 +33,6 @@ On a TPU: --config.model.attention_impl=splash --config.model.position=none (spl
 takes no relative bias; cudnn is for causal models only).
 """
 from lra import configs
-from spade_jax import config_builder, families
 
 FULL = {
     "data_options": {"max_length": 4096},
@@ -88,7 +87,5 @@ QUICK_BY_FAMILY = {"transformer": {"num_train_steps": 500, "eval_every": 250,
 
 
 def get_config(arg=None):
-    family, variant = config_builder.parse_arg(arg, tuple(families.FAMILIES))
-    full = {**FULL, **FULL_BY_FAMILY.get(family, {})} if variant == "full" else FULL
-    return configs.build("text", arg, full=full, quick=QUICK, smoke=SMOKE,
-                         quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("text", arg, full=FULL, quick=QUICK, smoke=SMOKE,
+                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

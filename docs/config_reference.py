@@ -135,14 +135,17 @@ def _variant_table(module) -> list:
     for key in keys:
         cells = [_cell(dicts[v][key]) if key in dicts[v] else "" for v in VARIANTS]
         lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
-    for family, overrides in (getattr(module, "QUICK_BY_FAMILY", None) or {}).items():
-        values = ", ".join(f"`{k}` = {_cell(v)}" for k, v in _flatten(overrides).items())
-        lines += ["", f"Quick variant of family `{family}`, on top of the quick column: {values}."]
+    for name, column in (("FULL_BY_FAMILY", "full"), ("QUICK_BY_FAMILY", "quick")):
+        for family, overrides in (getattr(module, name, None) or {}).items():
+            values = ", ".join(f"`{k}` = {_cell(v)}" for k, v in _flatten(overrides).items())
+            lines += ["", f"{column.capitalize()} variant of family `{family}` (`{name}`), on "
+                          f"top of the {column} column: {values}."]
     return lines
 
 
 def render() -> str:
     from lra import configs as lra_configs
+    from spade_jax import families
     from spade_jax import config as model_config_module
     from spade_jax.train import defaults
 
@@ -188,7 +191,7 @@ def render() -> str:
         out.append(f"| `{key}` | " + " | ".join(cells) + " |")
     out += ["", "Families (`:model=`): " + ", ".join(
         f"`{name}` ({', '.join(f'{k}={v}' for k, v in fields.items())})"
-        for name, fields in lra_configs.FAMILIES.items()) + ".", ""]
+        for name, fields in ((n, families.model_fields(n)) for n in families.FAMILIES)) + ".", ""]
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
         module = _load(path)
         name = os.path.relpath(path, ROOT)

@@ -14,7 +14,7 @@ only), s4 (S4 blocks only).
 """
 import ml_collections
 
-from lra.data import TASKS
+from lra.data.specs import get_spec
 from spade_jax import config_builder, families
 
 # What every task's smoke variant shares (seconds: a tiny model, two steps, one eval batch);
@@ -39,9 +39,12 @@ def parse_arg(arg) -> tuple:
 
 
 def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
+          full_by_family: dict | None = None,
           quick_by_family: dict | None = None) -> ml_collections.ConfigDict:
     """The config of `task` for the family and variant named in `arg`.
 
+    full_by_family: {family: overrides} on top of `full` in that family's full variant only
+      (the baselines' own published recipes; see docs/recipes.md).
     quick_by_family: {family: overrides} applied on top of `quick` for that family's quick
       variant (e.g. fewer steps for the transformer, whose full attention is slower on CPU, to
       keep every quick run within its 10-minute budget).
@@ -49,7 +52,7 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
     c = config_builder.build(task, arg, families=tuple(families.FAMILIES),
                              task_fields=lambda c: _task_fields(c, task), full=full, quick=quick,
                              smoke=smoke, quick_common=QUICK_COMMON, smoke_common=SMOKE_COMMON,
-                             quick_by_family=quick_by_family)
+                             full_by_family=full_by_family, quick_by_family=quick_by_family)
     if "max_length" in c.data_options:
         c.model.max_len = c.data_options.max_length
     if "image_size" in c.data_options:
@@ -60,7 +63,7 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
 def _task_fields(c: ml_collections.ConfigDict, task: str) -> None:
     """The LRA fields (data folders, reader and generator options) and the model's head and
     sizes from the task's spec (lra.data.TASKS)."""
-    spec = TASKS[task]
+    spec = get_spec(task)
     c.data_dir = ""  # the unpacked LRA release; "" in quick/smoke: generated into the cache
     c.data_cache_dir = ""  # the tokenised-split cache; "": <data_dir>/.lra_cache (read-only data)
     c.data_options = ml_collections.ConfigDict()  # reader options (max_length, difficulty, ...)

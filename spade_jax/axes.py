@@ -28,3 +28,7 @@ ACT_HEAD_DIM = "activation_head_dim"
 
 # The axes of a block's input and output (batch, length, d_model).
 ACT_SEQUENCE = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
+
+# Every logical name (config.logical_axis_rules may map only these).
+NAMES = (EMBED, MLP, HEADS, HEAD_DIM, VOCAB, CLASSES, RELPOS_BUCKETS, SSM_STATE, SSM_OUT,
+         ACT_BATCH, ACT_LENGTH, ACT_EMBED, ACT_MLP, ACT_HEADS, ACT_HEAD_DIM)

@@ -33,6 +33,8 @@ class S4Config:
     dt_min: float = 0.001
     dt_max: float = 0.1
     bidirectional: Optional[bool] = None  # None: the opposite of ModelConfig.causal
+    init: str = "legs"  # initial (Lambda, B): 'legs' (HiPPO-LegS) | 'lin' | 'inv' (S4D; diag only)
+    b_clip: Optional[float] = 2.0  # Im(B~) clipped to [-b_clip, b_clip] at init, as S4; None: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,8 @@ class ModelConfig:
     local_attention: 'window' (each token sees +-radius) or 'chunk' (non-overlapping chunks of
       chunk_size), for the spade and local families.
     combine: how a global block merges its S4 and attention branches: 'concat' (Linear(2d -> d)),
-      'add' ((g + l) / 2) or 'stack' (attention applied to the S4 output).
+      'add' ((g + l) / 2) or 'stack' (local attention applied to the S4 output, without the
+      inner LayerNorms, as the reference's stacked layer).
     position: 'relative' (T5 bucketed bias, computed once and shared by all layers; used by window
       and full attention), 'learned' (absolute embeddings up to max_len) or 'none'.
     input_encoder: 'embed' (a learned row per token id) or 'linear' (ids read as intensities in
@@ -154,7 +157,8 @@ class ModelConfig:
     def _check_s4(self):
         s4 = self.s4
         for name, allowed in (("kernel", ("dplr", "diag")), ("mode", ("fft", "scan")),
-                              ("discretization", (None, "zoh", "bilinear"))):
+                              ("discretization", (None, "zoh", "bilinear")),
+                              ("init", ("legs", "lin", "inv"))):
             if getattr(s4, name) not in allowed:
                 raise ConfigError(f"model.s4.{name} must be one of {allowed}, got "
                                   f"{getattr(s4, name)!r}")
@@ -162,6 +166,12 @@ class ModelConfig:
             raise ConfigError("model.s4.kernel='dplr' takes mode 'fft' and the bilinear "
                               "discretisation only; model.s4.kernel='diag' takes 'scan' and "
                               "'zoh'")
+        if s4.init != "legs" and s4.kernel != "diag":
+            raise ConfigError(f"model.s4.init={s4.init!r} (S4D-{s4.init.capitalize()}) is a "
+                              "diagonal initialisation: set model.s4.kernel='diag', or "
+                              "model.s4.init='legs' for the DPLR kernel")
+        if s4.b_clip is not None and not s4.b_clip > 0:
+            raise ConfigError(f"model.s4.b_clip must be > 0 or None, got {s4.b_clip!r}")
         if not 0 < s4.dt_min <= s4.dt_max:
             raise ConfigError(f"model.s4 needs 0 < dt_min <= dt_max, got dt_min={s4.dt_min}, "
                               f"dt_max={s4.dt_max}")

@@ -73,6 +73,7 @@ def set_dotted(config, values: dict, prefix: str = "config"):
 def build(task: str, arg: Optional[str], *, families: Sequence[str],
           task_fields: Callable[[ml_collections.ConfigDict], None], full: dict, quick: dict,
           smoke: dict, quick_common: Optional[dict] = None, smoke_common: Optional[dict] = None,
+          full_by_family: Optional[dict] = None,
           quick_by_family: Optional[dict] = None) -> ml_collections.ConfigDict:
     """The config of `task` for the family and variant that `arg` names (see the module
     docstring for the layers).
@@ -82,18 +83,22 @@ def build(task: str, arg: Optional[str], *, families: Sequence[str],
       fields, the model's head, vocabulary, length), in place.
     full, quick, smoke: the config file's dotted-key dicts; quick_common, smoke_common: what every
       file of the task kind shares (applied before the file's quick / smoke).
+    full_by_family: {family: dotted-key dict} applied after `full` in that family's full
+      variant only (a baseline's own published recipe; quick and smoke derive from `full`).
     quick_by_family: {family: dotted-key dict} applied last in that family's quick variant.
     """
     family, variant = parse_arg(arg, families)
-    unknown = sorted(set(quick_by_family or {}) - set(families))
-    if unknown:
-        raise ConfigError(f"{task}: quick_by_family names unknown families {unknown}; "
-                          f"expected some of {list(families)}")
+    for name, by_family in (("full_by_family", full_by_family),
+                            ("quick_by_family", quick_by_family)):
+        unknown = sorted(set(by_family or {}) - set(families))
+        if unknown:
+            raise ConfigError(f"{task}: {name} names unknown families {unknown}; "
+                              f"expected some of {list(families)}")
     config = default_config()
     config.task, config.model_name, config.variant = task, family, variant
     task_fields(config)
     set_dotted(config, {f"model.{k}": v for k, v in registry.model_fields(family).items()})
-    layers = {"full": (full,),
+    layers = {"full": (full, (full_by_family or {}).get(family)),
               "quick": (full, quick_common, quick, (quick_by_family or {}).get(family)),
               "smoke": (full, smoke_common, smoke)}[variant]
     for values in layers:

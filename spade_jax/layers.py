@@ -5,10 +5,11 @@
 
 Mixers (`kind`; registered in spade_jax.families, which Block builds them from):
   'global'  SPADE's global mixer: an S4 branch and a local-attention branch on the same input,
-            each LayerNormed, merged by `combine` ('concat' -> Linear(2d -> d), 'add', 'stack').
+            each LayerNormed, merged by `combine` ('concat' -> Linear(2d -> d), 'add'); or
+            'stack': local attention applied to S4's output (no inner LayerNorms).
   'window'  local (sliding-window) attention, 'chunk' chunked attention, 'full' full attention.
   's4'      S4 -> GELU -> Linear (the S4-only baseline; same FFN and residuals as the others).
-Activations are (batch, length, d_model) with logical axes ('batch', 'length', 'embed').
+Activations are (batch, length, d_model) with logical axes axes.ACT_SEQUENCE (spade_jax.axes).
 
 Decoding (`decode=True`, causal models): the input is one token (batch, 1, d_model) and each
 mixer keeps what it needs in the 'cache' collection, with the same parameters as the parallel
@@ -21,11 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spade_jax import attention, attention_accel
+from spade_jax import attention, attention_accel, axes
 from spade_jax.config import ModelConfig
 from spade_jax.ssm import S4Layer
 
-ACTIVATION_AXES = ("batch", "length", "embed")
 
 
 def dense(features, axes, dtype, name=None, use_bias=True):
@@ -37,8 +37,8 @@ def dense(features, axes, dtype, name=None, use_bias=True):
 
 def layer_norm(dtype, name=None):
     return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)))
 
 
 class SelfAttention(nn.Module):
@@ -64,8 +64,9 @@ class SelfAttention(nn.Module):
         proj = lambda name: nn.DenseGeneral(
             (cfg.num_heads, cfg.head_dim), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
             name=name, kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("embed", "heads", "head_dim")))
-        q, k, v = (nn.with_logical_constraint(proj(n)(x), ("batch", "length", "heads", "head_dim"))
+                nn.initializers.xavier_uniform(), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)))
+        heads_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
+        q, k, v = (nn.with_logical_constraint(proj(n)(x), heads_axes)
                    for n in ("query", "key", "value"))
         if decode:
             out = self._decode(q, k, v, bias)
@@ -89,7 +90,7 @@ class SelfAttention(nn.Module):
         return nn.DenseGeneral(
             cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
             name="out", kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), ("heads", "head_dim", "embed")))(out)
+                nn.initializers.xavier_uniform(), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)))(out)
 
     def _decode(self, q, k, v, bias):
         """One token against the cache (see attention.ring_positions for the slots)."""
@@ -122,7 +123,7 @@ def s4_layer(cfg: ModelConfig, name="s4") -> S4Layer:
     return S4Layer(d_model=cfg.d_model, d_state=cfg.s4.d_state, kernel=cfg.s4.kernel,
                    mode=cfg.s4.mode, discretization=cfg.s4.discretization, dt_min=cfg.s4.dt_min,
                    dt_max=cfg.s4.dt_max, bidirectional=cfg.s4_bidirectional,
-                   l_max=cfg.max_len + (cfg.pooling == "cls"), name=name)
+                   ssm_init=cfg.s4.init, b_clip=cfg.s4.b_clip, l_max=cfg.max_len + (cfg.pooling == "cls"), name=name)
 
 
 def _run_s4(module: nn.Module, cfg: ModelConfig, u, mask, decode: bool):
@@ -140,7 +141,9 @@ def _run_s4(module: nn.Module, cfg: ModelConfig, u, mask, decode: bool):
 
 
 class GlobalMixer(nn.Module):
-    """SPADE's global mixer: g = LN_g(S4(u)), l = LN_l(LocalAttn(u)), merged by `combine`.
+    """SPADE's global mixer: g = LN_g(S4(u)), l = LN_l(LocalAttn(u)), merged by `combine`
+    ('concat': Linear([g, l]); 'add': (g + l) / 2), or, with combine='stack', LocalAttn(S4(u))
+    with no inner LayerNorm (the reference's stacked form, spade_layer.py).
 
     The local attention is the config's `local_attention` kind ('window' or 'chunk').
     """
@@ -152,13 +155,13 @@ class GlobalMixer(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         local = SelfAttention(cfg, cfg.local_attention, name="attention")
-        g = layer_norm(dtype, "norm_s4")(_run_s4(self, cfg, u, mask, decode))
         if cfg.combine == "stack":
-            return layer_norm(dtype, "norm_attention")(local(g, mask, bias, decode))
+            return local(_run_s4(self, cfg, u, mask, decode), mask, bias, decode)
+        g = layer_norm(dtype, "norm_s4")(_run_s4(self, cfg, u, mask, decode))
         l = layer_norm(dtype, "norm_attention")(local(u, mask, bias, decode))
         if cfg.combine == "add":
             return 0.5 * (g + l)
-        return dense(cfg.d_model, ("mlp", "embed"), dtype, "combine")(jnp.concatenate([g, l], -1))
+        return dense(cfg.d_model, (axes.MLP, axes.EMBED), dtype, "combine")(jnp.concatenate([g, l], -1))
 
 
 class S4Mixer(nn.Module):
@@ -170,7 +173,7 @@ class S4Mixer(nn.Module):
     def __call__(self, u, mask=None, bias=None, decode: bool = False):
         cfg = self.config
         y = nn.gelu(_run_s4(self, cfg, u, mask, decode))
-        return dense(cfg.d_model, ("embed", "mlp"), jnp.dtype(cfg.dtype), "out")(y)
+        return dense(cfg.d_model, (axes.EMBED, axes.MLP), jnp.dtype(cfg.dtype), "out")(y)
 
 
 class FeedForward(nn.Module):
@@ -182,11 +185,11 @@ class FeedForward(nn.Module):
     def __call__(self, x, deterministic: bool):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        h = dense(cfg.d_ff, ("embed", "mlp"), dtype, "wi")(x)
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = dense(cfg.d_ff, (axes.EMBED, axes.MLP), dtype, "wi")(x)
+        h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
         h = nn.relu(h) if cfg.activation == "relu" else nn.gelu(h)
         h = nn.Dropout(cfg.ffn_dropout)(h, deterministic=deterministic)
-        return dense(cfg.d_model, ("mlp", "embed"), dtype, "wo")(h)
+        return dense(cfg.d_model, (axes.MLP, axes.EMBED), dtype, "wo")(h)
 
 
 class Block(nn.Module):
@@ -213,7 +216,7 @@ class Block(nn.Module):
         else:
             h = layer_norm(dtype, "norm_mixer")(x + drop(mixer(x, mask, bias, decode)))
             y = layer_norm(dtype, "norm_ffn")(h + drop(ffn(h, deterministic)))
-        return nn.with_logical_constraint(y, ACTIVATION_AXES)
+        return nn.with_logical_constraint(y, axes.ACT_SEQUENCE)
 
 
 REMAT_POLICIES = {

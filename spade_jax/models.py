@@ -16,16 +16,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from spade_jax import adaptive, attention
+from spade_jax import adaptive, attention, axes
 from spade_jax.config import ModelConfig
 from spade_jax.errors import ConfigError
-from spade_jax.layers import ACTIVATION_AXES, block_class, dense, layer_norm
+from spade_jax.layers import block_class, dense, layer_norm
 
 
 def _embedding(num, cfg: ModelConfig, name):
     return nn.Embed(num, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32,
                     name=name, embedding_init=nn.with_logical_partitioning(
-                        nn.initializers.normal(1.0), ("vocab", "embed")))
+                        nn.initializers.normal(1.0), (axes.VOCAB, axes.EMBED)))
 
 
 class ValueEncoder(nn.Module):
@@ -42,7 +42,7 @@ class ValueEncoder(nn.Module):
     def __call__(self, tokens):
         cfg = self.config
         values = tokens.astype(jnp.float32)[..., None] * (2.0 / (cfg.vocab_size - 1)) - 1.0
-        return dense(cfg.d_model, (None, "embed"), jnp.dtype(cfg.dtype), "linear")(values)
+        return dense(cfg.d_model, (None, axes.EMBED), jnp.dtype(cfg.dtype), "linear")(values)
 
 
 class Encoder(nn.Module):
@@ -77,7 +77,7 @@ class Encoder(nn.Module):
             self.position_embed = _embedding(cfg.max_len + 1, cfg, "position_embed")
         if cfg.pooling == "cls":
             self.cls = self.param("cls", nn.with_logical_partitioning(
-                nn.initializers.normal(1.0), ("embed",)), (cfg.d_model,), jnp.float32)
+                nn.initializers.normal(1.0), (axes.EMBED,)), (cfg.d_model,), jnp.float32)
         block = block_class(cfg)
         self.blocks = [block(cfg, kind, name=f"layer_{i}") for i, kind in enumerate(kinds)]
         self.final_norm = layer_norm(jnp.dtype(cfg.dtype), "final_norm") if cfg.final_norm else None
@@ -103,7 +103,7 @@ class Encoder(nn.Module):
         if cfg.position == "learned":
             x = x + self.position_embed(jnp.arange(length))[None]
         x = nn.with_logical_constraint(self.dropout(x, deterministic=deterministic),
-                                       ACTIVATION_AXES)
+                                       axes.ACT_SEQUENCE)
         biases = self._relative_biases(length, decode=False)
         for block in self.blocks:
             x = block(x, mask, biases.get(block.kind), deterministic, False)
@@ -159,7 +159,7 @@ class SequenceClassifier(nn.Module):
         cfg = self.config
         x, mask = Encoder(cfg, name="encoder")(tokens, mask, deterministic)
         pooled = x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
-        return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(pooled)
+        return dense(cfg.num_classes, (axes.EMBED, axes.CLASSES), jnp.float32, "classifier")(pooled)
 
 
 class RetrievalClassifier(nn.Module):
@@ -178,8 +178,8 @@ class RetrievalClassifier(nn.Module):
         pool = lambda x, mask: x[:, 0].astype(jnp.float32) if cfg.pooling == "cls" else _mean_pool(x, mask)
         e1, e2 = (pool(*encoder(t, m, deterministic)) for t, m in ((tokens1, mask1), (tokens2, mask2)))
         h = jnp.concatenate([e1, e2, e1 * e2, e1 - e2], axis=-1)
-        h = nn.gelu(dense(cfg.d_model, ("mlp", "embed"), jnp.float32, "mlp")(h))
-        return dense(cfg.num_classes, ("embed", "classes"), jnp.float32, "classifier")(h)
+        h = nn.gelu(dense(cfg.d_model, (axes.MLP, axes.EMBED), jnp.float32, "mlp")(h))
+        return dense(cfg.num_classes, (axes.EMBED, axes.CLASSES), jnp.float32, "classifier")(h)
 
 
 class LanguageModel(nn.Module):
@@ -213,7 +213,7 @@ class LanguageModel(nn.Module):
             if targets is not None:
                 return softmax.nll(x, targets, tied, deterministic)
             return softmax.log_probs(x, tied)
-        logits = dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, "logits")(x)
+        logits = dense(cfg.vocab_size, (axes.EMBED, axes.VOCAB), jnp.float32, "logits")(x)
         if targets is None:
             return logits
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets)

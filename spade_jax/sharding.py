@@ -4,8 +4,9 @@ The mesh has three axes, sized in the config (`config.mesh`, -1 = the remaining 
   data    pure data parallelism (parameters replicated)
   fsdp    data parallelism with parameters and optimiser state sharded (ZeRO-3 style)
   tensor  model parallelism over heads / FFN width / vocabulary
-Model code names array axes logically ('batch', 'embed', 'mlp', ...); `config.logical_axis_rules`
-maps those names to mesh axes. The batch is split over data x fsdp.
+Model code names array axes logically (spade_jax.axes: parameters 'embed', 'mlp', ...;
+activations 'activation_batch', 'activation_embed', ...); `config.logical_axis_rules` maps those
+names to mesh axes. The batch is split over data x fsdp.
 """
 import math
 
@@ -14,23 +15,30 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from spade_jax import axes
 from spade_jax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),
-    ("length", None),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("head_dim", None),
-    ("vocab", "tensor"),
-    ("classes", None),
-    ("relpos_buckets", None),
-    ("ssm_state", None),
-    ("ssm_out", None),
+    # activations: the batch split over data x fsdp; features whole, except over tensor
+    (axes.ACT_BATCH, BATCH_AXES),
+    (axes.ACT_LENGTH, None),
+    (axes.ACT_EMBED, None),
+    (axes.ACT_MLP, "tensor"),
+    (axes.ACT_HEADS, "tensor"),
+    (axes.ACT_HEAD_DIM, None),
+    # parameters (and their optimiser state): d_model over fsdp (ZeRO-3), widths over tensor
+    (axes.EMBED, "fsdp"),
+    (axes.MLP, "tensor"),
+    (axes.HEADS, "tensor"),
+    (axes.HEAD_DIM, None),
+    (axes.VOCAB, "tensor"),
+    (axes.CLASSES, None),
+    (axes.RELPOS_BUCKETS, None),
+    (axes.SSM_STATE, None),
+    (axes.SSM_OUT, None),
 )
 
 
@@ -65,15 +73,19 @@ def make_mesh(spec, devices=None) -> Mesh:
 def rules_from_config(rules) -> tuple:
     """Logical-axis rules as a tuple of (name, mesh axes) with tuples, not lists."""
     out = []
-    for name, axes in rules:
-        if isinstance(axes, (list, tuple)):
-            axes = tuple(axes)
-            bad = [a for a in axes if a not in MESH_AXES]
+    for name, targets in rules:
+        if name not in axes.NAMES:
+            raise ConfigError(f"config.logical_axis_rules names the logical axis {name!r}, which no "
+                              f"array has; the names are {list(axes.NAMES)} (spade_jax/axes.py; "
+                              "activations are 'activation_*')")
+        if isinstance(targets, (list, tuple)):
+            targets = tuple(targets)
+            bad = [a for a in targets if a not in MESH_AXES]
         else:
-            bad = [axes] if axes is not None and axes not in MESH_AXES else []
+            bad = [targets] if targets is not None and targets not in MESH_AXES else []
         if bad:
             raise ConfigError(f"config.logical_axis_rules maps {name!r} to unknown mesh axes {bad}")
-        out.append((name, axes))
+        out.append((name, targets))
     return tuple(out)
 
 

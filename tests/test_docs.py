@@ -23,4 +23,4 @@ def test_config_reference_lists_every_field_and_config():
         if config.endswith(".py"):
             assert f"## `configs/{config}`" in text
     assert "| `model.s4.d_state` | `64` | S4 state size N (even) |" in text
-    assert "| `num_train_steps` | `200000` | `100` |" in text  # Path-X: full and quick
+    assert "| `num_train_steps` | `125000` | `100` |  |" in text  # Path-X: full and quick

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spade_jax import axes
 from spade_jax.ssm import hippo, kernels
 
 SSM_PARAM_NAMES = ("A_re", "A_im", "P", "B", "log_dt")
@@ -111,13 +112,13 @@ class S4Layer(nn.Module):
         b = hippo.clip_imag(b, self.b_clip)
         h, n2 = self.d_model, self.d_state // 2
         per_channel = lambda x: np.broadcast_to(x, (h,) + x.shape).astype(np.float32)
-        state_axes = ("embed", "ssm_state")
+        state_axes = (axes.EMBED, axes.SSM_STATE)
 
         def log_dt_init(key, shape, dtype):
             lo, hi = np.log(self.dt_min), np.log(self.dt_max)
             return jax.random.uniform(key, shape, dtype, lo, hi)
 
-        self.log_dt = self._param("log_dt", log_dt_init, ("embed",), (h,))
+        self.log_dt = self._param("log_dt", log_dt_init, (axes.EMBED,), (h,))
         self.A_re = self._fixed("A_re", per_channel(np.log(-lam.real)), state_axes)
         self.A_im = self._fixed("A_im", per_channel(lam.imag), state_axes)
         if self.kernel == "dplr":
@@ -125,8 +126,8 @@ class S4Layer(nn.Module):
         self.B = self._fixed("B", per_channel(_as_pair(b)), state_axes + (None,))
         channels = 2 if self.bidirectional else 1
         self.C = self._param("C", nn.initializers.normal(np.sqrt(0.5)),
-                             ("ssm_out",) + state_axes + (None,), (channels, h, n2, 2))
-        self.D = self._param("D", nn.initializers.normal(1.0), ("embed",), (h,))
+                             (axes.SSM_OUT,) + state_axes + (None,), (channels, h, n2, 2))
+        self.D = self._param("D", nn.initializers.normal(1.0), (axes.EMBED,), (h,))
 
     def _param(self, name, init, axes, shape):
         return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)

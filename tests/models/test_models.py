@@ -233,3 +233,32 @@ def test_linear_input_encoder_reads_ids_as_intensities():
         small(input_encoder="pixels")
     with pytest.raises(ValueError, match="model.input_encoder must be 'embed'"):
         _causal_lm("spade", input_encoder="linear")
+
+
+def test_stack_combine_is_local_attention_of_the_s4_output_without_inner_norms():
+    """combine='stack' (the reference's stacked SPADE layer): mixer(u) = LocalAttn(S4(u)), no
+    LayerNorm between or after, with the mixer's own S4 and attention parameters."""
+    from spade_jax import layers
+    cfg = small(family="spade", combine="stack", position="none")
+    u = jax.random.normal(jax.random.PRNGKey(1), (2, 24, cfg.d_model))
+    mixer = layers.GlobalMixer(cfg)
+    params = mixer.init(jax.random.PRNGKey(0), u)["params"]
+    assert set(params) == {"s4", "attention"}  # no norm_s4 / norm_attention / combine
+    s4_out = layers.s4_layer(cfg).apply({"params": params["s4"]}, u)
+    expected = layers.SelfAttention(cfg, cfg.local_attention).apply(
+        {"params": params["attention"]}, s4_out)
+    np.testing.assert_allclose(mixer.apply({"params": params}, u), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lin", "inv"])
+def test_model_s4_init_reaches_the_s4_layer(name):
+    """model.s4.init='lin' / 'inv' (S4D) initialises the model's S4 state matrix from
+    hippo.diag_init, not LegS; the DPLR kernel refuses them."""
+    from spade_jax.ssm import hippo
+    cfg = small(family="s4", num_layers=1, s4=S4Config(d_state=8, kernel="diag", init=name))
+    params = init(cfg, tokens_for(cfg))["params"]
+    a_im = nn.meta.unbox(params)["encoder"]["layer_0"]["mixer"]["s4"]["A_im"]
+    lam, _ = hippo.diag_init(name, 8)
+    np.testing.assert_allclose(np.asarray(a_im)[0], lam.imag, rtol=1e-6)
+    with pytest.raises(ValueError, match="model.s4.init"):
+        small(s4=S4Config(d_state=8, init=name))

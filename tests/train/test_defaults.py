@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from spade_jax import sharding
 from spade_jax.errors import ConfigError
 from spade_jax.train import defaults
 
@@ -14,7 +15,7 @@ def test_the_defaults_are_the_schema_and_pass():
     assert engine == dataclasses.replace(defaults.Engine(), profile_steps=())
     assert config.optimizer.to_dict() == dataclasses.asdict(defaults.Optimizer())
     assert engine.eval_batch == config.batch_size
-    assert engine.logical_axis_rules[0] == ("batch", ("data", "fsdp"))
+    assert engine.logical_axis_rules[0] == ("activation_batch", ("data", "fsdp"))
 
 
 @pytest.mark.parametrize("field, value, named", [
@@ -52,9 +53,13 @@ def test_unknown_section_fields_and_bad_combinations():
     config.optimizer.weight_decay = 0.0
     assert defaults.validate(config, 8, 1).optimizer.name == "adam"
     config = defaults.default_config()
-    config.logical_axis_rules = [["batch", "pipeline"]]
-    with pytest.raises(ConfigError, match="config.logical_axis_rules"):
+    config.logical_axis_rules = [["activation_batch", "pipeline"]]
+    with pytest.raises(ConfigError, match="config.logical_axis_rules maps .* unknown mesh axes"):
         defaults.validate(config, 8, 1)
+    config.logical_axis_rules = [["batch", "data"]]  # the name before activations had their own
+    with pytest.raises(ConfigError, match="logical axis 'batch', which no array has"):
+        defaults.validate(config, 8, 1)
+    config.logical_axis_rules = [list(rule) for rule in sharding.DEFAULT_RULES]
     del config["progress_bar"]
     with pytest.raises(ConfigError, match="no field config.progress_bar"):
         defaults.validate(config, 8, 1)

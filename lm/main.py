@@ -21,7 +21,7 @@ import numpy as np
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
 from spade_jax.runtime import EXIT_PREEMPTED, start_process
-from spade_jax import cli, paths
+from spade_jax import cli, paths, plots
 from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
 
@@ -38,7 +38,8 @@ def _train_tokens_per_s(workdir) -> float:
 
 
 def summarize(workdir, config, results, corpus) -> dict:
-    """Adds perplexities, the unigram baseline and throughput to results.json; prints them."""
+    """Adds perplexities, the unigram baseline and throughput to results.json, draws
+    WORKDIR/learning_curve.png (training loss, validation perplexity); prints them."""
     ppl = lambda metrics: math.exp(min(metrics["token_loss"], 50.0))
     summary = {
         "task": config.task, "model": config.model_name, "variant": config.variant,
@@ -54,6 +55,9 @@ def summarize(workdir, config, results, corpus) -> dict:
     results = {**results, **summary}
     path = paths.workdir_path(workdir) / "results.json"
     paths.write_json(path, results)
+    plots.learning_curve(workdir, validation="perplexity", title=plots.run_title(
+        config.task, config.model_name, config.variant, results.get("parameters"),
+        results.get("steps")))
     best = summary.get("test_perplexity_best", summary["test_perplexity_last"])
     print(f"{config.model_name} ({config.variant}): valid perplexity "
           f"{summary.get('validation_perplexity_best', float('nan')):.2f}, test perplexity "

@@ -1,6 +1,6 @@
 """Run summaries and the LRA results table.
 
-    python -m lra.report RUN_DIR [RUN_DIR ...] [--out=results.md]
+    python -m lra.report RUN_DIR [RUN_DIR ...] [--out=results.md] [--plot=accuracy.png]
 
 Each run directory holds the results.json that `lra.main` (or `lm.main`) writes. --out is
 replaced when it holds an earlier table of lra.report; any other existing file is refused. The LRA
@@ -13,14 +13,13 @@ WikiText-103 perplexities beside the published ones. A run that is unfinished, g
 lra.main's or lm.main's is skipped with a line saying why; only when no run is left is it an error.
 """
 import argparse
-import io
 import json
 import os
 import statistics
 import sys
 
 from lra.data.specs import TASKS
-from spade_jax import cli, paths
+from spade_jax import cli, paths, plots
 from spade_jax.errors import DataError, PathError, UserError
 
 
@@ -81,49 +80,54 @@ def finish_run(workdir, config, results, majority):
         "test_accuracy_at_last": results["last"]["test"].get("accuracy"),
         "majority_class_test_accuracy": majority,
         "stopped_on_budget": bool(results.get("stopped_on_budget")),
+        "invocation_wall_time_s": results.get("invocation_wall_time_s"),
+        "provenance": results.get("provenance"),
         "config": json.loads(config.to_json_best_effort()),
     }
     paths.write_json(paths.workdir_path(workdir) / "results.json", summary)
-    plot_curve(workdir)
+    plot_curve(workdir, summary)
     acc = summary["test_accuracy_at_best"]
+    if config.variant == "smoke":
+        print(f"{config.task} / {config.model_name}: smoke run finished: data, model, training, "
+              f"checkpoints and evaluation all ran. A smoke run is {summary['steps']} steps of a "
+              f"tiny model on a few examples: the accuracies below are not results.")
+    invocations = summary["invocation_wall_time_s"] or []
+    over = f" over {len(invocations)} invocations" if len(invocations) > 1 else ""
     print(f"{config.task} / {config.model_name}: test accuracy {100 * acc:.2f}% at the best "
           f"validation step {summary['best_step']} (last step: "
           f"{100 * summary['test_accuracy_at_last']:.2f}%); majority class {100 * majority:.2f}%; "
           f"{summary['parameters']:,} parameters, {summary['steps']} steps, "
-          f"{summary['wall_time_s']:.0f} s. Results: {paths.workdir_path(workdir) / 'results.json'}")
+          f"{summary['wall_time_s']:.0f} s{over}. Results: {paths.workdir_path(workdir) / 'results.json'}")
     return summary
 
 
-def plot_curve(workdir):
-    """WORKDIR/learning_curve.png: training loss and validation accuracy against the step."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curve(workdir, summary: dict | None = None):
+    """WORKDIR/learning_curve.png (spade_jax.plots.learning_curve), titled from the run's
+    summary (task, model, variant, parameters, steps) or, without one, its folder name."""
+    s = summary or {}
+    title = (plots.run_title(s["task"], s["model"], s.get("variant"), s.get("parameters"),
+                             s.get("steps")) if "task" in s
+             else os.path.basename(os.path.normpath(str(workdir))))
+    return plots.learning_curve(workdir, title=title)
 
-    from spade_jax.train import metrics
-    train, valid = {}, {}
-    for r in metrics.read_records(workdir):
-        if r.get("split") == "train" and "loss" in r:
-            train[r["step"]] = r["loss"]
-        elif r.get("split") == "validation" and "accuracy" in r:
-            valid[r["step"]] = r["accuracy"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(sorted(train), [train[s] for s in sorted(train)], label="train loss", color="C0")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if valid:
-        ax2 = ax.twinx()
-        ax2.plot(sorted(valid), [valid[s] for s in sorted(valid)], "o-", color="C1",
-                 label="validation accuracy")
-        ax2.set_ylabel("accuracy")
-    ax.set_title(os.path.basename(os.path.normpath(workdir)))
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=100)
-    plt.close(fig)
-    path = paths.workdir_path(workdir) / "learning_curve.png"
-    paths.write_bytes(path, image.getvalue())
-    return path
+
+def plot_accuracy(run_dirs, path):
+    """A bar chart of the LRA runs' test accuracy (%) per task and model, seeds grouped (mean,
+    std, n), the majority class dashed: spade_jax.plots.grouped_bars. Returns the image's path."""
+    lra, _, _ = collect(run_dirs)
+    if not lra:
+        raise DataError("--plot: no finished lra.main run among the runs given")
+    groups, majority = {}, {}
+    for _, r, _ in lra:
+        title = TASKS[r["task"]].title if r["task"] in TASKS else r["task"]
+        if r.get("test_accuracy_at_best") is not None:
+            groups.setdefault(title, {}).setdefault(_name(r), []).append(
+                100 * r["test_accuracy_at_best"])
+        if _number(r.get("majority_class_test_accuracy")):
+            majority[title] = 100 * r["majority_class_test_accuracy"]
+    groups = {t: {name: _stats(v) for name, v in per.items()} for t, per in groups.items()}
+    return plots.grouped_bars(groups, path, title="LRA test accuracy at the best-validation step",
+                              ylabel="test accuracy (%)", reference=majority)
 
 
 def _cell(value):
@@ -364,6 +368,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories written by lra.main or lm.main")
     parser.add_argument("--out", default="lra_results.md", help="markdown file to write")
+    parser.add_argument("--plot", default="", metavar="PNG",
+                        help="also draw the LRA runs' test accuracy per task and model into PNG")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out):
         raise PathError(f"--out {args.out} is a folder; pass the markdown file to write")
@@ -373,6 +379,8 @@ def main(argv=None):
                 raise PathError(f"--out {args.out} exists and is not a table of lra.report: it "
                                 f"is never overwritten; choose another --out")
     text = table(args.runs)
+    if args.plot:
+        print(f"accuracy per task: {plot_accuracy(args.runs, args.plot)}")
     print(text)
     try:
         paths.write_bytes(args.out, text.encode())

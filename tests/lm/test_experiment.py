@@ -142,6 +142,7 @@ def test_smoke_run_through_lm_main_then_evaluate_and_generate(tmp_path):
     assert results["steps"] == 2 and results["vocab_size"] == 125
     assert results["unigram_perplexity"]["test"] < 125 < results["test_perplexity_last"] < 1e4
     assert results["train_tokens_per_s"] > 0
+    assert open(os.path.join(workdir, "learning_curve.png"), "rb").read(4) == b"\x89PNG"
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         record = [r for r in map(json.loads, f) if r["split"] == "train"][-1]
     assert record["tokens_per_s"] == pytest.approx(record["steps_per_s"] * 4 * 32)  # inputs only

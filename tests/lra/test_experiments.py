@@ -93,6 +93,10 @@ def _check_smoke_run(proc, workdir, task):
     assert 0.0 <= results["test_accuracy_at_best"] <= 1.0
     assert results["parameters"] > 0 and (workdir / "learning_curve.png").stat().st_size > 0
     assert "majority class" in proc.stdout
+    assert "smoke run finished" in proc.stdout and "not results" in proc.stdout
+    provenance = results["provenance"]  # how the result was made (issue 21)
+    assert provenance["device_count"] >= 1 and provenance["versions"]["jax"]
+    assert provenance["config_hash"] and results["invocation_wall_time_s"]
     table = report.table([str(workdir)])
     assert "| spade (smoke) |" in table and "| S4 (v2) | 59.60 |" in table
     return results

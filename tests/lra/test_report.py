@@ -142,3 +142,22 @@ def test_main_writes_the_tables_and_replaces_its_own_out(runs, tmp_path, capsys)
     assert text.startswith(report.TABLE_START) and "| spade | 50.00 |" in text
     assert "Language model runs" not in text
     assert "skipped" in capsys.readouterr().out
+
+
+def test_plot_draws_accuracy_per_task_and_model_with_seeds_grouped(runs, tmp_path, monkeypatch):
+    from spade_jax import plots
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig, path=path))
+    report.plot_accuracy(runs, tmp_path / "accuracy.png")
+    ax = drawn["fig"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ListOps", "Text"]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"spade", "s4 (quick)", "majority class"} <= set(labels)
+    heights = sorted(round(p.get_height(), 2) for p in ax.patches)
+    assert heights == [40.0, 51.0, 80.0]  # listops spade: mean of 50 and 52 (n=2)
+    assert "n=2" in [t.get_text() for t in ax.texts]
+
+
+def test_main_plot_writes_a_png(runs, tmp_path):
+    assert report.main(runs + [f"--out={tmp_path / 'r.md'}", f"--plot={tmp_path / 'a.png'}"]) == 0
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"

@@ -41,7 +41,12 @@ def s4_kernel_flops(cfg: ModelConfig, length: int) -> float:
         k = 2 * channels + 2  # Cauchy numerators
         per_point = 20 + 2 * 2 * (2 * k)  # reciprocal of the pair denominator + real matmuls
         return h * n2 * freqs * per_point + h * channels * (_rfft(length) + _rfft(2 * length))
-    return h * n2 * length * (20 + 4 * channels) + h * channels * _rfft(2 * length)
+    # Vandermonde as in kernels.diag_kernel: complex powers at T + L/T positions (T ~ sqrt(L)),
+    # the weights times the block powers, then two real (Cc L/T, N2) x (N2, T) products per channel
+    steps = math.isqrt(max(length, 1) - 1) + 1
+    blocks = -(-length // steps)
+    return (h * n2 * (20 * (steps + blocks) + 6 * channels * blocks)
+            + 2 * 2 * channels * h * n2 * blocks * steps + h * channels * _rfft(2 * length))
 
 
 def attention_flops(cfg: ModelConfig, kind: str, length: int) -> float:

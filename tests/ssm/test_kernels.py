@@ -52,21 +52,21 @@ def test_dplr_kernel_equals_dense_powered_system(length):
             np.testing.assert_allclose(got[ch, h], want.real, atol=2e-5 * np.abs(want).max())
 
 
-def test_kernels_identical_when_chunked(monkeypatch):
+def test_dplr_kernel_identical_when_chunked(monkeypatch):
     rng = np.random.default_rng(1)
     lam, p, b, c, dt = (jnp.asarray(x) for x in _random_dplr(rng, h=2, n=8))
     whole_dplr = kernels.dplr_kernel(lam, p, b, c, dt, 40)
-    whole_diag = kernels.diag_kernel(lam, b, c, dt, 40)
     monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 24)  # 3 positions a chunk, ragged last chunk
     np.testing.assert_allclose(kernels.dplr_kernel(lam, p, b, c, dt, 40), whole_dplr, atol=1e-6)
-    np.testing.assert_allclose(kernels.diag_kernel(lam, b, c, dt, 40), whole_diag, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["zoh", "bilinear"])
-def test_diag_kernel_equals_c_abar_power_bbar(method):
+# Lengths around the blocks of ~sqrt(L) steps of the Vandermonde product: one step, a ragged
+# last block (21 = 5 x 5 - 4), a square (16), and a long one (1000 = 32 x 32 - 24).
+@pytest.mark.parametrize("method, length", [("zoh", 21), ("bilinear", 21), ("zoh", 1),
+                                            ("zoh", 16), ("bilinear", 1000)])
+def test_diag_kernel_equals_c_abar_power_bbar(method, length):
     rng = np.random.default_rng(2)
     lam, _, b, c, dt = _random_dplr(rng, h=2, n=6)
-    length = 21
     got = np.asarray(kernels.diag_kernel(*(jnp.asarray(x) for x in (lam, b, c, dt)), length, method))
     for h in range(2):
         a = np.diag(lam[h])

@@ -69,6 +69,9 @@ def test_every_family_builds_and_traces_for_every_task(path):
         assert flops.forward_flops(cfg, LENGTH)["per_sequence"] > 0
 
 
+# Real init and forward of every family (the default run traces every family x task above, and
+# tests/models/test_models.py runs each family's forward and backward on its own shapes).
+@pytest.mark.long
 @pytest.mark.parametrize("path", [os.path.join(ROOT, "configs", "listops.py"), LM_CONFIG],
                          ids=os.path.basename)
 def test_every_family_runs_init_and_a_forward(path):

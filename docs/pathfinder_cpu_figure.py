@@ -107,7 +107,8 @@ def table(workdir: str) -> str:
     for (step, acc), minutes in zip(c["valid"], cpu):
         recent = [train[s] for s in sorted(train) if s <= step][-SMOOTH:]
         loss = f"{np.mean(recent):.3f}" if recent else "-"
-        lines.append(f"| {step} | {minutes:.1f} | {100 * acc:.1f}% | {loss} |")
+        cpu = "-" if np.isnan(minutes) else f"{minutes:.1f}"
+        lines.append(f"| {step} | {cpu} | {100 * acc:.1f}% | {loss} |")
     if c["results"]:
         r = c["results"]
         lines += ["", f"test accuracy {100 * r['test_accuracy_at_best']:.1f}% at the best "

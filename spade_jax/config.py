@@ -28,7 +28,8 @@ class S4Config:
 
     d_state: int = 64
     kernel: str = "dplr"  # 'dplr' (S4) | 'diag' (S4D)
-    mode: str = "fft"  # 'fft' | 'scan' (diag only)
+    mode: str = "fft"  # 'fft' | 'scan' | 'chunked' (the last two diag only)
+    chunk_steps: int = 128  # mode='chunked': steps per chunk (S4Layer.chunk_size)
     discretization: Optional[str] = None  # None: bilinear for dplr, zoh for diag
     dt_min: float = 0.001
     dt_max: float = 0.1
@@ -156,16 +157,19 @@ class ModelConfig:
 
     def _check_s4(self):
         s4 = self.s4
-        for name, allowed in (("kernel", ("dplr", "diag")), ("mode", ("fft", "scan")),
+        for name, allowed in (("kernel", ("dplr", "diag")), ("mode", ("fft", "scan", "chunked")),
                               ("discretization", (None, "zoh", "bilinear")),
                               ("init", ("legs", "lin", "inv"))):
             if getattr(s4, name) not in allowed:
                 raise ConfigError(f"model.s4.{name} must be one of {allowed}, got "
                                   f"{getattr(s4, name)!r}")
-        if s4.kernel == "dplr" and (s4.mode == "scan" or s4.discretization == "zoh"):
-            raise ConfigError("model.s4.kernel='dplr' takes mode 'fft' and the bilinear "
-                              "discretisation only; model.s4.kernel='diag' takes 'scan' and "
-                              "'zoh'")
+        if s4.kernel == "dplr" and (s4.mode != "fft" or s4.discretization == "zoh"):
+            raise ConfigError("model.s4.kernel='dplr' takes model.s4.mode 'fft' and the bilinear "
+                              "discretisation only; model.s4.kernel='diag' takes 'scan', "
+                              "'chunked' and 'zoh'")
+        if s4.chunk_steps < 1:
+            raise ConfigError(f"model.s4.chunk_steps must be >= 1 (steps per chunk of "
+                              f"mode='chunked'), got {s4.chunk_steps!r}")
         if s4.init != "legs" and s4.kernel != "diag":
             raise ConfigError(f"model.s4.init={s4.init!r} (S4D-{s4.init.capitalize()}) is a "
                               "diagonal initialisation: set model.s4.kernel='diag', or "

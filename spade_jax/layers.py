@@ -121,7 +121,8 @@ class SelfAttention(nn.Module):
 
 def s4_layer(cfg: ModelConfig, name="s4") -> S4Layer:
     return S4Layer(d_model=cfg.d_model, d_state=cfg.s4.d_state, kernel=cfg.s4.kernel,
-                   mode=cfg.s4.mode, discretization=cfg.s4.discretization, dt_min=cfg.s4.dt_min,
+                   mode=cfg.s4.mode, chunk_size=cfg.s4.chunk_steps,
+                   discretization=cfg.s4.discretization, dt_min=cfg.s4.dt_min,
                    dt_max=cfg.s4.dt_max, bidirectional=cfg.s4_bidirectional,
                    ssm_init=cfg.s4.init, b_clip=cfg.s4.b_clip, l_max=cfg.max_len + (cfg.pooling == "cls"), name=name)
 

@@ -28,6 +28,9 @@ from spade_jax import axes
 from spade_jax.ssm import hippo, kernels
 
 SSM_PARAM_NAMES = ("A_re", "A_im", "P", "B", "log_dt")
+# mode='chunked': steps per chunk, the fastest of 64 / 128 / 256 on the 2-core CPU (issue 22;
+# S4Config.chunk_steps defaults to the same)
+CHUNK_SIZE = 128
 
 
 def _as_complex(x):
@@ -58,8 +61,12 @@ class S4Layer(nn.Module):
       d_model: channels H (the last axis of the input).
       d_state: state size N of the real system (N/2 complex modes); even.
       kernel: 'dplr' (S4: HiPPO-LegS, Cauchy kernel, bilinear) or 'diag' (S4D: Vandermonde).
-      mode: 'fft' (convolution by FFT, O(L log L)) or 'scan' (the diagonal recurrence with an
-        associative scan; kernel='diag' only).
+      mode: 'fft' (convolution by FFT, O(L log L)), 'scan' (the diagonal recurrence with an
+        associative scan; kernel='diag' only) or 'chunked' (kernel='diag' only: matrix products
+        within chunks of `chunk_size` steps, the diagonal recurrence across them; see
+        kernels.diag_chunked_conv).
+      chunk_size: T, the steps per chunk of mode='chunked' (the fastest of 64 / 128 / 256 measured
+        on the CPU).
       discretization: 'bilinear' or 'zoh'; None picks 'bilinear' for dplr (its only option) and
         'zoh' for diag.
       ssm_init: the initial (Lambda, B) (spade_jax.ssm.hippo): 'legs' (HiPPO-LegS; S4's DPLR form, or
@@ -79,6 +86,7 @@ class S4Layer(nn.Module):
     d_state: int = 64
     kernel: str = "dplr"
     mode: str = "fft"
+    chunk_size: int = CHUNK_SIZE
     discretization: Optional[str] = None
     ssm_init: str = "legs"  # not `init`: that is nn.Module.init
     b_clip: Optional[float] = 2.0
@@ -90,11 +98,14 @@ class S4Layer(nn.Module):
     def setup(self):
         if self.kernel not in ("dplr", "diag"):
             raise ValueError(f"S4Layer.kernel must be 'dplr' or 'diag', got {self.kernel!r}")
-        if self.mode not in ("fft", "scan"):
-            raise ValueError(f"S4Layer.mode must be 'fft' or 'scan', got {self.mode!r}")
-        if self.mode == "scan" and self.kernel != "diag":
-            raise ValueError("S4Layer.mode='scan' needs kernel='diag' (a DPLR state matrix is not "
-                             "diagonal); use mode='fft' with kernel='dplr'")
+        if self.mode not in ("fft", "scan", "chunked"):
+            raise ValueError("S4Layer.mode must be 'fft', 'scan' or 'chunked', got "
+                             f"{self.mode!r}")
+        if self.mode != "fft" and self.kernel != "diag":
+            raise ValueError(f"S4Layer.mode={self.mode!r} needs kernel='diag' (a DPLR state matrix "
+                             "is not diagonal); use mode='fft' with kernel='dplr'")
+        if self.chunk_size < 1:
+            raise ValueError(f"S4Layer.chunk_size must be >= 1, got {self.chunk_size}")
         if self._discretization() not in ("bilinear", "zoh") or (
                 self.kernel == "dplr" and self._discretization() != "bilinear"):
             raise ValueError(f"S4Layer.discretization {self.discretization!r} is not available for "
@@ -167,7 +178,7 @@ class S4Layer(nn.Module):
         x = u.astype(jnp.float32)
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0.0)
-        y = self._fft(x) if self.mode == "fft" else self._scan(x)
+        y = {"fft": self._fft, "scan": self._scan, "chunked": self._chunked}[self.mode](x)
         return (y + x * self.D).astype(u.dtype)
 
     def _fft(self, x):
@@ -196,6 +207,12 @@ class S4Layer(nn.Module):
         if self.bidirectional:
             y += readout(jax.lax.associative_scan(combine, (a, bu), axis=1, reverse=True)[1], c[1])
         return y
+
+    def _chunked(self, x):
+        lam, _, b, c, dt = self._system()
+        u = jnp.stack([x, x[:, ::-1]]) if self.bidirectional else x[None]  # (K, B, L, H)
+        y = kernels.diag_chunked_conv(lam, b, c, dt, u, self.chunk_size, self._discretization())
+        return y[0] + y[1, :, ::-1] if self.bidirectional else y[0]
 
     # Recurrent view (causal layers only).
 

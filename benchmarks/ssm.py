@@ -10,6 +10,7 @@ Variants (spade_jax.ssm.S4Layer, bidirectional as in the LRA encoders unless --c
          generation alone (`conv_kernel`, Cauchy kernel + inverse FFT)
   diag   kernel='diag', mode='fft' (S4D): the whole layer, and its kernel alone (Vandermonde)
   scan   kernel='diag', mode='scan': the layer by associative scan (no kernel)
+  chunked kernel='diag', mode='chunked': the layer by matrix products in chunks (issue 22)
   conv   the FFT convolution alone (the layer's `_fft_conv`) with a given kernel
 Passes: 'fwd', and 'fwd+bwd' (gradient of 0.5 * sum(y^2) for the parameters and the input).
 The kernel depends only on the parameters: the layer computes it once per call, whatever the
@@ -21,8 +22,9 @@ from benchmarks import fit, flags, plots, report, sweep, timing
 from benchmarks.rows import exit_code, find, memory_mib, per_token_us
 from spade_jax import cli
 
-VARIANTS = ("dplr", "diag", "scan", "conv")
-LAYER = {"dplr": ("dplr", "fft"), "diag": ("diag", "fft"), "scan": ("diag", "scan")}
+VARIANTS = ("dplr", "diag", "scan", "chunked", "conv")
+LAYER = {"dplr": ("dplr", "fft"), "diag": ("diag", "fft"), "scan": ("diag", "scan"),
+         "chunked": ("diag", "chunked")}
 TARGET_LENGTH = 16384
 
 
@@ -59,7 +61,7 @@ def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model:
 
 def series_for(args) -> list:
     ops = {"dplr": ("layer", "kernel"), "diag": ("layer", "kernel"), "scan": ("layer",),
-           "conv": ("conv",)}
+           "chunked": ("layer",), "conv": ("conv",)}
     kwargs = dict(batch=args.batch, d_model=args.d_model, d_state=args.d_state,
                   bidirectional=not args.causal)
     out = []

@@ -47,6 +47,7 @@ FAMILY_CASES = [dict(family=f) for f in FAMILIES] + [
     dict(family="spade", norm="post", activation="relu"),
     dict(family="spade", position="learned", pooling="cls"),
     dict(family="s4", s4=S4Config(d_state=4, kernel="diag", mode="scan")),
+    dict(family="spade", s4=S4Config(d_state=4, kernel="diag", mode="chunked", chunk_steps=8)),
 ]
 
 

@@ -103,8 +103,15 @@ def _check_smoke_run(proc, workdir, task):
 
 
 # ListOps's smoke run is the first half of test_rerunning_a_finished_run_resumes_and_reports.
+# The default run takes the two other input kinds through lra.main: retrieval (two inputs) and
+# pathfinder (pixels); text (a classifier like listops), image (pathfinder's pixel encoder) and
+# pathx (pathfinder's reader) are in the long set (their readers: tests/lra; their models:
+# tests/models/test_families.py).
+LONG_SMOKE = ("text.py", "image.py", "pathx.py")
+
+
 @pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.long) if p.endswith("pathx.py") else p  # pathfinder's reader
+    pytest.param(p, marks=pytest.mark.long) if p.endswith(LONG_SMOKE) else p
     for p in LRA_CONFIGS if not p.endswith("listops.py")], ids=os.path.basename)
 def test_smoke_variant_runs_through_lra_main(path, tmp_path, cache):
     workdir = tmp_path / "run"

@@ -32,12 +32,6 @@ QUICK_COMMON = {
 }
 
 
-def parse_arg(arg) -> tuple:
-    """'model=s4,quick' -> ('s4', 'quick') (spade_jax.config_builder.parse_arg over every
-    family)."""
-    return config_builder.parse_arg(arg, tuple(families.FAMILIES))
-
-
 def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
           full_by_family: dict | None = None,
           quick_by_family: dict | None = None) -> ml_collections.ConfigDict:

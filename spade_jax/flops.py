@@ -11,6 +11,7 @@ import math
 
 from spade_jax.adaptive import bands
 from spade_jax.config import ModelConfig
+from spade_jax.ssm import kernels
 
 
 def attention_keys(cfg: ModelConfig, kind: str, length: int) -> int:
@@ -43,8 +44,7 @@ def s4_kernel_flops(cfg: ModelConfig, length: int) -> float:
         return h * n2 * freqs * per_point + h * channels * (_rfft(length) + _rfft(2 * length))
     # Vandermonde as in kernels.diag_kernel: complex powers at T + L/T positions (T ~ sqrt(L)),
     # the weights times the block powers, then two real (Cc L/T, N2) x (N2, T) products per channel
-    steps = math.isqrt(max(length, 1) - 1) + 1
-    blocks = -(-length // steps)
+    steps, blocks = kernels.vandermonde_blocks(length)
     return (h * n2 * (20 * (steps + blocks) + 6 * channels * blocks)
             + 2 * 2 * channels * h * n2 * blocks * steps + h * channels * _rfft(2 * length))
 

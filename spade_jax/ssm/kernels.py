@@ -209,6 +209,12 @@ def discretize_diag(lam, b, dt, method: str):
     raise ValueError(f"discretisation must be 'zoh' or 'bilinear', got {method!r}")
 
 
+def vandermonde_blocks(length: int) -> tuple:
+    """(T, L/T): steps per block, ceil(sqrt(L)), and blocks of diag_kernel's matrix product."""
+    steps = math.isqrt(max(length, 1) - 1) + 1
+    return steps, -(-length // steps)
+
+
 def diag_kernel(lam, b, c, dt, length: int, method: str = "zoh"):
     """The S4D kernel K[c, h, k] = 2 Re sum_n conj(C_n) B_bar_n A_bar_n^k (Vandermonde), float32.
 
@@ -227,8 +233,7 @@ def diag_kernel(lam, b, c, dt, length: int, method: str = "zoh"):
     log_a = (dt.astype(jnp.float32)[:, None] * lam.astype(jnp.complex64) if method == "zoh"
              else jnp.log(a_bar))
     weights = c.astype(jnp.complex64).conj() * b_bar  # (Cc, H, N2)
-    steps = max(1, math.isqrt(length - 1) + 1)  # T: ceil(sqrt(L)) steps per block
-    blocks = -(-length // steps)  # L / T
+    steps, blocks = vandermonde_blocks(length)
     inner = jnp.exp(log_a[..., None] * jnp.arange(steps, dtype=jnp.float32))  # (H, N2, T)
     outer = jnp.exp(log_a[..., None] * (steps * jnp.arange(blocks, dtype=jnp.float32)))
     w = weights[..., None] * outer  # (Cc, H, N2, L/T)

@@ -28,25 +28,31 @@ Array = jax.Array
 _MASKED = -1e30
 
 
-def _sum_to_shape(g: Array, shape: tuple[int, ...], large: bool) -> Array:
+def _sum_to_shape(g: Array, shape: tuple[int, ...]) -> Array:
     """Sums `g` over the axes along which an array of `shape` was broadcast to g.shape (the
-    gradient of a broadcast), in g's dtype.
+    gradient of a broadcast: a bias shared by the batch, the heads or the blocks), in g's dtype.
 
-    large: the summed array is as large as one example's scores and shared by the batch (full
-    attention's dense bias): a matrix-vector product over the shared leading axes, several times
-    faster on the CPU than XLA's reduce, which is faster for the small tables of local attention.
+    The last run of summed axes is contracted with a vector of ones, a matrix-vector product
+    batched over the axes before it; any summed axis before those (small by then) is left to
+    XLA's reduce. On the CPU this runs 2x faster than XLA's reduce over the same axes for local
+    attention's (batch, heads, blocks, w, 3w) scores (the bias table's gradient took 16% of a
+    Text-sized local-attention layer's forward + backward, issue 22), and several times faster
+    for full attention's (batch, ...) dense bias.
     """
     full = (1,) * (g.ndim - len(shape)) + tuple(shape)  # shape aligned with g
-    shared = 0  # number of leading axes broadcast over
-    while shared < g.ndim and full[shared] == 1:
-        shared += 1
-    if large and full[shared:] == g.shape[shared:]:
-        rows = int(np.prod(g.shape[:shared]))
-        summed = jnp.dot(jnp.ones((rows,), g.dtype), g.reshape(rows, -1),
-                         precision=jax.lax.Precision.HIGHEST)
-    else:
-        summed = g.sum(axis=tuple(i for i in range(g.ndim) if full[i] == 1 and g.shape[i] != 1))
-    return summed.reshape(shape)
+    summed = [i for i in range(g.ndim) if full[i] == 1 and g.shape[i] != 1]
+    if not summed:
+        return g.reshape(shape)
+    last = first = summed[-1]
+    while first - 1 in summed:
+        first -= 1
+    rows = int(np.prod(g.shape[first:last + 1]))
+    x = g.reshape(*g.shape[:first], rows, int(np.prod(g.shape[last + 1:])))
+    out = jax.lax.dot_general(jnp.ones((rows,), g.dtype), x, (((0,), (first,)), ((), ())),
+                              precision=jax.lax.Precision.HIGHEST)  # (g.shape[:first], rest)
+    out = out.reshape(*g.shape[:first], *g.shape[last + 1:])
+    before = tuple(i for i in summed if i < first)
+    return (out.sum(axis=before) if before else out).reshape(shape)
 
 
 def _matmul(a: Array, b: Array, contract_a: int, contract_b: int) -> Array:
@@ -119,8 +125,8 @@ def _softmax_attention_bwd(bias_meta, residuals, d_out):
     dv = _transposed_product(d_out, probs.astype(d_out.dtype)).astype(v.dtype)
     d_bias = None
     if bias_meta is not None:
-        shape, dtype, large = bias_meta
-        d_bias = _sum_to_shape(d_scores, shape, large).astype(dtype)
+        shape, dtype = bias_meta
+        d_bias = _sum_to_shape(d_scores, shape).astype(dtype)
     return dq, dk, dv, d_bias, None
 
 
@@ -133,7 +139,7 @@ def _heads_major(x: Array) -> Array:
 
 
 def _attend(q: Array, k: Array, v: Array, visible: Array | None, bias: Array | None,
-            scale: float | None, large_shared_bias: bool = False) -> Array:
+            scale: float | None) -> Array:
     """Masked softmax attention over arbitrary leading axes `...` (batch, heads, blocks, ...).
 
     Heads-major: the matrix products are then plain batched products over contiguous leading
@@ -148,9 +154,6 @@ def _attend(q: Array, k: Array, v: Array, visible: Array | None, bias: Array | N
       bias: None or float, broadcastable to (..., q_len, k_len); added to the scores. It may
         hold _MASKED entries: a static window is cheapest as part of the bias.
       scale: multiplier applied to q; None means head_dim ** -0.5.
-      large_shared_bias: the bias is as large as one example's scores and shared by the batch
-        (full attention's dense bias): its gradient is summed by a matrix-vector product (see
-        `_sum_to_shape`).
 
     Returns:
       (..., q_len, head_dim) in q.dtype; exactly 0 in the rows with no visible key, and every
@@ -160,7 +163,7 @@ def _attend(q: Array, k: Array, v: Array, visible: Array | None, bias: Array | N
         scale = q.shape[-1] ** -0.5
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(f"q, k, v need the same leading axes, got {q.shape}, {k.shape}, {v.shape}")
-    bias_meta = None if bias is None else (tuple(bias.shape), bias.dtype, large_shared_bias)
+    bias_meta = None if bias is None else (tuple(bias.shape), bias.dtype)
     return _softmax_attention(q * jnp.asarray(scale, q.dtype), k, v, bias, bias_meta, visible)
 
 
@@ -197,8 +200,8 @@ def full_attention(q: Array, k: Array, v: Array, *, causal: bool = False, mask: 
     if causal:
         tril = jnp.tril(jnp.ones((q_len, k_len), bool))
         visible = tril if visible is None else visible & tril
-    out = _attend(_heads_major(q), _heads_major(k), _heads_major(v), visible, bias, scale,
-                  large_shared_bias=True)  # (batch, heads, q_len, head_dim)
+    out = _attend(_heads_major(q), _heads_major(k), _heads_major(v), visible, bias,
+                  scale)  # (batch, heads, q_len, head_dim)
     return _heads_major(out)
 
 

@@ -128,16 +128,16 @@ CAUSAL = pytest.mark.parametrize("causal", [False, True])
 BIAS = pytest.mark.parametrize("use_bias", [False, True])
 
 
-@pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("bias_shape", [(1, H, 5, 6), (H, 5, 6), (6,), (B, 1, 5, 6),
-                                        (1, H, 1, 6), ()])
-def test_sum_to_shape_is_the_gradient_of_a_broadcast(bias_shape, large):
-    """_sum_to_shape (the bias gradient of the attention core; a matrix-vector product over the
-    shared leading axes when `large`) == autodiff's gradient of scores + bias."""
+                                        (1, H, 1, 6), (B, 1, 1, 6), (B, H, 5, 6), ()])
+def test_sum_to_shape_is_the_gradient_of_a_broadcast(bias_shape):
+    """_sum_to_shape (the bias gradient of the attention core: a matrix-vector product over the
+    last run of broadcast axes, a reduce over any before it) == autodiff's gradient of
+    scores + bias, for leading, middle, several and no broadcast axes."""
     bias = jax.random.normal(jax.random.key(1), bias_shape)
     weight = jax.random.normal(jax.random.key(2), (B, H, 5, 6))
     expected = jax.grad(lambda b: ((jnp.zeros((B, H, 5, 6)) + b) * weight).sum())(bias)
-    summed = att._sum_to_shape(weight, bias_shape, large)
+    summed = att._sum_to_shape(weight, bias_shape)
     assert summed.shape == bias.shape
     np.testing.assert_allclose(summed, expected, rtol=1e-6, atol=1e-6)
 

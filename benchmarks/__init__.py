@@ -26,6 +26,7 @@ The harness, one job per module:
     report       markdown tables and columns, the output folder, <name>.json / .md
     plots        log-log plots (<name>.png)
     machine      the machine header: host, versions, commit, load, the points' JAX runtime
+    peers        --peer_dir: public peers (S5, LRA) from clones outside the repo, timed alike
 """
 import os
 

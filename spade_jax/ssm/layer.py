@@ -45,17 +45,13 @@ def _fft_conv(u, k):
     """Linear convolution along axis 1 by FFT: u (B, L, H), k (H, n_k) -> (B, L, H), float32.
 
     k is a circular kernel of length 2L (a two-sided kernel puts negative lags at the end) or a
-    causal kernel of length L (zero-padded to 2L). The FFTs run over the last axis of u in
-    (B, H, L) layout, where XLA wants them: with the product and the kernel's gradient (a sum
-    over the batch) in that layout too, the layer's forward + backward ran 1.2x faster on the
-    2-core CPU (issue 22) than with the FFTs along axis 1 of (B, L, H).
+    causal kernel of length L (zero-padded to 2L).
     """
     length = u.shape[1]
     n = 2 * length
-    u_f = jnp.fft.rfft(jnp.swapaxes(u, 1, 2), n=n, axis=-1)  # (B, H, L+1)
-    k_f = jnp.fft.rfft(k, n=n, axis=-1)  # (H, L+1)
-    y = jnp.fft.irfft(u_f * k_f, n=n, axis=-1)[..., :length]  # (B, H, L)
-    return jnp.swapaxes(y, 1, 2)
+    u_f = jnp.fft.rfft(u, n=n, axis=1)  # (B, L+1, H)
+    k_f = jnp.fft.rfft(k, n=n, axis=-1).T  # (L+1, H)
+    return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
 
 
 class S4Layer(nn.Module):

@@ -35,10 +35,25 @@ class _Damaged(Exception):
     """A checkpoint that cannot be read back (the message says which file and why)."""
 
 
+def _array_handlers():
+    """Orbax's standard type handlers, but jax.Arrays written without replica-parallel slicing.
+
+    Replica-parallel saving cuts every replicated array into one slice per replica, each an
+    eagerly dispatched (and first compiled) `lax.slice`: with 8 devices, a small model's save took
+    3.5 s of which 2.7 s was slicing (on the 2-core CPU VM). Written whole from replica 0 (orbax's
+    own choice on GPUs), the same files come out; each array's shards are still written by the
+    process that holds them."""
+    handlers = [(ty, ocp.type_handlers.get_type_handler(ty))
+                for ty in ocp.type_handlers.supported_types() if ty is not jax.Array]
+    return ocp.type_handlers.create_type_handler_registry(
+        (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False)), *handlers)
+
+
 def _manager(directory, keep, async_save):
+    state = ocp.PyTreeCheckpointHandler(type_handler_registry=_array_handlers())
     return ocp.CheckpointManager(
         paths.workdir_path(directory),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+        item_handlers={"state": state, "data": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
 
@@ -98,7 +113,7 @@ class Checkpoints:
         self.best = _manager(self.root / "best", 1, async_save)
 
     def save(self, manager, step: int, state, data_state) -> None:
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                                    data=ocp.args.JsonSave(data_state)), force=True)
 
     def restore(self, manager, abstract_state):
@@ -118,7 +133,8 @@ class Checkpoints:
             if problem is None:
                 try:
                     restored = manager.restore(step, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
+                        state=ocp.args.PyTreeRestore(abstract_state, restore_args=(
+                            ocp.checkpoint_utils.construct_restore_args(abstract_state))),
                         data=ocp.args.JsonRestore()))
                 except (ValueError, KeyError, TypeError, OSError) as e:  # unreadable arrays
                     problem = f"its arrays cannot be read ({_first_line(e)})"

@@ -116,6 +116,7 @@ def _run(module, capsys, monkeypatch, out, *argv):
     return status, captured.out, captured.err, record
 
 
+@pytest.mark.long  # 20 s on 2 cores: a real timing sweep
 def test_ssm_times_s5_from_peer_dir_as_its_train_script_builds_it(tmp_path, capsys, monkeypatch):
     _write(tmp_path / "peers" / "S5", FAKE_S5)
     status, out, err, record = _run(ssm, capsys, monkeypatch, tmp_path / "ssm", "--variants=scan",
@@ -137,6 +138,7 @@ def test_ssm_times_s5_from_peer_dir_as_its_train_script_builds_it(tmp_path, caps
     assert target["measured"] == pytest.approx(s5["median_s"] / scan["median_s"])
 
 
+@pytest.mark.long  # 20 s on 2 cores: a real timing sweep
 def test_attention_times_lra_blocks_through_its_plain_jax_function(tmp_path, capsys,
                                                                    monkeypatch):
     _write(tmp_path / "peers" / "long-range-arena", FAKE_LRA)

@@ -240,6 +240,7 @@ def test_sample_top_k_and_top_p_keep_only_the_likely_tokens():
     assert set(np.asarray(decode.sample(logits, keys[0])).tolist()) == {0}
 
 
+@pytest.mark.long  # 23 s on 2 cores
 def test_decoding_many_s4_layers_does_not_hang():
     """Six S4 layers (64 x 64 dense systems) derive their recurrent views in one compiled
     init_cache. With jnp.linalg these were six LAPACK calls able to run at once, which

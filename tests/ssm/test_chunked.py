@@ -39,7 +39,7 @@ def test_chunked_equals_fft_and_scan(length, chunk, bidirectional, discretizatio
     np.testing.assert_allclose(out["chunked"], out["scan"], atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bidirectional", [pytest.param(False, marks=pytest.mark.long), True])
 def test_chunked_gradients_equal_fft(bidirectional):
     layers = _layers(bidirectional, chunk_size=8)
     u = _inputs(37)

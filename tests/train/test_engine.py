@@ -134,6 +134,7 @@ def test_kill_9_and_restart_gives_identical_run(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.long  # tests/train/test_multiprocess.py signals a 2-process run, which saves and resumes
 def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     """checkpoint_every=1: the SIGTERM arrives on a checkpoint step, which is saved once."""
     proc = _spawn(tmp_path, num_train_steps=200, checkpoint_every=1, eval_every=0)

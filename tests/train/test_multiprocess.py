@@ -9,7 +9,8 @@ same step, saved once, with exit status 75; checkpoints restore across host coun
 
 The tests share reference runs (session fixtures; pyproject's `--dist loadfile` keeps this file
 in one xdist worker).
-The LM, SLURM-variable and 1 -> 2 host cases are `long` (about 3 minutes together on 2 cores).
+The LM, SLURM-variable, 1 -> 2 host and kill -9 cases are `long` (about 5 minutes together on
+2 cores).
 """
 import collections
 import json
@@ -165,6 +166,7 @@ def test_every_training_example_is_used_once_per_epoch_across_processes(cache, o
     assert hosts[0].get_state() == hosts[1].get_state()
 
 
+@pytest.mark.long  # 2 minutes on 2 cores; the SIGTERM case below restarts a 2-process run too
 def test_kill_9_of_every_process_then_restart_is_bitwise_the_uninterrupted_run(two_hosts, cache,
                                                                                tmp_path):
     workdir = str(tmp_path / "run")

@@ -36,3 +36,17 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_sessionfinish(session, exitstatus):
     if _CACHE is not None:
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+# The longest files first (minutes each on 2 cores; `--dist loadfile` keeps a file on one
+# worker): started last, test_multiprocess.py ran alone for its last minutes while the other
+# worker idled. Longest-first keeps both workers busy to the end; order within a file is kept.
+LONGEST_FIRST = ("tests/train/test_multiprocess.py", "tests/train/test_engine.py",
+                 "tests/lra/test_experiments.py", "tests/lm/test_experiment.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable

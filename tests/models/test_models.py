@@ -108,7 +108,7 @@ def test_padding_does_not_change_predictions(kw):
     cfg = small(**kw)
     tokens = tokens_for(cfg, length=20)
     variables = init(cfg, tokens)
-    apply = models.build_model(cfg).apply
+    apply = jax.jit(models.build_model(cfg).apply)
     short = apply(variables, tokens)
     padded = apply(variables, jnp.pad(tokens, ((0, 0), (0, 17)), constant_values=cfg.pad_id))
     np.testing.assert_allclose(short, padded, atol=1e-5)

@@ -33,7 +33,7 @@ def test_chunked_equals_fft_and_scan(length, chunk, bidirectional, discretizatio
     layers = _layers(bidirectional, chunk, discretization)
     u = _inputs(length)
     params = layers["fft"].init(jax.random.PRNGKey(0), u)
-    out = {mode: layer.apply(params, u) for mode, layer in layers.items()}
+    out = {mode: jax.jit(layer.apply)(params, u) for mode, layer in layers.items()}
     scale = float(jnp.abs(out["fft"]).max())
     np.testing.assert_allclose(out["chunked"], out["fft"], atol=1e-5 * scale)
     np.testing.assert_allclose(out["chunked"], out["scan"], atol=1e-5 * scale)
@@ -47,7 +47,7 @@ def test_chunked_gradients_equal_fft(bidirectional):
 
     def grads(layer):
         loss = lambda p, x: 0.5 * jnp.sum(layer.apply(p, x) ** 2)  # noqa: E731
-        return jax.grad(loss, argnums=(0, 1))(params, u)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(params, u)
 
     want, got = grads(layers["fft"]), grads(layers["chunked"])
     for path, g in jax.tree_util.tree_leaves_with_path(got):

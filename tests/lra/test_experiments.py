@@ -105,7 +105,7 @@ def _check_smoke_run(proc, workdir, task):
 # ListOps's smoke run is the first half of test_rerunning_a_finished_run_resumes_and_reports.
 # The default run takes retrieval (two inputs, one shared encoder) through lra.main; text (a
 # classifier like listops), pathfinder, image and pathx (pixels: their readers in tests/lra,
-# their models in tests/models) are in the long set, to keep the suite within 10 minutes.
+# their models in tests/models) are in the long set: the suite's time budget is 10 minutes.
 LONG_SMOKE = ("text.py", "image.py", "pathx.py", "pathfinder.py")
 
 

@@ -41,7 +41,10 @@ def test_layer_kinds_per_family():
     assert small(family="s4").layer_kinds() == ("s4", "s4")
 
 
-_long = lambda kw: pytest.param(kw, marks=pytest.mark.long)  # noqa: E731
+def _long(kw):
+    return pytest.param(kw, marks=pytest.mark.long)
+
+
 FAMILY_CASES = [dict(family=f) for f in FAMILIES] + [
     dict(family="spade", local_attention="chunk"),
     _long(dict(family="spade", combine="add")), _long(dict(family="spade", combine="stack")),

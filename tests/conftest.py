@@ -38,15 +38,35 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
-# The longest files first (minutes each on 2 cores; `--dist loadfile` keeps a file on one
-# worker): started last, test_multiprocess.py ran alone for its last minutes while the other
-# worker idled. Longest-first keeps both workers busy to the end; order within a file is kept.
+# Scheduling (pyproject: `-n 2 --dist loadscope --no-loadscope-reorder`, with the scopes below):
+# xdist hands each worker one test at a time, in collection order, so both workers stay busy to
+# the end. The files whose tests share an expensive module or session fixture go whole to one
+# worker. (xdist's own loadgroup does not group under pytest 9.2, pytest-xdist#1386.) The
+# longest files come first, so the run does not end with one of them running alone
+# (test_multiprocess.py's reference runs take minutes on 2 cores).
 LONGEST_FIRST = ("tests/train/test_multiprocess.py", "tests/train/test_engine.py",
-                 "tests/lra/test_experiments.py", "tests/lm/test_experiment.py")
+                 "tests/lm/test_experiment.py", "tests/lra/test_experiments.py",
+                 "tests/test_hardening.py", "tests/models/test_models.py")
+SHARED_FIXTURES = ("tests/train/test_multiprocess.py", "tests/test_bad_inputs.py")
+
+
+def _path(nodeid):
+    return nodeid.split("::")[0]
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        path = item.nodeid.split("::")[0]
+        path = _path(item.nodeid)
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = _path(nodeid)
+            return path if path in SHARED_FIXTURES else nodeid
+
+    return Scheduling(config, log)

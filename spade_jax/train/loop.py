@@ -127,15 +127,18 @@ class _Run:
 
     def _compile(self) -> None:
         """The train step compiled ahead of the loop, so that a step that cannot fit in memory
-        stops here with a clear message instead of being killed mid-step; the eval step."""
+        stops here with a clear message instead of being killed mid-step (not at all when the
+        run restored its last step: rerunning a finished run only reports); the eval step."""
         batch_shardings = {k: sharding.batch_sharding(self.mesh, np.ndim(v))
                            for k, v in self.example.items()}
-        with nn.logical_axis_rules(self.rules):
-            self.train_step = steps.jit_train_step(
-                self.model, self.tx, self.task, self.engine, self.shardings, batch_shardings
-            ).lower(self.state, sharding.place_batch(self.example, self.mesh)).compile()
-        runtime.check_step_memory(self.train_step, "the train step", self.config,
-                                  runtime.available_memory())
+        self.train_step = None
+        if self.step < self.engine.num_train_steps:
+            with nn.logical_axis_rules(self.rules):
+                self.train_step = steps.jit_train_step(
+                    self.model, self.tx, self.task, self.engine, self.shardings, batch_shardings
+                ).lower(self.state, sharding.place_batch(self.example, self.mesh)).compile()
+            runtime.check_step_memory(self.train_step, "the train step", self.config,
+                                      runtime.available_memory())
         self.evaluate = Evaluator(
             self.model, self.task, self.mesh, self.rules, self.shardings.params, batch_shardings,
             batch_size=self.engine.eval_batch // jax.process_count(), shard=self.shard,

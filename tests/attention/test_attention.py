@@ -224,7 +224,7 @@ def test_empty_rows_are_exactly_zero_with_finite_grads():
     }
     empty = {"local": (0, [5, 6]), "full": (2, list(range(length))), "chunk": (0, [4, 5, 6, 7])}
     for name, fn in fns.items():
-        out = np.asarray(fn(q, k, v))
+        out = np.asarray(jax.jit(fn)(q, k, v))
         b, rows = empty[name]
         assert np.all(out[b, rows] == 0.0), name
         assert np.all(out[2] == 0.0), name
@@ -307,20 +307,22 @@ def test_relative_position_bucket_monotone_and_capped(bidirectional):
 def test_relative_position_bias_module(bidirectional):
     radius, length = 5, 20
     mod = att.RelativePositionBias(num_heads=H, bidirectional=bidirectional)
-    variables = mod.init(jax.random.key(0), length, length)
+    variables = jax.jit(mod.init, static_argnums=(1, 2))(jax.random.key(0), length, length)
+    apply = jax.jit(mod.apply, static_argnums=(1, 2))  # (variables, q_len, k_len)
     boxed = variables["params"]["embedding"]
     assert isinstance(boxed, nn.LogicallyPartitioned) and boxed.names == ("relpos_buckets", "heads")
     emb = np.asarray(nn.unbox(variables)["params"]["embedding"])
     assert emb.shape == (32, H) and 0 < emb.std() < 0.1
 
-    dense = np.asarray(mod.apply(variables, length, length))
+    dense = np.asarray(apply(variables, length, length))
     assert dense.shape == (1, H, length, length)
     # Independent expectation from the bucket function directly.
     rel = np.arange(length)[None] - np.arange(length)[:, None]
     buckets = np.asarray(att.relative_position_bucket(rel, bidirectional=bidirectional))
     np.testing.assert_array_equal(dense[0], emb[buckets].transpose(2, 0, 1))
 
-    table = np.asarray(mod.apply(variables, radius, method="offsets"))
+    table = np.asarray(jax.jit(partial(mod.apply, method="offsets"),
+                               static_argnums=1)(variables, radius))
     assert table.shape == (H, 2 * radius + 1)
     for i in range(radius, length - radius):
         for r in range(2 * radius + 1):
@@ -332,9 +334,10 @@ def test_relative_position_bias_module(bidirectional):
         weights = np.random.default_rng(q_len).normal(size=(1, H, q_len, k_len))
         rel = np.arange(k_len)[None] - np.arange(q_len)[:, None]
         buckets = np.asarray(att.relative_position_bucket(rel, bidirectional=bidirectional))
-        np.testing.assert_array_equal(mod.apply(variables, q_len, k_len)[0],
+        np.testing.assert_array_equal(apply(variables, q_len, k_len)[0],
                                       emb[buckets].transpose(2, 0, 1))
-        grad = jax.grad(lambda v: jnp.sum(mod.apply(v, q_len, k_len) * weights))(variables)
+        grad = jax.jit(jax.grad(lambda v: jnp.sum(mod.apply(v, q_len, k_len) * weights)))(
+            variables)
         expected = np.zeros_like(emb)
         np.add.at(expected, buckets, weights[0].transpose(1, 2, 0))
         np.testing.assert_allclose(nn.unbox(grad)["params"]["embedding"], expected, atol=1e-5)
@@ -342,8 +345,9 @@ def test_relative_position_bias_module(bidirectional):
     # The offset table fed to local_attention equals the dense bias fed to full attention.
     q, k, v, _ = inputs(length)
     vis = visibility("local", length, False, make_mask(None, length), radius=radius)
-    np.testing.assert_allclose(att.local_attention(q, k, v, radius=radius, bias=table),
-                               reference(q, k, v, vis, dense), atol=1e-5, rtol=1e-5)
+    local = jax.jit(partial(att.local_attention, radius=radius))
+    np.testing.assert_allclose(local(q, k, v, bias=table), reference(q, k, v, vis, dense),
+                               atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -42,8 +42,8 @@ def _expected_shape(cfg):
 
 
 def _init_and_forward(model, inputs):
-    variables = model.init(jax.random.PRNGKey(0), *inputs)
-    return variables, model.apply(variables, *inputs)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), *inputs)
+    return variables, jax.jit(model.apply)(variables, *inputs)
 
 
 def _check_layers(cfg, params):

@@ -121,7 +121,7 @@ def test_retrieval_head_shares_the_encoder():
     cfg = small(head="retrieval")
     t1, t2 = tokens_for(cfg, seed=1, pad_from=15), tokens_for(cfg, seed=2, pad_from=10)
     variables = init(cfg, t1, t2)
-    apply = models.build_model(cfg).apply
+    apply = jax.jit(models.build_model(cfg).apply)
     logits = apply(variables, t1, t2)
     assert logits.shape == (2, cfg.num_classes)
     assert set(nn.unbox(variables)["params"]) == {"encoder", "mlp", "classifier"}
@@ -165,8 +165,8 @@ def test_bfloat16_compute_keeps_float32_parameters():
     tokens = tokens_for(cfg)
     variables = init(cfg, tokens)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(nn.unbox(variables)))
-    logits = models.build_model(cfg).apply(variables, tokens)
-    ref = models.build_model(small()).apply(variables, tokens)
+    logits = jax.jit(models.build_model(cfg).apply)(variables, tokens)
+    ref = jax.jit(models.build_model(small()).apply)(variables, tokens)
     assert logits.dtype == jnp.float32
     np.testing.assert_allclose(logits, ref, atol=0.1 * float(jnp.abs(ref).max()) + 0.05)
 
@@ -213,7 +213,7 @@ def test_explicit_mask_overrides_pad_id():
     cfg = small()
     tokens = tokens_for(cfg, pad_from=12)  # zeros from position 12
     variables = init(cfg, tokens)
-    apply = models.build_model(cfg).apply
+    apply = jax.jit(models.build_model(cfg).apply)
     implicit = apply(variables, tokens)
     np.testing.assert_allclose(apply(variables, tokens, tokens != 0), implicit, atol=1e-6)
     all_real = apply(variables, tokens, jnp.ones(tokens.shape, bool))
@@ -229,10 +229,10 @@ def test_linear_input_encoder_reads_ids_as_intensities():
     assert params["encoder"]["embed"]["linear"]["kernel"].shape == (1, 16)
     encoder = models.ValueEncoder(cfg)
     ids = jnp.arange(cfg.vocab_size)[None]
-    x = encoder.apply({"params": params["encoder"]["embed"]}, ids)[0]
+    x = jax.jit(encoder.apply)({"params": params["encoder"]["embed"]}, ids)[0]
     np.testing.assert_allclose(x[2:] - x[1:-1], x[1:-1] - x[:-2], atol=1e-5)
     assert not np.allclose(x[1], x[0])
-    logits = models.build_model(cfg).apply({"params": params}, tokens)
+    logits = jax.jit(models.build_model(cfg).apply)({"params": params}, tokens)
     assert logits.shape == (2, cfg.num_classes) and np.isfinite(logits).all()
     with pytest.raises(ValueError, match="model.input_encoder"):
         small(input_encoder="pixels")
@@ -247,12 +247,16 @@ def test_stack_combine_is_local_attention_of_the_s4_output_without_inner_norms()
     cfg = small(family="spade", combine="stack", position="none")
     u = jax.random.normal(jax.random.PRNGKey(1), (2, 24, cfg.d_model))
     mixer = layers.GlobalMixer(cfg)
-    params = mixer.init(jax.random.PRNGKey(0), u)["params"]
+    params = jax.jit(mixer.init)(jax.random.PRNGKey(0), u)["params"]
     assert set(params) == {"s4", "attention"}  # no norm_s4 / norm_attention / combine
-    s4_out = layers.s4_layer(cfg).apply({"params": params["s4"]}, u)
-    expected = layers.SelfAttention(cfg, cfg.local_attention).apply(
-        {"params": params["attention"]}, s4_out)
-    np.testing.assert_allclose(mixer.apply({"params": params}, u), expected, rtol=1e-5, atol=1e-6)
+
+    @jax.jit
+    def by_parts(params, u):
+        s4_out = layers.s4_layer(cfg).apply({"params": params["s4"]}, u)
+        return layers.SelfAttention(cfg, cfg.local_attention).apply(
+            {"params": params["attention"]}, s4_out)
+    np.testing.assert_allclose(jax.jit(mixer.apply)({"params": params}, u), by_parts(params, u),
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["lin", "inv"])

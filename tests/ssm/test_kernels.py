@@ -55,9 +55,11 @@ def test_dplr_kernel_equals_dense_powered_system(length):
 def test_dplr_kernel_identical_when_chunked(monkeypatch):
     rng = np.random.default_rng(1)
     lam, p, b, c, dt = (jnp.asarray(x) for x in _random_dplr(rng, h=2, n=8))
-    whole_dplr = kernels.dplr_kernel(lam, p, b, c, dt, 40)
+    # a fresh function each call: traced again, so it reads CHUNK_ELEMENTS again
+    kernel = lambda: jax.jit(lambda *a: kernels.dplr_kernel(*a, 40))(lam, p, b, c, dt)  # noqa: E731
+    whole_dplr = kernel()
     monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 24)  # 3 positions a chunk, ragged last chunk
-    np.testing.assert_allclose(kernels.dplr_kernel(lam, p, b, c, dt, 40), whole_dplr, atol=1e-6)
+    np.testing.assert_allclose(kernel(), whole_dplr, atol=1e-6)
 
 
 # Lengths around the blocks of ~sqrt(L) steps of the Vandermonde product: one step, a ragged
@@ -90,14 +92,14 @@ def test_strongly_damped_zoh_modes_give_a_finite_kernel_and_gradient():
     b = jnp.ones((1, 2), jnp.complex64)
     c = jnp.ones((1, 1, 2), jnp.complex64)
     dt = jnp.array([0.1], jnp.float32)
-    got = np.asarray(kernels.diag_kernel(lam, b, c, dt, 8, "zoh"))
+    got = np.asarray(jax.jit(kernels.diag_kernel, static_argnums=(4, 5))(lam, b, c, dt, 8, "zoh"))
     a_bar = np.exp(0.1 * np.asarray(lam[0], np.complex128))
     b_bar = (a_bar - 1) / np.asarray(lam[0], np.complex128)
     want = 2 * (b_bar[None, :] * a_bar[None, :] ** np.arange(8)[:, None]).sum(1).real
     np.testing.assert_allclose(got[0, 0], want, rtol=1e-5, atol=1e-7)
     def total(re, step):
         return kernels.diag_kernel((re + 1j * lam.imag).astype(jnp.complex64), b, c, step, 8).sum()
-    for grad in jax.grad(total, argnums=(0, 1))(lam.real, dt):
+    for grad in jax.jit(jax.grad(total, argnums=(0, 1)))(lam.real, dt):
         assert np.isfinite(np.asarray(grad)).all()
 
 
@@ -140,8 +142,8 @@ def test_dplr_kernel_gradients_equal_autodiff_of_complex_reference():
     # jitted: op by op, every primitive of the two backward passes compiled on its own (29 s)
     got = jax.jit(jax.grad(lambda *a: loss(kernels.dplr_kernel, *a), argnums=range(5)))(*args)
     want = jax.jit(jax.grad(lambda *a: loss(_reference_dplr_kernel, *a), argnums=range(5)))(*args)
-    np.testing.assert_allclose(kernels.dplr_kernel(*map(cplx, args[:4]), args[4], length),
-                               _reference_dplr_kernel(*map(cplx, args[:4]), args[4], length),
+    forward = lambda fn: jax.jit(lambda *a: fn(*map(cplx, a[:4]), a[4], length))(*args)  # noqa: E731
+    np.testing.assert_allclose(forward(kernels.dplr_kernel), forward(_reference_dplr_kernel),
                                atol=1e-4)
     for name, g, w in zip(("lam", "p", "b", "c", "dt"), got, want):
         scale = float(jnp.abs(w).max())

@@ -1,4 +1,6 @@
 """S4Layer: convolution against numpy, FFT vs scan vs step, causality, padding, errors, memory."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,15 @@ H, N = 4, 8
 def _setup(length=33, batch=2, **kw):
     layer = S4Layer(**{"d_model": H, "d_state": N, **kw})
     u = jax.random.normal(jax.random.PRNGKey(1), (batch, length, H))
-    return layer, layer.init(jax.random.PRNGKey(0), u), u
+    return layer, jax.jit(layer.init)(jax.random.PRNGKey(0), u), u
+
+
+def _apply(layer, params, *args, method=None):
+    """layer.apply(params, *args, method=method), jitted (int arguments static): one compiled
+    program instead of one per operation."""
+    static = tuple(i + 1 for i, a in enumerate(args) if isinstance(a, int))
+    return jax.jit(functools.partial(layer.apply, method=method), static_argnums=static)(
+        params, *args)
 
 
 @pytest.mark.parametrize("kernel", ["dplr", "diag"])
@@ -21,7 +31,7 @@ def _setup(length=33, batch=2, **kw):
 def test_output_is_convolution_plus_skip(kernel, bidirectional):
     layer, params, u = _setup(kernel=kernel, bidirectional=bidirectional)
     length = u.shape[1]
-    k = np.asarray(layer.apply(params, length, method="conv_kernel"), np.float64)
+    k = np.asarray(_apply(layer, params, length, method="conv_kernel"), np.float64)
     assert k.shape == (2 if bidirectional else 1, H, length)
     d = np.asarray(nn.unbox(params)["params"]["D"])
     un = np.asarray(u, np.float64)
@@ -31,7 +41,7 @@ def test_output_is_convolution_plus_skip(kernel, bidirectional):
             want[b, :, h] += np.convolve(un[b, :, h], k[0, h])[:length]
             if bidirectional:  # sum_{s >= t} K1[s - t] u_s
                 want[b, :, h] += np.convolve(un[b, ::-1, h], k[1, h])[:length][::-1]
-    got = layer.apply(params, u)
+    got = _apply(layer, params, u)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
 
@@ -40,8 +50,8 @@ def test_output_is_convolution_plus_skip(kernel, bidirectional):
 def test_diag_fft_and_scan_agree(discretization, bidirectional):
     kw = dict(kernel="diag", discretization=discretization, bidirectional=bidirectional)
     layer, params, u = _setup(**kw)
-    fft = layer.apply(params, u)
-    scan = S4Layer(d_model=H, d_state=N, mode="scan", **kw).apply(params, u)
+    fft = _apply(layer, params, u)
+    scan = _apply(S4Layer(d_model=H, d_state=N, mode="scan", **kw), params, u)
     np.testing.assert_allclose(fft, scan, atol=1e-5 * float(jnp.abs(fft).max()))
 
 
@@ -49,8 +59,8 @@ def test_diag_fft_and_scan_agree(discretization, bidirectional):
 def test_step_by_step_recurrence_matches_parallel(kernel):
     length = 40
     layer, params, u = _setup(length=length, kernel=kernel, l_max=length)
-    parallel = layer.apply(params, u)
-    state = layer.apply(params, u.shape[0], method="init_state")
+    parallel = _apply(layer, params, u)
+    state = _apply(layer, params, u.shape[0], method="init_state")
     step = jax.jit(lambda s, x: layer.apply(params, s, x, method="step"))
     outs = []
     for t in range(length):
@@ -64,7 +74,7 @@ def test_causal_layer_ignores_the_future(kernel, mode):
     layer, params, u = _setup(kernel=kernel, mode=mode)
     t = 20
     changed = u.at[:, t + 1:].set(jax.random.normal(jax.random.PRNGKey(7), u[:, t + 1:].shape))
-    a, b = layer.apply(params, u), layer.apply(params, changed)
+    a, b = _apply(layer, params, u), _apply(layer, params, changed)
     np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
     assert not np.allclose(a[:, t + 1:], b[:, t + 1:])
 
@@ -78,24 +88,24 @@ def test_padding_never_changes_real_positions(kernel, mode, bidirectional):
     mask = jnp.arange(length)[None, :] < real
     mask = jnp.broadcast_to(mask, (2, length))
     garbage = jnp.where(mask[..., None], u, 1e3)
-    padded = layer.apply(params, garbage, mask)
-    unpadded = layer.apply(params, u[:, :real])
+    padded = _apply(layer, params, garbage, mask)
+    unpadded = _apply(layer, params, u[:, :real])
     np.testing.assert_allclose(padded[:, :real], unpadded, atol=1e-4)
 
 
 def test_dplr_kernel_is_truncated_from_l_max():
     layer, params, u = _setup(length=32, kernel="dplr", l_max=32)
-    short = layer.apply(params, 20, method="conv_kernel")
-    np.testing.assert_allclose(short, layer.apply(params, 32, method="conv_kernel")[..., :20])
+    short = _apply(layer, params, 20, method="conv_kernel")
+    np.testing.assert_allclose(short, _apply(layer, params, 32, method="conv_kernel")[..., :20])
     with pytest.raises(ValueError, match="l_max"):
-        layer.apply(params, 33, method="conv_kernel")
+        _apply(layer, params, 33, method="conv_kernel")
 
 
 def test_bfloat16_inputs():
     layer, params, u = _setup(kernel="dplr")
-    y16 = layer.apply(params, u.astype(jnp.bfloat16))
+    y16 = _apply(layer, params, u.astype(jnp.bfloat16))
     assert y16.dtype == jnp.bfloat16
-    y32 = layer.apply(params, u.astype(jnp.bfloat16).astype(jnp.float32))
+    y32 = _apply(layer, params, u.astype(jnp.bfloat16).astype(jnp.float32))
     np.testing.assert_allclose(y16.astype(jnp.float32), y32, atol=0.05 * float(jnp.abs(y32).max()))
 
 
@@ -123,10 +133,10 @@ def test_bad_options_are_refused(kw, match):
 def test_step_needs_causal_and_l_max():
     layer, params, _ = _setup(kernel="dplr", bidirectional=True, l_max=33)
     with pytest.raises(ValueError, match="causal"):
-        layer.apply(params, 1, method="init_state")
+        _apply(layer, params, 1, method="init_state")
     layer, params, _ = _setup(kernel="dplr")
     with pytest.raises(ValueError, match="l_max"):
-        layer.apply(params, 1, method="init_state")
+        _apply(layer, params, 1, method="init_state")
 
 
 @pytest.mark.parametrize("kernel", ["dplr", "diag"])
@@ -137,7 +147,7 @@ def test_kernel_generation_memory_is_chunked_at_16k(kernel, monkeypatch):
     monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 2**22)
     length = 16384
     layer = S4Layer(d_model=256, d_state=64, kernel=kernel, l_max=length)
-    params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 256)))
+    params = jax.jit(layer.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4, 256)))
     loss = lambda p: layer.apply(p, length, method="conv_kernel").sum()
     compiled = jax.jit(jax.grad(loss)).lower(params).compile()
     stats = compiled.memory_analysis()

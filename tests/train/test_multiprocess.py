@@ -7,7 +7,7 @@ process then a restart is bitwise the uninterrupted run; SIGTERM to ONE process 
 same step, saved once, with exit status 75; checkpoints restore across host counts (2 -> 1 and
 1 -> 2 processes); 4 processes x 2 devices under SLURM's variables.
 
-The tests share reference runs (session fixtures; pyproject's `--dist loadfile` keeps this file
+The tests share reference runs (session fixtures; tests/conftest.py's scheduler keeps this file
 in one xdist worker).
 The LM, SLURM-variable, 1 -> 2 host and kill -9 cases are `long` (about 5 minutes together on
 2 cores).

@@ -43,14 +43,21 @@ def free_port(low: int = 0) -> int:
     raise RuntimeError(f"no free TCP port at or above {low}")
 
 
-def process_env(index: int, processes: int, devices: int, port: int, style: str = "jax",
-                base: dict | None = None) -> dict:
-    """The environment of process `index` of a local cluster of `processes` x `devices`."""
+def cpu_env(devices: int, base: dict | None = None) -> dict:
+    """A copy of `base` (default: this process's environment) for a JAX process on the CPU with
+    `devices` simulated devices; XLA_FLAGS's other flags are kept."""
     env = dict(os.environ if base is None else base)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def process_env(index: int, processes: int, devices: int, port: int, style: str = "jax",
+                base: dict | None = None) -> dict:
+    """The environment of process `index` of a local cluster of `processes` x `devices`."""
+    env = cpu_env(devices, base)
     for name in ("SPADE_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "JAX_COORDINATOR_ADDRESS",
                  "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)

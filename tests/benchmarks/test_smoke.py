@@ -3,21 +3,20 @@ scripts run, print their table and target lines, and write their outputs. Number
 checked: benchmarks are never timed unit tests."""
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from benchmarks import ROOT, generate
+from spade_jax import local_cluster
 from benchmarks.rows import OK
 
 pytestmark = pytest.mark.slow
 
 
 def _run(name, out, *flags):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAX_PLATFORMS="cpu")
+    env = local_cluster.cpu_env(1)  # the suite's other XLA flags kept
     return subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", f"--out={out}",
                            *flags], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lm import configs, data, evaluate, runs, task as task_lib
-from spade_jax import config_builder, families, models
+from spade_jax import config_builder, families, local_cluster, models
 from spade_jax.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,8 +125,7 @@ def test_context_windows_give_the_one_pass_perplexity_when_context_covers_the_ra
 
 
 def _env(cache):
-    return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                JAX_PLATFORMS="cpu", SPADE_JAX_CACHE=cache, PYTHONPATH=ROOT)
+    return dict(local_cluster.cpu_env(1), SPADE_JAX_CACHE=cache, PYTHONPATH=ROOT)
 
 
 def test_smoke_run_through_lm_main_then_evaluate_and_generate(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from lra import configs, report
 from lra.data import DataError
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax import config_builder, families
+from spade_jax import config_builder, families, local_cluster
 from spade_jax.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,7 +80,7 @@ def test_full_config_without_data_says_where_the_release_goes(cache):
 
 
 def _run_main(workdir, config_arg, *extra):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = local_cluster.cpu_env(1)  # the suite's other XLA flags kept
     return subprocess.run([sys.executable, "-m", "lra.main", f"--config={config_arg}",
                            f"--workdir={workdir}", *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

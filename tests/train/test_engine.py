@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import synthetic  # noqa: E402
 
+from spade_jax import local_cluster  # noqa: E402
 from spade_jax.train import checkpoint, optim  # noqa: E402
 from spade_jax.train.loop import train_and_evaluate  # noqa: E402
 
@@ -33,8 +34,7 @@ def _train_records(workdir):
 
 
 def _spawn(workdir, devices=8, **overrides):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
+    env = local_cluster.cpu_env(devices)  # the suite's other XLA flags kept
     return subprocess.Popen([sys.executable, os.path.join(HERE, "synthetic.py"), str(workdir),
                              json.dumps(overrides)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

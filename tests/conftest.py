@@ -29,6 +29,7 @@ else:
     _CACHE = None  # the controller's (or the user's): not ours to delete
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -61,6 +62,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook (the test extras install it)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 

@@ -28,7 +28,7 @@ import lra.report
 from benchmarks import attention as bench_attention, mfu as bench_mfu, scaling as bench_scaling
 from lra.generate import __main__ as lra_generate, listops as gen_listops, pathfinder as gen_pathfinder
 from lra.generate import standins
-from spade_jax import lock
+from spade_jax import local_cluster, lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTOPS = os.path.join(ROOT, "configs", "listops.py")
@@ -588,8 +588,7 @@ SUBPROCESSES = [
 def test_every_entry_point_in_a_real_process(tmp_path):
     """Started at once (each imports its libraries), then checked: exit 2 (argparse's usage
     errors also give 2), the message on stderr, no traceback."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", SPADE_JAX_MALLOC="system",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    env = dict(local_cluster.cpu_env(1), SPADE_JAX_MALLOC="system",
                SPADE_JAX_CACHE=str(tmp_path / "cache"))
     env.pop("SPADE_JAX_TRACEBACK", None)
     procs = [(module, expected, subprocess.Popen(

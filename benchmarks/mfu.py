@@ -68,7 +68,6 @@ def forward_breakdown(cfg, length: int, batch: int) -> dict:
 def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, warmup: int,
             deadline=None) -> dict:
     """(In a point.) Peak, step time and FLOP counts of the training step of `config`."""
-    import flax.linen as nn
     import jax
     import ml_collections
     import numpy as np
@@ -102,7 +101,7 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
         model, tx, tuple(x[:1] for x in task.model_inputs(batch_np)), config.seed, mesh, rules)
     batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch_np.items()}
     placed = sharding.place_batch(batch_np, mesh)
-    with nn.logical_axis_rules(rules):
+    with sharding.model_context(mesh, rules):
         train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
                                           batch_shardings)
         compiled, compile_s = timing.compile_timed(train_step, state, placed)
@@ -117,7 +116,7 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     # and would inflate MFU, so the higher of the two counts (seen: 73 against 125-145 GFLOP/s).
     peak_rows += peak_matmuls()
     peak = roofline.peaks(peak_rows)["float32"]
-    with nn.logical_axis_rules(rules):  # after timing: its compilation is not in the run peak
+    with sharding.model_context(mesh, rules):  # after timing: its compilation is not in the run peak
         forward = jax.jit(lambda p, inputs, mask: model.apply({"params": p}, inputs, mask))
         forward_xla = xla_flops(forward.lower(holder[0].params, placed["inputs"],
                                               placed["mask"]).compile())

@@ -27,12 +27,37 @@ from spade_jax.config import ModelConfig
 from spade_jax.ssm import S4Layer
 
 
-
 def dense(features, axes, dtype, name=None, use_bias=True):
     """A Dense layer whose kernel carries the logical axis names `axes` (in, out)."""
     return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
                     kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+class Projection(nn.Module):
+    """A linear map without bias contracting x's last `n_in` axes with the kernel's first `n_in`:
+    x (..., *shape[:n_in]) -> (..., *shape[n_in:]); e.g. (B, L, d) -> (B, L, heads, head_dim).
+
+    The kernel (float32, logical axis names `names`) is Xavier-uniform with fan-in the
+    contracted axes and fan-out the rest: the values nn.DenseGeneral draws for its flattened
+    kernel. nn.DenseGeneral itself cannot be used here: it applies the kernel's 3-axis sharding
+    constraint to that flat 2-axis kernel, an error once a mesh is set (flax#3676).
+    """
+
+    shape: tuple
+    names: tuple
+    n_in: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.xavier_uniform(
+            in_axis=tuple(range(self.n_in)), out_axis=tuple(range(self.n_in, len(self.shape))))
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names), self.shape,
+                            jnp.float32)
+        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+        return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                                   (contract, ((), ())))
 
 
 def layer_norm(dtype, name=None):
@@ -61,10 +86,8 @@ class SelfAttention(nn.Module):
     def __call__(self, x, mask=None, bias=None, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        proj = lambda name: nn.DenseGeneral(
-            (cfg.num_heads, cfg.head_dim), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-            name=name, kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)))
+        proj = lambda name: Projection((x.shape[-1], cfg.num_heads, cfg.head_dim),
+                                       (axes.EMBED, axes.HEADS, axes.HEAD_DIM), 1, dtype, name=name)
         heads_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
         q, k, v = (nn.with_logical_constraint(proj(n)(x), heads_axes)
                    for n in ("query", "key", "value"))
@@ -87,10 +110,8 @@ class SelfAttention(nn.Module):
                                             mask=mask)
         else:
             raise ValueError(f"unknown attention kind {self.kind!r}")
-        return nn.DenseGeneral(
-            cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
-            name="out", kernel_init=nn.with_logical_partitioning(
-                nn.initializers.xavier_uniform(), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)))(out)
+        return Projection((cfg.num_heads, cfg.head_dim, cfg.d_model),
+                          (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2, dtype, name="out")(out)
 
     def _decode(self, q, k, v, bias):
         """One token against the cache (see attention.ring_positions for the slots)."""

@@ -22,10 +22,22 @@ from spade_jax.errors import ConfigError
 from spade_jax.layers import block_class, dense, layer_norm
 
 
+class Embed(nn.Embed):
+    """nn.Embed whose table is whole along its feature axis at the lookup: ids (..., ) ->
+    (..., d_model); (B, L) token ids come out split over the batch like every activation. (With
+    the table's 'embed' axis split over fsdp, XLA split the looked-up rows over their features
+    and then had to rematerialise the whole activation to split it over the batch.)"""
+
+    def __call__(self, inputs):
+        table = nn.with_logical_constraint(self.embedding, (axes.VOCAB, None))
+        rows = jnp.take(table.astype(self.dtype), inputs, axis=0)
+        return nn.with_logical_constraint(rows, axes.ACT_SEQUENCE) if inputs.ndim == 2 else rows
+
+
 def _embedding(num, cfg: ModelConfig, name):
-    return nn.Embed(num, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32,
-                    name=name, embedding_init=nn.with_logical_partitioning(
-                        nn.initializers.normal(1.0), (axes.VOCAB, axes.EMBED)))
+    return Embed(num, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32,
+                 name=name, embedding_init=nn.with_logical_partitioning(
+                     nn.initializers.normal(1.0), (axes.VOCAB, axes.EMBED)))
 
 
 class ValueEncoder(nn.Module):

@@ -8,6 +8,7 @@ Model code names array axes logically (spade_jax.axes: parameters 'embed', 'mlp'
 activations 'activation_batch', 'activation_embed', ...); `config.logical_axis_rules` maps those
 names to mesh axes. The batch is split over data x fsdp.
 """
+import contextlib
 import math
 
 import flax.linen as nn
@@ -87,6 +88,16 @@ def rules_from_config(rules) -> tuple:
             raise ConfigError(f"config.logical_axis_rules maps {name!r} to unknown mesh axes {bad}")
         out.append((name, targets))
     return tuple(out)
+
+
+@contextlib.contextmanager
+def model_context(mesh: Mesh, rules):
+    """The context a model's step is traced in: `mesh` set as JAX's mesh and the logical-axis
+    rules. Both are needed for the activations' logical constraints
+    (`nn.with_logical_constraint`) to apply: without a mesh set, Flax drops them, and XLA's
+    partitioner places the activations from the shardings of the step's inputs alone."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from spade_jax import axes
 from spade_jax.ssm import hippo, kernels
@@ -41,17 +42,38 @@ def _as_pair(z):
     return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
 
 
-def _fft_conv(u, k):
+def _local_fft_conv(u, k):
     """Linear convolution along axis 1 by FFT: u (B, L, H), k (H, n_k) -> (B, L, H), float32.
 
     k is a circular kernel of length 2L (a two-sided kernel puts negative lags at the end) or a
-    causal kernel of length L (zero-padded to 2L).
+    causal kernel of length L (zero-padded to 2L). The FFTs run over the last axis of u in
+    (B, H, L) layout, where XLA wants them: with the product and the kernel's gradient (a sum
+    over the batch) in that layout too, the layer's forward + backward ran 1.2x faster on the
+    2-core CPU (issue 22) than with the FFTs along axis 1 of (B, L, H).
     """
     length = u.shape[1]
     n = 2 * length
-    u_f = jnp.fft.rfft(u, n=n, axis=1)  # (B, L+1, H)
-    k_f = jnp.fft.rfft(k, n=n, axis=-1).T  # (L+1, H)
-    return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
+    u_f = jnp.fft.rfft(jnp.swapaxes(u, 1, 2), n=n, axis=-1)  # (B, H, L+1)
+    k_f = jnp.fft.rfft(k, n=n, axis=-1)  # (H, L+1)
+    y = jnp.fft.irfft(u_f * k_f, n=n, axis=-1)[..., :length]  # (B, H, L)
+    return jnp.swapaxes(y, 1, 2)
+
+
+def _fft_conv(u, k):
+    """`_local_fft_conv`, run per batch shard when a mesh is set (see
+    spade_jax.sharding.model_context) and the rules split activations' batch axis.
+
+    XLA's partitioners do not split an FFT over its batch axes: they gather the whole batch
+    onto every device first, so each device would compute every example's FFTs. Under
+    `jax.shard_map` each device transforms its own examples; the kernel's gradient is summed
+    over the batch shards by shard_map's transpose.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = nn.logical_to_mesh_axes((axes.ACT_BATCH, None, None))
+    if mesh.empty or spec[0] is None:
+        return _local_fft_conv(u, k)
+    spec = P(spec[0], None, None)
+    return jax.shard_map(_local_fft_conv, mesh=mesh, in_specs=(spec, P()), out_specs=spec)(u, k)
 
 
 class S4Layer(nn.Module):

@@ -4,7 +4,6 @@
 over the data-parallel axes) and returns the split's means, with 'perplexity' for a task that
 reports a per-token loss and 'scored' (the examples, or tokens, the loss counted).
 """
-import flax.linen as nn
 import jax
 
 from spade_jax import sharding
@@ -22,7 +21,7 @@ class Evaluator:
                  batch_size: int, shard: dict, max_batches: int = 0):
         self.task, self.mesh, self.rules = task, mesh, rules
         self.batch_size, self.shard, self.max_batches = batch_size, shard, max_batches
-        with nn.logical_axis_rules(rules):
+        with sharding.model_context(mesh, rules):
             self.step = jax.jit(steps.make_eval_step(model, task),
                                 in_shardings=(param_shardings, batch_shardings))
 
@@ -33,7 +32,7 @@ class Evaluator:
         for i, batch in enumerate(batches):
             if self.max_batches and i >= self.max_batches:
                 break
-            with nn.logical_axis_rules(self.rules):
+            with sharding.model_context(self.mesh, self.rules):
                 sums = self.step(params, sharding.place_batch(batch, self.mesh))
             for name, (s, c) in jax.device_get(sums).items():
                 prev = totals.get(name, (0.0, 0.0))

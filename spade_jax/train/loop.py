@@ -22,7 +22,6 @@ import json
 import time
 from typing import Protocol
 
-import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
@@ -133,7 +132,7 @@ class _Run:
                            for k, v in self.example.items()}
         self.train_step = None
         if self.step < self.engine.num_train_steps:
-            with nn.logical_axis_rules(self.rules):
+            with sharding.model_context(self.mesh, self.rules):
                 self.train_step = steps.jit_train_step(
                     self.model, self.tx, self.task, self.engine, self.shardings, batch_shardings
                 ).lower(self.state, sharding.place_batch(self.example, self.mesh)).compile()
@@ -168,7 +167,7 @@ class _Run:
                 if profile and self.step == profile[0]:
                     jax.profiler.start_trace(str(paths.workdir_path(self.workdir) / "profile"))
                 batch = sharding.place_batch(next(self.train_iter), self.mesh)
-                with nn.logical_axis_rules(self.rules):
+                with sharding.model_context(self.mesh, self.rules):
                     self.state, metrics = self.train_step(self.state, batch)
                 self.step += 1
                 step, metrics = self.step, jax.device_get(metrics)

@@ -154,3 +154,30 @@ def test_kernel_generation_memory_is_chunked_at_16k(kernel, monkeypatch):
     if stats is None:
         pytest.skip("this backend reports no memory analysis")
     assert stats.temp_size_in_bytes < 512 * 2**20
+
+
+def test_fft_convolution_is_split_over_the_batch_shards():
+    """Under a mesh whose rules split the batch (spade_jax.sharding.model_context), every FFT of
+    the layer's forward and backward runs on one device's examples (XLA's partitioners would
+    gather the whole batch onto every device), and the values and the gradients are those of
+    the unsharded layer."""
+    import re
+
+    from spade_jax import sharding
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    layer, params, u = _setup(length=16, batch=16, bidirectional=True)
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(layer.apply(p, x)))
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    want = grad(params, u)
+    placed = jax.device_put(u, sharding.batch_sharding(mesh, 3))
+    with sharding.model_context(mesh, sharding.DEFAULT_RULES):
+        compiled = grad.lower(params, placed).compile()
+        got = compiled(params, placed)
+    # rank-3 FFTs: (examples, H, n) of the convolution, (directions, H, n) of the kernel
+    leading = [int(m) for m in re.findall(r"\[(\d+),\d+,\d+\]\{[\d,]+\} fft\(", compiled.as_text())]
+    assert 4 in leading and 16 not in leading, leading  # 16 examples over data x fsdp = 4
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -74,14 +74,21 @@ class AdaptiveInput(nn.Module):
         return list(zip(self.embeddings, self.projections))
 
     def __call__(self, tokens):
+        """tokens (...) -> (..., d_model); (B, L) tokens come out split over the batch like every
+        activation. The tables are gathered whole at the lookup: with their 'embed' axis split
+        over fsdp, XLA split the looked-up rows over their features and then rematerialised the
+        whole activation to split it over the batch."""
+        whole = lambda x: nn.with_logical_constraint(x, (None,) * x.ndim)
         out = jnp.zeros(tokens.shape + (self.d_model,), self.dtype)
         for (start, size, _), table, proj in zip(self.bands, self.embeddings, self.projections):
             in_band = (tokens >= start) & (tokens < start + size)
-            e = jnp.take(table, jnp.clip(tokens - start, 0, size - 1), axis=0).astype(self.dtype)
+            e = jnp.take(whole(table), jnp.clip(tokens - start, 0, size - 1), axis=0
+                         ).astype(self.dtype)
             if proj is not None:
-                e = jnp.dot(e, proj.astype(self.dtype))
+                e = jnp.dot(e, whole(proj).astype(self.dtype))
             out = out + jnp.where(in_band[..., None], e, 0)
-        return out * jnp.asarray(np.sqrt(self.d_model), self.dtype)
+        out = out * jnp.asarray(np.sqrt(self.d_model), self.dtype)
+        return nn.with_logical_constraint(out, axes.ACT_SEQUENCE) if tokens.ndim == 2 else out
 
 
 def _cross_entropy(h, table, targets, dtype):

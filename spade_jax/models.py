@@ -23,13 +23,14 @@ from spade_jax.layers import block_class, dense, layer_norm
 
 
 class Embed(nn.Embed):
-    """nn.Embed whose table is whole along its feature axis at the lookup: ids (..., ) ->
-    (..., d_model); (B, L) token ids come out split over the batch like every activation. (With
-    the table's 'embed' axis split over fsdp, XLA split the looked-up rows over their features
-    and then had to rematerialise the whole activation to split it over the batch.)"""
+    """nn.Embed whose table is gathered whole at the lookup: ids (...) -> (..., d_model); (B, L)
+    token ids come out split over the batch like every activation. (With the table's 'embed'
+    axis split over fsdp, XLA split the looked-up rows over their features and then had to
+    rematerialise the whole activation to split it over the batch. The tables here are small:
+    LRA's vocabularies and positions; the LM's embedding is spade_jax.adaptive's.)"""
 
     def __call__(self, inputs):
-        table = nn.with_logical_constraint(self.embedding, (axes.VOCAB, None))
+        table = nn.with_logical_constraint(self.embedding, (None, None))
         rows = jnp.take(table.astype(self.dtype), inputs, axis=0)
         return nn.with_logical_constraint(rows, axes.ACT_SEQUENCE) if inputs.ndim == 2 else rows
 

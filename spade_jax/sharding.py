@@ -109,11 +109,24 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def _divisible(spec: P, shape: tuple, mesh: Mesh) -> P:
+    """`spec` with its mesh axes dropped from every dimension they do not divide evenly (that
+    dimension is then replicated), e.g. a 17-token vocabulary over tensor = 2."""
+    fitted = []
+    for size, names in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        split = math.prod(mesh.shape[a] for a in ((names,) if isinstance(names, str) else names or ()))
+        fitted.append(names if size % split == 0 else None)
+    return P(*fitted)
+
+
 def state_shardings(abstract_state, mesh: Mesh, rules):
-    """NamedShardings for a pytree of (possibly logically partitioned) abstract arrays."""
-    specs = nn.get_partition_spec(abstract_state)
-    mesh_specs = nn.logical_to_mesh(specs, rules)
-    return jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), mesh_specs,
+    """NamedShardings for a pytree of (possibly logically partitioned) abstract arrays. A
+    dimension that its rule's mesh axes do not divide is replicated (see `_divisible`)."""
+    def leaf(spec, x):  # x: an abstract array, or an empty node of optax's masked states
+        return NamedSharding(mesh, _divisible(spec, x.shape, mesh) if hasattr(x, "shape") else spec)
+
+    specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_state), rules)
+    return jax.tree_util.tree_map(leaf, specs, nn.unbox(abstract_state),
                                   is_leaf=lambda x: isinstance(x, P))
 
 

@@ -94,7 +94,9 @@ def test_parameters_are_really_sharded(tmp_path):
     from spade_jax import models, sharding
     from spade_jax.config import ModelConfig
     from spade_jax.train import state as state_lib
-    cfg = synthetic.small_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+    # a vocabulary of 9: its table's 'vocab' axis cannot be split over tensor = 2
+    cfg = synthetic.small_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
+                                    "model.vocab_size": 9})
     mesh = sharding.make_mesh(cfg.mesh)
     model = models.build_model(ModelConfig.from_config(cfg.model))
     tx, _ = optim.make_optimizer(cfg.optimizer, 10)
@@ -105,6 +107,8 @@ def test_parameters_are_really_sharded(tmp_path):
     assert wi.addressable_shards[0].data.shape == (8, 16)  # (16, 32) over fsdp=2 x tensor=2
     mu = state.opt_state[1].inner_states["default"].inner_state[0].mu
     assert mu["encoder"]["layer_1"]["ffn"]["wi"]["kernel"].sharding.spec == wi.sharding.spec
+    table = state.params["encoder"]["embed"]["embedding"]  # ('vocab', 'embed'), (9, 16)
+    assert table.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
 
 
 @pytest.mark.long  # tests/train/test_multiprocess.py kills every process of a 2-process run and restarts it, bitwise

@@ -14,6 +14,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from spade_jax import axes
@@ -121,13 +122,25 @@ def _divisible(spec: P, shape: tuple, mesh: Mesh) -> P:
 
 def state_shardings(abstract_state, mesh: Mesh, rules):
     """NamedShardings for a pytree of (possibly logically partitioned) abstract arrays. A
-    dimension that its rule's mesh axes do not divide is replicated (see `_divisible`)."""
-    def leaf(spec, x):  # x: an abstract array, or an empty node of optax's masked states
-        return NamedSharding(mesh, _divisible(spec, x.shape, mesh) if hasattr(x, "shape") else spec)
+    dimension that its rule's mesh axes do not divide is replicated (see `_divisible`), and the
+    parameters concerned are logged."""
+    replicated = []
+
+    def leaf(path, spec, x):  # x: an abstract array, or an empty node of optax's masked states
+        if not hasattr(x, "shape"):
+            return NamedSharding(mesh, spec)
+        fitted = _divisible(spec, x.shape, mesh)
+        if fitted != spec and "opt_state" not in jax.tree_util.keystr(path):
+            replicated.append(f"{jax.tree_util.keystr(path)} {tuple(x.shape)} {spec}")
+        return NamedSharding(mesh, fitted)
 
     specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_state), rules)
-    return jax.tree_util.tree_map(leaf, specs, nn.unbox(abstract_state),
-                                  is_leaf=lambda x: isinstance(x, P))
+    shardings = jax.tree_util.tree_map_with_path(leaf, specs, nn.unbox(abstract_state),
+                                                 is_leaf=lambda x: isinstance(x, P))
+    if replicated and jax.process_index() == 0:
+        logging.warning("mesh %s: replicated along the dimensions that their mesh axes do not "
+                     "divide: %s", dict(mesh.shape), "; ".join(replicated))
+    return shardings
 
 
 def place_batch(batch: dict, mesh: Mesh) -> dict:

@@ -91,7 +91,7 @@ def _check_provenance(workdir, mesh, devices):
     assert results["wall_time_s"] == pytest.approx(sum(results["invocation_wall_time_s"]))
 
 
-def test_parameters_are_really_sharded(tmp_path):
+def test_parameters_are_really_sharded(caplog):
     from spade_jax import models, sharding
     from spade_jax.config import ModelConfig
     from spade_jax.train import state as state_lib
@@ -110,6 +110,8 @@ def test_parameters_are_really_sharded(tmp_path):
     assert mu["encoder"]["layer_1"]["ffn"]["wi"]["kernel"].sharding.spec == wi.sharding.spec
     table = state.params["encoder"]["embed"]["embedding"]  # ('vocab', 'embed'), (9, 16)
     assert table.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
+    said = [r.getMessage() for r in caplog.records if "replicated" in r.getMessage()]
+    assert len(said) == 1 and "['embed']['embedding'] (9, 16)" in said[0], said
 
 
 @pytest.mark.long  # tests/train/test_multiprocess.py kills every process of a 2-process run and restarts it, bitwise

@@ -196,8 +196,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     common = {"model.dropout": 0.0, "model.num_heads": 4, "mesh.data": 2, "mesh.fsdp": 1,
               "mesh.tensor": 4, "batch_size": 8}
     task = synthetic.SyntheticTask()
-    batches = [next(it) for it in [task.train_iterator(batch_size=8, seed=0, shard_index=0,
-                                                       shard_count=1)] for _ in range(2)]
+    stream = task.train_iterator(batch_size=8, seed=0, shard_index=0, shard_count=1)
+    batches = [next(stream), next(stream)]
     engines = [defaults.validate(synthetic.small_config(**common, grad_accum_steps=accum),
                                  jax.device_count(), 1) for accum in (1, 4)]
     cfg = synthetic.small_config(**common)
@@ -220,8 +220,8 @@ def test_gradient_accumulation_equals_one_big_batch():
         records.append(metrics)
     assert records[0][1]["update_ratio"] > 0  # step 1's learning rate is 0 (warmup)
     for big, accumulated in zip(*records):
-        for name in ("loss", "grad_norm", "param_norm"):
-            np.testing.assert_allclose(big[name], accumulated[name], rtol=1e-5, err_msg=name)
+        for name, rtol in (("loss", 1e-5), ("grad_norm", 1e-5), ("param_norm", 1e-6)):
+            np.testing.assert_allclose(big[name], accumulated[name], rtol=rtol, err_msg=name)
 
 
 def test_other_config_in_workdir_is_refused(tmp_path):

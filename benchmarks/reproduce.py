@@ -12,7 +12,10 @@ Within --budget_s seconds it writes, into a new folder (benchmarks/results/repro
     the platform has: splash attention on TPU, cuDNN fused attention on GPU (bfloat16; causal,
     as cuDNN runs it, so both blocks are causal there), the blocked kernel elsewhere; both
     blocks without the relative-position bias (the fused kernels take none);
-  * s4: the S4 layer alone (DPLR kernel, bidirectional), forward+backward at the same lengths;
+  * s4: the S4 layer alone, forward+backward, bidirectional: first at 4K and 16K, batch 8,
+    H 256 (issue 22), the DPLR layer against S4D by FFT and S4D in chunked mode (matrix
+    products; the platform question is whether it beats the FFT); then the DPLR layer at the
+    same lengths as the blocks;
   * mfu: the LRA Text training step (SPADE, 4K tokens, batch 32): its analytic FLOPs per second
     against the chip's published dense bfloat16 peak (a measured float32 matmul peak where none
     is known, e.g. CPUs);
@@ -31,13 +34,16 @@ import time
 from benchmarks import ROOT, flags, isolation, report, sweep, text_config
 from benchmarks.rows import ERROR, OK, SKIPPED, find
 from spade_jax import cli, config_builder
+from spade_jax.ssm.layer import CHUNK_SIZE
 
 # Dense bfloat16 FLOP/s per device, from the vendors' published specifications; the first
 # entry whose key is in jax's device_kind wins (so 'v5 lite' before 'v5').
 PUBLISHED_PEAKS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
                    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
                    ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12))
-PARTS = {"blocks": 0.35, "s4": 0.15, "mfu": 0.15, "listops": 0.35}  # shares of the budget
+PARTS = {"blocks": 0.35, "s4": 0.2, "mfu": 0.15, "listops": 0.3}  # shares of the budget
+S4_MODES = ("dplr", "diag", "chunked")  # benchmarks.ssm's variants
+S4_MODES_LENGTHS = (4096, 16384)
 FULL_ATTENTION = {"tpu": "splash", "gpu": "cudnn"}  # the platform's fastest (else 'blocked')
 
 
@@ -73,7 +79,7 @@ def _block_series(backend, quick):
 
 def blocks(args, header):
     rows = sweep.run(_block_series(header.get("backend"), args.quick), args.lengths, args,
-                     "benchmarks.scaling:measure", runtime=header)
+                     "benchmarks.scaling:measure", runtime=header, until=args.until)
     lines = []
     for dtype in ("bfloat16", "float32"):
         for length in args.lengths:
@@ -88,14 +94,42 @@ def blocks(args, header):
 
 
 def s4(args, header):
-    kwargs = dict(variant="dplr", op="layer", pass_="fwd+bwd", batch=1,
-                  d_model=32 if args.quick else 128, d_state=8 if args.quick else 64,
-                  bidirectional=True)
-    rows = sweep.run([{"label": "S4 layer (DPLR)", "kwargs": kwargs}], args.lengths, args,
-                     "benchmarks.ssm:measure", runtime=header)
-    return rows, [("S4 layer: forward+backward, batch 1", report.markdown_table(rows, [
-        ("length", lambda r: flags.length_label(r["length"]))] + report.TIMING_COLUMNS[1:] + [
-        TOKENS_COLUMN] + report.MEMORY_COLUMNS))]
+    common = dict(op="layer", pass_="fwd+bwd", bidirectional=True,
+                  d_state=8 if args.quick else 64)
+    # First (the part's share may run out): issue 22's question for this platform, whether
+    # S4D's chunked (matrix-product) mode beats its FFT mode, and both the DPLR layer, at the
+    # issue's sizes and lengths (--quick: CPU sizes). Then the DPLR layer over all lengths.
+    series = []
+    for variant in S4_MODES:
+        series.append({"label": f"S4 modes: {variant}", "variant": variant, "modes": True,
+                       "lengths": args.lengths if args.quick else S4_MODES_LENGTHS,
+                       "kwargs": dict(common, variant=variant, batch=2 if args.quick else 8,
+                                      d_model=32 if args.quick else 256)})
+    series.append({"label": "S4 layer (DPLR)", "kwargs": dict(
+        common, variant="dplr", batch=1, d_model=32 if args.quick else 128)})
+    rows = sweep.run(series, args.lengths, args, "benchmarks.ssm:measure", runtime=header,
+                     until=args.until)
+    length = ("length", lambda r: flags.length_label(r["length"]))
+    by_length = [r for r in rows if not r.get("modes")]
+    modes = [r for r in rows if r.get("modes")]
+    lines = []
+    for at in sorted({r["length"] for r in modes}):
+        got = {v: find(modes, variant=v, length=at) for v in S4_MODES}
+        if all(r is not None and r["status"] == OK for r in got.values()):
+            lines.append(f"L={flags.length_label(at)}: " + ", ".join(
+                f"{v} / diag (fft) time = {got[v]['median_s'] / got['diag']['median_s']:.2f}"
+                for v in S4_MODES if v != "diag"))
+    size = "batch 2, H 32" if args.quick else "batch 8, H 256"
+    return rows, [
+        ("S4 layer: forward+backward, batch 1", report.markdown_table(
+            by_length, [length] + report.TIMING_COLUMNS[1:] + [TOKENS_COLUMN]
+            + report.MEMORY_COLUMNS)),
+        (f"S4 layer modes (issue 22): DPLR, S4D by FFT (diag), S4D chunked (T = "
+         f"{CHUNK_SIZE}); forward+backward, bidirectional, {size}", report.markdown_table(
+             modes, [("variant", lambda r: r["variant"])] + report.TIMING_COLUMNS
+             + [TOKENS_COLUMN] + report.MEMORY_COLUMNS)),
+        ("S4 modes against S4D's FFT mode", "\n".join(f"- {x}" for x in lines)
+         or "none measured")]
 
 
 def mfu(args, header):
@@ -106,7 +140,7 @@ def mfu(args, header):
     rows = sweep.run([{"label": "spade", "family": "spade", "kwargs": {
         "config": config.to_dict(), "batch": batch,
         "peak_sizes": [128, 256] if args.quick else [1024, 2048, 4096]}}], [length], args,
-        "benchmarks.mfu:measure", runtime=header)
+        "benchmarks.mfu:measure", runtime=header, until=args.until)
     peak = published_peak(header.get("device_kind"))
     for r in rows:
         if r["status"] == OK and peak:
@@ -212,8 +246,10 @@ def main(argv=None):
         if budget < 10:
             parts[name] = {"status": SKIPPED, "detail": "the budget was spent"}
             continue
-        # a point gets at most the part's budget, split over the part's points
+        # a point gets at most the part's budget, split over the part's points; no point of
+        # the part starts after its share is spent
         args.timeout_s = max(min(600.0, budget / max(len(args.lengths), 1)), 30.0)
+        args.until = time.monotonic() + budget
         try:
             if name == "listops":
                 got, text = listops(args, budget, out)

@@ -3,7 +3,8 @@
 
     python -m benchmarks.ssm [--lengths=1K,...,64K] [--variants=dplr,diag,scan,conv]
                              [--passes=fwd,fwd+bwd] [--batch=8] [--d_model=128] [--d_state=64]
-                             [--causal] [--repeats=5] [--quick] [--peer_dir=DIR]
+                             [--causal] [--chunk_size=128] [--repeats=5] [--quick]
+                             [--peer_dir=DIR]
 
 Variants (spade_jax.ssm.S4Layer, bidirectional as in the LRA encoders unless --causal):
   dplr   kernel='dplr', mode='fft' (S4, the default): the whole layer, and its kernel
@@ -39,9 +40,10 @@ DIAG_MODES = ("diag", "chunked", "scan")  # the S4D layer's modes, all exactly e
 
 def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model: int,
             d_state: int, bidirectional: bool, repeats: int, warmup: int,
-            deadline=None, peer_root=None) -> dict:
+            deadline=None, peer_root=None, chunk_size=None) -> dict:
     """(In a point.) Times one op ('layer', 'kernel' or 'conv') of one variant on x (batch,
-    length, d_model); variant 's5': S5's layer from the clone `peer_root` (benchmarks.peers)."""
+    length, d_model); variant 's5': S5's layer from the clone `peer_root` (benchmarks.peers).
+    chunk_size: mode='chunked''s steps per chunk (None: S4Layer's default)."""
     import flax.linen as nn
     import jax
 
@@ -59,8 +61,9 @@ def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model:
         args = (jax.jit(init)(key_init, x[0, :8]), x)
     else:
         kernel, mode = LAYER[variant]
+        chunks = {} if chunk_size is None else {"chunk_size": chunk_size}
         layer = S4Layer(d_model=d_model, d_state=d_state, kernel=kernel, mode=mode,
-                        bidirectional=bidirectional, l_max=length)
+                        bidirectional=bidirectional, l_max=length, **chunks)
         params = nn.unbox(jax.jit(layer.init)(key_init, x[:1, :8]))
         if op == "kernel":
             fn = lambda p: layer.apply(p, length, method="conv_kernel")  # noqa: E731
@@ -78,7 +81,7 @@ def series_for(args, peer_roots=None) -> list:
     ops = {"dplr": ("layer", "kernel"), "diag": ("layer", "kernel"), "scan": ("layer",),
            "chunked": ("layer",), "conv": ("conv",)}
     kwargs = dict(batch=args.batch, d_model=args.d_model, d_state=args.d_state,
-                  bidirectional=not args.causal)
+                  bidirectional=not args.causal, chunk_size=args.chunk_size)
     out = []
     for variant in args.variants:
         for op in ops[variant]:
@@ -137,10 +140,15 @@ def main(argv=None):
     p.add_argument("--d_model", type=int, default=None, help="channels H (default 128; --quick 16)")
     p.add_argument("--d_state", type=int, default=None, help="state size N (default 64; --quick 8)")
     p.add_argument("--causal", action="store_true", help="one causal kernel (LM) instead of two")
+    p.add_argument("--chunk_size", type=int, default=None, help="steps per chunk T of the "
+                   "'chunked' variant (default: S4Layer's, 128, the fastest of 64 / 128 / 256 "
+                   "on the 2-core CPU)")
     p.add_argument("--peer_dir", default=None, help="folder outside the checkout with the peers' "
                    "clones (DIR/S5 = github.com/lindermanlab/S5): adds S5's layer to the table "
                    "(default: no peers)")
     args = flags.parse(p, argv)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        p.error(f"--chunk_size must be >= 1, got {args.chunk_size}")
     args.peer_dir = peers.checked_dir(args.peer_dir)
     args.d_model = args.d_model or (16 if args.quick else 128)
     args.d_state = args.d_state or (8 if args.quick else 64)

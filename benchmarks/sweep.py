@@ -1,6 +1,7 @@
 """Series over increasing lengths (`run`): one fresh process per point, each series stopped at
 its first failure, the longer lengths recorded as skipped with the reason."""
 import sys
+import time
 
 from benchmarks import isolation, timing
 from benchmarks.flags import length_label
@@ -22,7 +23,7 @@ def describe(row: dict) -> str:
     return ", ".join(parts) or OK
 
 
-def run(series: list, lengths: list, args, fn: str, *, runtime=None) -> list:
+def run(series: list, lengths: list, args, fn: str, *, runtime=None, until=None) -> list:
     """Runs every series over `lengths` (increasing), one fresh process per point.
 
     series: dicts with 'label' (names the series), 'kwargs' (the point function's arguments,
@@ -31,13 +32,17 @@ def run(series: list, lengths: list, args, fn: str, *, runtime=None) -> list:
     --warmup) and deadline (benchmarks.timing.deadline_after(--timeout_s)); each point runs
     under --timeout_s and --memory_gb. runtime: see benchmarks.isolation.run_point.
     A series stops at its first point that is not ok: the longer lengths get status 'skipped'
-    and the reason ('stopped at L=8K: out of memory').
+    and the reason ('stopped at L=8K: out of memory'). until: a time.monotonic() deadline for
+    the whole sweep (a time-boxed run's share); no point starts after it, each is 'skipped'.
+    A series' own 'lengths' replaces `lengths` for that series.
     """
     rows = []
     for s in series:
-        meta = {k: v for k, v in s.items() if k != "kwargs"}
+        meta = {k: v for k, v in s.items() if k not in ("kwargs", "lengths")}
         stopped = None
-        for length in lengths:
+        for length in s.get("lengths", lengths):
+            if not stopped and until is not None and time.monotonic() >= until:
+                stopped = "the time budget was spent"
             if stopped:
                 rows.append(dict(meta, length=length, status=SKIPPED, detail=stopped))
                 continue

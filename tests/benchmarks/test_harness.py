@@ -151,6 +151,23 @@ def test_a_sweep_stops_each_series_at_its_first_failure(capsys):
     assert header["backend"] == "cpu" and header["device_count"] == 1 and header["host"] == "test"
 
 
+def test_a_sweep_starts_no_point_after_its_deadline():
+    """A time-boxed run's share (benchmarks.reproduce): the points after `until` are skipped
+    unrun, with the reason; a series' own lengths replace the sweep's."""
+    args = SimpleNamespace(repeats=1, warmup=0, timeout_s=120, memory_gb=None)
+    series = [{"label": "first", "kwargs": {"fail_above": 9, "error": "memory"}},
+              {"label": "own lengths", "lengths": [5], "kwargs": {"fail_above": 9,
+                                                                 "error": "memory"}}]
+    rows = sweep.run(series, [1, 2], args, f"{POINTS}:by_length", until=time.monotonic() - 1)
+    assert [(r["label"], r["length"], r["status"], r["detail"]) for r in rows] == [
+        ("first", 1, SKIPPED, "the time budget was spent"),
+        ("first", 2, SKIPPED, "the time budget was spent"),
+        ("own lengths", 5, SKIPPED, "the time budget was spent")]
+    ran = sweep.run(series[1:], [1, 2], args, f"{POINTS}:by_length",
+                    until=time.monotonic() + 600)
+    assert [(r["length"], r["status"]) for r in ran] == [(5, OK)] and "lengths" not in ran[0]
+
+
 def test_timed_calls_stop_at_the_deadline():
     calls = []
     full = timing.time_calls(lambda: calls.append(1), repeats=4, warmup=1)

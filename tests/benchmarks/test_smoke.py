@@ -105,8 +105,9 @@ def test_generate_quick(tmp_path):
 
 @pytest.mark.long  # 2.5 minutes on the 2-core CI machine kind; its parts are the long tests above
 def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
-    """The accelerator command at CPU sizes: blocks, S4 layer, MFU, and a time-boxed ListOps run
-    that stops on its wall-clock budget and reports validation accuracy against time."""
+    """The accelerator command at CPU sizes: blocks, S4 layer (and its modes), MFU, and a
+    time-boxed ListOps run that stops on its wall-clock budget and reports validation accuracy
+    against time."""
     proc = _run("reproduce", tmp_path / "reproduce", "--budget_s=400")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     record = json.loads((tmp_path / "reproduce" / "reproduce.json").read_text())
@@ -118,6 +119,9 @@ def test_reproduce_quick_runs_every_part_and_reports_each(tmp_path):
     assert listops["validation_curve"] and all(s is not None for s, _, _ in
                                                listops["validation_curve"])
     assert "| spade | bfloat16 | blocked | 256 | ok |" in proc.stdout
+    modes = {r["variant"]: r["status"] for r in record["rows"] if r.get("modes")}
+    assert modes == {"dplr": OK, "diag": OK, "chunked": OK}  # issue 22's S4 modes, side by side
+    assert "- L=256: dplr / diag (fft) time = " in proc.stdout, proc.stdout[-3000:]
 
 
 def test_benchmarks_run_from_any_folder(tmp_path):

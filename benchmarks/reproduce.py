@@ -108,7 +108,7 @@ def s4(args, header):
     series.append({"label": "S4 layer (DPLR)", "kwargs": dict(
         common, variant="dplr", batch=1, d_model=32 if args.quick else 128)})
     rows = sweep.run(series, args.lengths, args, "benchmarks.ssm:measure", runtime=header,
-                     until=args.until)
+                     until=args.until, side_by_side=False)  # the modes first, as said above
     length = ("length", lambda r: flags.length_label(r["length"]))
     by_length = [r for r in rows if not r.get("modes")]
     modes = [r for r in rows if r.get("modes")]

@@ -23,7 +23,8 @@ def describe(row: dict) -> str:
     return ", ".join(parts) or OK
 
 
-def run(series: list, lengths: list, args, fn: str, *, runtime=None, until=None) -> list:
+def run(series: list, lengths: list, args, fn: str, *, runtime=None, until=None,
+        side_by_side=True) -> list:
     """Runs every series over `lengths` (increasing), one fresh process per point.
 
     series: dicts with 'label' (names the series), 'kwargs' (the point function's arguments,
@@ -35,25 +36,31 @@ def run(series: list, lengths: list, args, fn: str, *, runtime=None, until=None)
     and the reason ('stopped at L=8K: out of memory'). until: a time.monotonic() deadline for
     the whole sweep (a time-boxed run's share); no point starts after it, each is 'skipped'.
     A series' own 'lengths' replaces `lengths` for that series.
+    side_by_side: the points run length by length, every series at one length before the next
+    length, so the points a ratio compares run close together in time (a host whose speed
+    drifts skews ratios between points minutes apart); False runs each series through all its
+    lengths in turn. The rows come back series by series, in increasing length, either way.
     """
-    rows = []
-    for s in series:
+    plan = [(i, length) for i, s in enumerate(series) for length in s.get("lengths", lengths)]
+    if side_by_side:
+        plan.sort(key=lambda point: point[1])  # stable: the series' order within a length
+    stopped, done = {}, {}
+    for i, length in plan:
+        s = series[i]
         meta = {k: v for k, v in s.items() if k not in ("kwargs", "lengths")}
-        stopped = None
-        for length in s.get("lengths", lengths):
-            if not stopped and until is not None and time.monotonic() >= until:
-                stopped = "the time budget was spent"
-            if stopped:
-                rows.append(dict(meta, length=length, status=SKIPPED, detail=stopped))
-                continue
-            kwargs = dict(s["kwargs"], length=length, repeats=args.repeats, warmup=args.warmup,
-                          deadline=timing.deadline_after(args.timeout_s))
-            row = dict(meta, length=length, **isolation.run_point(
-                fn, kwargs, timeout_s=args.timeout_s, memory_gb=args.memory_gb,
-                runtime=runtime))
-            print(f"  {s['label']} L={length_label(length)}: {describe(row)}", file=sys.stderr,
-                  flush=True)
-            rows.append(row)
-            if row["status"] != OK:
-                stopped = f"stopped at L={length_label(length)}: {row['status']}"
-    return rows
+        if i not in stopped and until is not None and time.monotonic() >= until:
+            stopped[i] = "the time budget was spent"
+        if i in stopped:
+            done[i, length] = dict(meta, length=length, status=SKIPPED, detail=stopped[i])
+            continue
+        kwargs = dict(s["kwargs"], length=length, repeats=args.repeats, warmup=args.warmup,
+                      deadline=timing.deadline_after(args.timeout_s))
+        row = dict(meta, length=length, **isolation.run_point(
+            fn, kwargs, timeout_s=args.timeout_s, memory_gb=args.memory_gb, runtime=runtime))
+        print(f"  {s['label']} L={length_label(length)}: {describe(row)}", file=sys.stderr,
+              flush=True)
+        done[i, length] = row
+        if row["status"] != OK:
+            stopped[i] = f"stopped at L={length_label(length)}: {row['status']}"
+    return [done[i, length] for i, s in enumerate(series)
+            for length in s.get("lengths", lengths)]

@@ -146,7 +146,12 @@ def test_a_sweep_stops_each_series_at_its_first_failure(capsys):
     assert rows[2]["detail"] == "stopped at L=2: out of memory"
     assert "ValueError: synthetic bug" in rows[3]["detail"]
     assert exit_code(rows) == 1 and exit_code(rows[:3]) == 0
-    assert "grows L=2: out of memory" in capsys.readouterr().err
+    progress = capsys.readouterr().err
+    assert "grows L=2: out of memory" in progress
+    # side by side: every series at one length before the next length (the rows still come
+    # back series by series)
+    ran = [line.split(":")[0].strip() for line in progress.splitlines() if " L=" in line]
+    assert ran == ["grows L=1", "bug L=1", "grows L=2"]
     # The points' JAX runtime is merged into the header passed in (the report's machine line).
     assert header["backend"] == "cpu" and header["device_count"] == 1 and header["host"] == "test"
 

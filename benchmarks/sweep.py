@@ -1,5 +1,6 @@
-"""Series over increasing lengths (`run`): one fresh process per point, each series stopped at
-its first failure, the longer lengths recorded as skipped with the reason."""
+"""Series over increasing lengths (`run`): one fresh process per point, the series run side by
+side (length by length), each stopped at its first failure, the longer lengths recorded as
+skipped with the reason."""
 import sys
 import time
 

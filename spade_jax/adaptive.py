@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax import axes
+from spade_jax import axes, sharding
 
 LOGITS_BUDGET = 1 << 25  # elements of one materialised (rows, band) logits block: 128 MiB f32
 
@@ -75,20 +75,17 @@ class AdaptiveInput(nn.Module):
 
     def __call__(self, tokens):
         """tokens (...) -> (..., d_model); (B, L) tokens come out split over the batch like every
-        activation. The tables are gathered whole at the lookup: with their 'embed' axis split
-        over fsdp, XLA split the looked-up rows over their features and then rematerialised the
-        whole activation to split it over the batch."""
-        whole = lambda x: nn.with_logical_constraint(x, (None,) * x.ndim)
+        activation. The tables and projections are gathered whole at the lookup
+        (sharding.gathered)."""
         out = jnp.zeros(tokens.shape + (self.d_model,), self.dtype)
         for (start, size, _), table, proj in zip(self.bands, self.embeddings, self.projections):
             in_band = (tokens >= start) & (tokens < start + size)
-            e = jnp.take(whole(table), jnp.clip(tokens - start, 0, size - 1), axis=0
+            e = jnp.take(sharding.gathered(table), jnp.clip(tokens - start, 0, size - 1), axis=0
                          ).astype(self.dtype)
             if proj is not None:
-                e = jnp.dot(e, whole(proj).astype(self.dtype))
+                e = jnp.dot(e, sharding.gathered(proj).astype(self.dtype))
             out = out + jnp.where(in_band[..., None], e, 0)
-        out = out * jnp.asarray(np.sqrt(self.d_model), self.dtype)
-        return nn.with_logical_constraint(out, axes.ACT_SEQUENCE) if tokens.ndim == 2 else out
+        return sharding.looked_up(out * jnp.asarray(np.sqrt(self.d_model), self.dtype), tokens)
 
 
 def _cross_entropy(h, table, targets, dtype):

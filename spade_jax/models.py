@@ -16,23 +16,21 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from spade_jax import adaptive, attention, axes
+from spade_jax import adaptive, attention, axes, sharding
 from spade_jax.config import ModelConfig
 from spade_jax.errors import ConfigError
 from spade_jax.layers import block_class, dense, layer_norm
 
 
 class Embed(nn.Embed):
-    """nn.Embed whose table is gathered whole at the lookup: ids (...) -> (..., d_model); (B, L)
-    token ids come out split over the batch like every activation. (With the table's 'embed'
-    axis split over fsdp, XLA split the looked-up rows over their features and then had to
-    rematerialise the whole activation to split it over the batch. The tables here are small:
-    LRA's vocabularies and positions; the LM's embedding is spade_jax.adaptive's.)"""
+    """nn.Embed whose table is gathered whole at the lookup (sharding.gathered): ids (...) ->
+    (..., d_model); (B, L) token ids come out split over the batch like every activation. The
+    tables here are small: LRA's vocabularies and positions; the LM's embedding is
+    spade_jax.adaptive's."""
 
     def __call__(self, inputs):
-        table = nn.with_logical_constraint(self.embedding, (None, None))
-        rows = jnp.take(table.astype(self.dtype), inputs, axis=0)
-        return nn.with_logical_constraint(rows, axes.ACT_SEQUENCE) if inputs.ndim == 2 else rows
+        rows = jnp.take(sharding.gathered(self.embedding).astype(self.dtype), inputs, axis=0)
+        return sharding.looked_up(rows, inputs)
 
 
 def _embedding(num, cfg: ModelConfig, name):

@@ -74,9 +74,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
 
     from benchmarks import roofline
     from lra.tasks import LRATask
-    from spade_jax import flops, models, sharding
-    from spade_jax.train import optim, steps
-    from spade_jax.train import state as state_lib
+    from spade_jax import flops, sharding
+    from spade_jax.train import job as job_lib
 
     def peak_matmuls():
         return roofline.matmul_rates(peak_sizes, ["float32"], repeats=max(repeats, 3),
@@ -85,26 +84,20 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     peak_rows = peak_matmuls()
 
     config = ml_collections.ConfigDict(config)
-    config.model.max_len = length
+    config.model.max_len = config.data_options.max_length = length
+    config.batch_size = batch
     cfg = ModelConfig.from_config(config.model)
-    model = models.build_model(cfg)
-    task = LRATask(config.task, data_dir="")
-    tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
-    mesh = sharding.make_mesh(config.mesh)
-    rules = sharding.rules_from_config(config.logical_axis_rules)
+    job = job_lib.build(config, LRATask(config.task, data_dir="",
+                                        options=config.data_options.to_dict()))
     rng = np.random.default_rng(0)
     batch_np = {"inputs": rng.integers(1, cfg.vocab_size, (batch, length)).astype(np.int32),
                 "mask": np.ones((batch, length), bool),
                 "targets": rng.integers(0, cfg.num_classes, batch).astype(np.int32),
                 "weights": np.ones(batch, np.float32)}
-    state, state_shardings = state_lib.create_sharded_state(
-        model, tx, tuple(x[:1] for x in task.model_inputs(batch_np)), config.seed, mesh, rules)
-    batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch_np.items()}
-    placed = sharding.place_batch(batch_np, mesh)
-    with sharding.model_context(mesh, rules):
-        train_step = steps.jit_train_step(model, tx, task, config, state_shardings,
-                                          batch_shardings)
-        compiled, compile_s = timing.compile_timed(train_step, state, placed)
+    state = job.create_state()
+    placed = sharding.place_batch(batch_np, job.mesh)
+    with job.context():
+        compiled, compile_s = timing.compile_timed(job.train_step(), state, placed)
     holder = [state]
 
     def call():
@@ -116,8 +109,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
     # and would inflate MFU, so the higher of the two counts (seen: 73 against 125-145 GFLOP/s).
     peak_rows += peak_matmuls()
     peak = roofline.peaks(peak_rows)["float32"]
-    with sharding.model_context(mesh, rules):  # after timing: its compilation is not in the run peak
-        forward = jax.jit(lambda p, inputs, mask: model.apply({"params": p}, inputs, mask))
+    with job.context():  # after timing: its compilation is not in the run peak
+        forward = jax.jit(lambda p, inputs, mask: job.model.apply({"params": p}, inputs, mask))
         forward_xla = xla_flops(forward.lower(holder[0].params, placed["inputs"],
                                               placed["mask"]).compile())
     analytic = flops.train_step_flops(cfg, length, batch)

@@ -33,6 +33,7 @@ quick / smoke.
 from lra import configs
 
 FULL = {
+    "data_options": {"max_length": 2000},  # the release's longest expression
     "model.num_layers": 6, "model.d_model": 80, "model.num_heads": 2, "model.d_ff": 160,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.1, "model.s4.d_state": 64,
     "model.norm": "post", "model.pooling": "mean",

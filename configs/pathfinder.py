@@ -39,6 +39,7 @@ smoke.
 from lra import configs
 
 FULL = {
+    "data_options": {"image_size": 32},  # pathfinder32: 1024 pixels
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 2, "model.d_ff": 256,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.0, "model.s4.d_state": 64,

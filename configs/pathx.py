@@ -37,6 +37,7 @@ during the first step (measured); it needs an accelerator or a machine with more
 from lra import configs
 
 FULL = {
+    "data_options": {"image_size": 128},  # pathfinder128: 16384 pixels
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 4, "model.d_model": 64, "model.num_heads": 2, "model.d_ff": 128,
     "model.radius": 255, "model.chunk_size": 4096, "model.dropout": 0.0, "model.s4.d_state": 64,

@@ -32,6 +32,8 @@ ENGINE = {
     "log_every": "steps between training records (metrics.jsonl, TensorBoard)",
     "logical_axis_rules": "logical axis name -> mesh axes (spade_jax.sharding)",
     "mesh.data": "data-parallel mesh axis size; -1 fills the remaining devices",
+    "mesh.dcn_data": "multislice: slices the data axis spans over the data-centre network (0: as "
+                     "many as the devices form; data within a slice = data / dcn_data)",
     "mesh.fsdp": "parameter-sharded data-parallel axis size (-1: the rest)",
     "mesh.tensor": "tensor-parallel axis size (-1: the rest)",
     "num_train_steps": "optimiser updates",

@@ -16,6 +16,7 @@ spade (S4 beside causal window attention in layer 0, window attention above), sp
 """
 import ml_collections
 
+from lm import task  # noqa: F401  (registers the LM task with spade_jax.train.job)
 from spade_jax import config_builder, families
 
 

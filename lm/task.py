@@ -7,10 +7,12 @@ scored target). The model gets (inputs, mask, targets) and returns each target's
 """
 import os
 
+import jax
 import jax.numpy as jnp
 
 from lm import corpus as corpus_lib
 from lm.data import PAD_ID, DataError, TrainBlocks, eval_batches, prepare
+from spade_jax.train import job
 
 FULL_DATA = ("the full config trains on WikiText-103: pass --config.data_dir=DIR, a folder holding "
              "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens (the unpacked "
@@ -45,8 +47,28 @@ def set_vocab_size(config, corpus) -> None:
     config.model.vocab_size = size
 
 
+# WikiText-103's word vocabulary as lm.data builds it: 267,735 types (end-of-line token included)
+# plus <pad>; what a full config's model.vocab_size = 0 ("from the data") means when no data is
+# read (`from_config`).
+WIKITEXT103_VOCAB = 267_736
+
+
+def from_config(config) -> "LMTask":
+    """An LMTask of `config` that reads no data (corpus None: the batch layout, the model's inputs
+    and metrics, as `python -m spade_jax.aot` compiles them). model.vocab_size 0 ("from the
+    data") becomes WikiText-103's word vocabulary, or the byte vocabulary for tokenizer 'byte'."""
+    if not config.model.vocab_size:
+        byte = config.data.tokenizer == "byte"
+        config.model.vocab_size = 257 if byte else WIKITEXT103_VOCAB
+        print(f"lm: model.vocab_size 0 (from the data) taken as {config.model.vocab_size:,}, "
+              f"{'the byte vocabulary' if byte else 'the WikiText-103 word vocabulary'}; "
+              f"set --config.model.vocab_size for another corpus", flush=True)
+    return LMTask(None, config.seq_len, config.eval_context)
+
+
 class LMTask:
-    """The engine's view of a corpus: training blocks and context-window evaluation."""
+    """The engine's view of a corpus: training blocks and context-window evaluation (corpus None:
+    shapes only, see `from_config`)."""
 
     def __init__(self, corpus, seq_len: int, context: int):
         self.corpus, self.seq_len, self.context = corpus, int(seq_len), int(context)
@@ -62,6 +84,14 @@ class LMTask:
         return eval_batches(self.corpus.stream(split), seq_len=self.seq_len, context=self.context,
                             batch_size=batch_size, bos_id=self.corpus.vocab.eos_id,
                             shard_index=shard_index, shard_count=shard_count)
+
+    def batch_spec(self, rows):
+        """{field: jax.ShapeDtypeStruct} of a batch of `rows`: inputs, targets (rows, seq_len)
+        int32, weights (rows, seq_len) float32 (training blocks and evaluation windows alike)."""
+        shape = (rows, self.seq_len)
+        return {"inputs": jax.ShapeDtypeStruct(shape, jnp.int32),
+                "targets": jax.ShapeDtypeStruct(shape, jnp.int32),
+                "weights": jax.ShapeDtypeStruct(shape, jnp.float32)}
 
     def model_inputs(self, batch):
         return batch["inputs"], batch["inputs"] != PAD_ID, batch["targets"]
@@ -81,3 +111,6 @@ def describe(corpus) -> str:
             f"train / valid / test {info['splits']['train']['tokens']:,} / "
             f"{info['splits']['valid']['tokens']:,} / {info['splits']['test']['tokens']:,}; "
             f"cache {os.path.basename(corpus.path)})")
+
+
+job.register_task(("wikitext103",), from_config)

@@ -14,6 +14,7 @@ only), s4 (S4 blocks only).
 """
 import ml_collections
 
+from lra import tasks  # noqa: F401  (registers the LRA tasks with spade_jax.train.job)
 from lra.data.specs import get_spec
 from spade_jax import config_builder, families
 
@@ -47,10 +48,12 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
                              task_fields=lambda c: _task_fields(c, task), full=full, quick=quick,
                              smoke=smoke, quick_common=QUICK_COMMON, smoke_common=SMOKE_COMMON,
                              full_by_family=full_by_family, quick_by_family=quick_by_family)
+    # model.max_len follows the data's length, also when --config.data_options.* changes it
     if "max_length" in c.data_options:
-        c.model.max_len = c.data_options.max_length
+        c.model.max_len = c.data_options.get_ref("max_length")
     if "image_size" in c.data_options:
-        c.model.max_len = c.data_options.image_size ** 2
+        side = c.data_options.get_ref("image_size")
+        c.model.max_len = side * side
     return c
 
 

@@ -14,8 +14,8 @@ import sys
 
 import jax
 
-from lra import report
-from lra.tasks import LRATask, resolve_data_dir
+from lra import report, tasks
+from lra.tasks import resolve_data_dir
 from spade_jax import cli
 from spade_jax.runtime import EXIT_PREEMPTED, start_process
 from spade_jax.train.loop import train_and_evaluate
@@ -28,8 +28,7 @@ def define_flags(flag_values, argv):
 def main(FLAGS):
     start_process()
     config = FLAGS.config
-    task = LRATask(config.task, resolve_data_dir(config), config.data_options.to_dict(),
-                   cache_dir=config.data_cache_dir)
+    task = tasks.from_config(config, resolve_data_dir(config))
     results = train_and_evaluate(config, FLAGS.workdir, task)
     if "preempted_at_step" in results:
         print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "

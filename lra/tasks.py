@@ -8,14 +8,16 @@ import hashlib
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
 
 from lra.data import DataError, load_split, make_batches
-from lra.data.specs import get_spec
+from lra.data.specs import TASKS, get_spec
 from spade_jax.paths import atomic_folder, cache_root
+from spade_jax.train import job
 
 RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:
   DATA_DIR/listops-1000/basic_{train,val,test}.tsv
@@ -57,6 +59,14 @@ def resolve_data_dir(config) -> str:
     return folder
 
 
+def from_config(config, data_dir: str | None = None) -> "LRATask":
+    """The LRATask of an LRA config; data_dir: the folder to read (default config.data_dir, which
+    may be empty when nothing is to be read: only the batch layout and the model's inputs and
+    metrics are then used, as by `python -m spade_jax.aot`)."""
+    return LRATask(config.task, config.data_dir if data_dir is None else data_dir,
+                   config.data_options.to_dict(), cache_dir=config.data_cache_dir)
+
+
 class LRATask:
     """The engine's view of one LRA task (see spade_jax.train.loop.Task)."""
 
@@ -82,6 +92,18 @@ class LRATask:
                                  num_epochs=1, drop_remainder=False, shard_index=shard_index,
                                  shard_count=shard_count))
 
+    def batch_spec(self, rows):
+        """{field: jax.ShapeDtypeStruct} of a batch of `rows` (see lra.data.pipeline): token ids
+        and masks (rows, length), targets and weights (rows,)."""
+        shape = (rows, self.spec.length(self.options))
+        suffixes = ("1", "2") if self.spec.dual else ("",)
+        spec = {"targets": jax.ShapeDtypeStruct((rows,), jnp.int32),
+                "weights": jax.ShapeDtypeStruct((rows,), jnp.float32)}
+        for suffix in suffixes:
+            spec["inputs" + suffix] = jax.ShapeDtypeStruct(shape, jnp.int32)
+            spec["mask" + suffix] = jax.ShapeDtypeStruct(shape, jnp.bool_)
+        return spec
+
     def model_inputs(self, batch):
         if self.spec.dual:
             return batch["inputs1"], batch["inputs2"], batch["mask1"], batch["mask2"]
@@ -105,3 +127,6 @@ class LRATask:
         targets = np.asarray(source.arrays["targets"]) if hasattr(source, "arrays") else \
             np.array([source[i]["targets"] for i in range(len(source))])
         return float(np.bincount(targets).max() / len(targets))
+
+
+job.register_task(TASKS, from_config)

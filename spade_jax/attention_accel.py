@@ -29,15 +29,16 @@ Padding masks:
 """
 from __future__ import annotations
 
-import functools
 from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
+from jax.sharding import PartitionSpec as P
 
-from spade_jax import attention
+from spade_jax import attention, axes
 
 Array = jax.Array
 
@@ -72,10 +73,19 @@ def has_visible_key(valid: Array, window: tuple[int | None, int | None]) -> Arra
     return counts[:, hi + 1] - counts[:, lo] > 0
 
 
+def target_platform() -> str:
+    """The platform the traced program is for: that of the mesh set by
+    spade_jax.sharding.model_context (the devices a job is compiled for, e.g. a TPU topology's
+    compile-only devices on a CPU host), else JAX's default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    return jax.default_backend() if device is None else device.platform
+
+
 def _splash_interpret(interpret: bool | None) -> bool:
     interpret = SPLASH_INTERPRET if interpret is None else interpret
     if interpret is None:
-        backend = jax.default_backend()
+        backend = target_platform()
         if backend != "tpu":
             raise RuntimeError(
                 f"attention_impl='splash' needs a TPU (the JAX backend is {backend!r}); use "
@@ -84,10 +94,12 @@ def _splash_interpret(interpret: bool | None) -> bool:
     return bool(interpret)
 
 
-@functools.lru_cache(maxsize=64)
 def _splash_kernel(length: int, heads: int, window: tuple, block: int, interpret: bool):
     """The splash MHA kernel for one (length, heads, window, block): a FullMask, CausalMask or
-    LocalMask per head; mask processing happens here, in numpy, once per shape."""
+    LocalMask per head. Made in each trace that asks (its block tables become constants of that
+    trace; made eagerly and cached, they were arrays on the default device, which fails when a
+    program is traced for other devices, e.g. a TPU topology compiled from a CPU host); the
+    mask's processing into those tables, in numpy, is cached by splash itself."""
     shape = (length, length)
     if window == (None, None):  # LocalMask's function would build a numpy constant in the kernel
         head_mask = splash.FullMask(shape)
@@ -99,11 +111,8 @@ def _splash_kernel(length: int, heads: int, window: tuple, block: int, interpret
     sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                               block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                               block_q_dq=block, block_kv_dq=block)
-    # The kernel holds its block tables as arrays: make them constants, not tracers of the first
-    # trace that asked (they are cached across traces).
-    with jax.ensure_compile_time_eval():
-        return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                      interpret=interpret)
+    return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                  interpret=interpret)
 
 
 def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, int | None],
@@ -130,17 +139,57 @@ def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, 
     interpret = _splash_interpret(interpret)
     if block < 128 or block % 128:
         raise ValueError(f"splash block must be a positive multiple of 128, got {block}")
+    valid = attention._key_valid(mask, q.shape[0], q.shape[1])
+    local = partial(_splash_local, window=tuple(window), scale=scale, block=block,
+                    interpret=interpret)
+    specs = _shard_specs(q.shape)
+    if specs is None:
+        return local(q, k, v, valid)
+    heads, rows = specs
+    # check_vma off: the Pallas kernel's outputs do not declare how they vary over the mesh
+    return jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(),
+                         in_specs=(heads, heads, heads, rows), out_specs=heads,
+                         check_vma=False)(q, k, v, valid)
+
+
+def _shard_specs(shape) -> tuple | None:
+    """(q/k/v spec, mask spec) that split a splash call over the mesh set by
+    spade_jax.sharding.model_context: the batch over the mesh axes of the activations' batch
+    rule and the heads over those of the heads rule (each only where it divides the size;
+    length and head_dim stay whole). None when no mesh is set or nothing is split.
+
+    A Pallas (Mosaic) kernel cannot be partitioned by XLA: under a multi-device mesh it must run
+    inside `jax.shard_map`, each device on its own examples and heads."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return None
+    batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(
+        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM))
+
+    def fitted(names, size):
+        names = (names,) if isinstance(names, str) else tuple(names or ())
+        split = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+        return names if names and size % split == 0 else None
+
+    batch, heads = fitted(batch_axes, shape[0]), fitted(head_axes, shape[2])
+    if batch is None and heads is None:
+        return None
+    return P(batch, None, heads, None), P(batch, None)
+
+
+def _splash_local(q, k, v, valid, *, window, scale, block, interpret):
+    """`splash_attention` on one device's examples and heads; valid: (batch, length) bool."""
     batch, length, heads, head_dim = q.shape
     padded = -(-length // block) * block
     pad = padded - length
-    valid = attention._pad_axis(attention._key_valid(mask, batch, length), 1, 0, pad, False)
+    valid = attention._pad_axis(valid, 1, 0, pad, False)
     scale = head_dim ** -0.5 if scale is None else scale
     q = q * jnp.asarray(scale, q.dtype)
 
     def heads_major(x):  # (batch, length, heads, d) -> (batch, heads, padded, d)
         return jnp.swapaxes(attention._pad_axis(x, 1, 0, pad), 1, 2)
 
-    kernel = _splash_kernel(padded, heads, tuple(window), block, interpret)
+    kernel = _splash_kernel(padded, heads, window, block, interpret)
     segments = splash.SegmentIds(q=jnp.zeros((batch, padded), jnp.int32),
                                  kv=(~valid).astype(jnp.int32))
     out = jax.vmap(lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=s1))(
@@ -186,7 +235,7 @@ def cudnn_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, i
     Returns:
       (batch, length, heads, head_dim) in q.dtype; queries from the first padding token on are 0.
     """
-    backend = jax.default_backend()
+    backend = target_platform()
     if backend != "gpu":
         raise RuntimeError(f"attention_impl='cudnn' needs a GPU (the JAX backend is {backend!r}); "
                            "use attention_impl='blocked'")

@@ -4,6 +4,10 @@ The mesh has three axes, sized in the config (`config.mesh`, -1 = the remaining 
   data    pure data parallelism (parameters replicated)
   fsdp    data parallelism with parameters and optimiser state sharded (ZeRO-3 style)
   tensor  model parallelism over heads / FFN width / vocabulary
+On several TPU slices joined over the data-centre network (multislice), the data axis spans the
+slices: `config.mesh.dcn_data` of them (0: as many as the devices form) times the data size
+within a slice, so only the data-parallel gradient reduction crosses the slower network (as
+MaxText's dcn_data_parallelism); fsdp and tensor stay within a slice.
 Model code names array axes logically (spade_jax.axes: parameters 'embed', 'mlp', ...;
 activations 'activation_batch', 'activation_embed', ...); `config.logical_axis_rules` maps those
 names to mesh axes. The batch is split over data x fsdp.
@@ -15,6 +19,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from spade_jax import axes
@@ -45,9 +50,10 @@ DEFAULT_RULES = (
 
 
 def mesh_shape(spec, device_count: int) -> tuple:
-    """Resolves the config's mesh sizes ({axis: size}, one size may be -1) for device_count."""
+    """Resolves the config's mesh sizes ({axis: size}, one size may be -1; 'dcn_data' is not an
+    axis, see `make_mesh`) for device_count."""
     sizes = [int(spec.get(axis, 1)) for axis in MESH_AXES]
-    unknown = sorted(set(spec) - set(MESH_AXES))
+    unknown = sorted(set(spec) - set(MESH_AXES) - {"dcn_data"})
     if unknown:
         raise ConfigError(f"config.mesh has unknown axes {unknown}; axes are {MESH_AXES}")
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
@@ -64,12 +70,31 @@ def mesh_shape(spec, device_count: int) -> tuple:
     return tuple(sizes)
 
 
+def slice_count(devices) -> int:
+    """How many slices (multislice TPU: devices carry slice_index) the devices form."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(spec, devices=None) -> Mesh:
-    """A Mesh over all (or the given) devices with Auto axis types (logical-rule sharding)."""
-    devices = jax.devices() if devices is None else devices
+    """A Mesh over all (or the given) devices with Auto axis types (logical-rule sharding). On
+    several slices, the data axis is split slices-major (mesh_utils.create_hybrid_device_mesh):
+    each slice holds data / slices of it, and fsdp and tensor whole."""
+    devices = jax.devices() if devices is None else list(devices)
     shape = mesh_shape(spec, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                         devices=devices)
+    types = (AxisType.Auto,) * len(MESH_AXES)
+    slices = slice_count(devices)
+    dcn = int(spec.get("dcn_data", 0)) or slices
+    if dcn != slices:
+        raise ConfigError(f"config.mesh.dcn_data is {dcn}, but the {len(devices)} devices form "
+                          f"{slices} slice(s); set it to {slices} or 0 (as many as there are)")
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=types, devices=devices)
+    if shape[0] % slices:
+        raise ConfigError(f"config.mesh: the data axis ({shape[0]}) spans the {slices} slices, "
+                          f"so it must be a multiple of {slices}; mesh {dict(spec)}")
+    grid = mesh_utils.create_hybrid_device_mesh((shape[0] // slices,) + shape[1:],
+                                                (slices, 1, 1), devices)
+    return Mesh(grid, MESH_AXES, axis_types=types)
 
 
 def rules_from_config(rules) -> tuple:

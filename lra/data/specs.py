@@ -124,6 +124,14 @@ class TaskSpec:
         inputs = np.asarray(inputs)
         return inputs != self.pad_id if self.padded else np.ones(inputs.shape, bool)
 
+    def length(self, options=None) -> int:
+        """The sequence length the reader gives under these reader options (config.data_options):
+        max_length for the token tasks, image_size ** 2 for the pixel tasks."""
+        options = options or {}
+        if self.image_size is not None:
+            return int(options.get("image_size") or self.image_size) ** 2
+        return int(options.get("max_length") or self.max_length)
+
     @property
     def fields(self):
         """The token fields of an example: ('inputs',), or ('inputs1', 'inputs2') when dual."""

@@ -17,6 +17,7 @@ N2 = d_state / 2 modes, each standing for a conjugate pair):
   D      (H,)
 A, P, B and log_dt are what S4 trains with its own learning rate; the engine selects them by name.
 """
+import math
 from typing import Optional
 
 import flax.linen as nn
@@ -70,8 +71,9 @@ def _fft_conv(u, k):
     """
     mesh = jax.sharding.get_abstract_mesh()
     spec = nn.logical_to_mesh_axes((axes.ACT_BATCH, None, None))
-    if mesh.empty or spec[0] is None:
-        return _local_fft_conv(u, k)
+    names = (spec[0],) if isinstance(spec[0], str) else tuple(spec[0] or ())
+    if mesh.empty or not names or u.shape[0] % math.prod(mesh.shape[a] for a in names):
+        return _local_fft_conv(u, k)  # (a batch the shards do not divide stays whole)
     spec = P(spec[0], None, None)
     return jax.shard_map(_local_fft_conv, mesh=mesh, in_specs=(spec, P()), out_specs=spec)(u, k)
 

@@ -54,6 +54,9 @@ class Mesh:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    # multislice: slices the data axis spans over the data-centre network (0: as many as the
+    # devices form, 1 on a single slice); data within a slice = data / dcn_data
+    dcn_data: int = _field(0, low=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,32 @@ def _check_value(name: str, value, meta) -> None:
         raise ConfigError(f"{name} must be >= {low}, got {value}")
 
 
+def mesh_keeping_batch(batch: int, accum: int, device_count: int,
+                       process_count: int) -> dict | None:
+    """{'data', 'fsdp', 'tensor'}: the mesh with the most data-parallel devices (the rest over
+    tensor) that divides `batch` into grad_accum_steps x data-parallel rows; None if only one
+    data-parallel device would."""
+    keep = [d for d in range(device_count, 1, -1) if device_count % d == 0
+            and batch % (d * accum) == 0 and batch % process_count == 0
+            and (d * accum) % process_count == 0]
+    return {"data": keep[0], "fsdp": 1, "tensor": device_count // keep[0]} if keep else None
+
+
+def _batch_advice(batch: int, accum: int, dp: int, device_count: int, process_count: int) -> str:
+    """What to use instead of a batch that the data-parallel devices do not divide: the nearest
+    batch sizes that divide, and a mesh that keeps this batch (`mesh_keeping_batch`)."""
+    step = math.lcm(dp * accum, process_count)
+    below, above = batch // step * step, (batch // step + 1) * step
+    advice = "use " + " or ".join(f"--config.batch_size={b}" for b in (below, above) if b > 0)
+    mesh = mesh_keeping_batch(batch, accum, device_count, process_count)
+    if mesh is not None and mesh["data"] < dp:
+        advice += (f", or keep {batch} with " + " ".join(f"--config.mesh.{k}={v}"
+                                                       for k, v in mesh.items())
+                   + f" ({mesh['data']} data-parallel devices, {mesh['tensor']}-way tensor "
+                   f"parallelism)")
+    return advice
+
+
 def validate(config, device_count: int, process_count: int) -> Engine:
     """The engine's sections of `config` checked (types and ranges per field; the optimiser's
     combinations; the mesh against `device_count`; the batches against the data-parallel size
@@ -162,7 +191,8 @@ def validate(config, device_count: int, process_count: int) -> Engine:
         raise ConfigError(
             f"config.batch_size ({engine.batch_size}) must be divisible by grad_accum_steps "
             f"({accum}) x data-parallel size ({dp} = mesh data x fsdp, all hosts' devices) and "
-            f"by the number of processes ({process_count})")
+            f"by the number of processes ({process_count}); "
+            + _batch_advice(engine.batch_size, accum, dp, device_count, process_count))
     if engine.eval_batch % dp or engine.eval_batch % process_count:
         raise ConfigError(f"config.eval_batch_size ({engine.eval_batch}) must be divisible by "
                           f"the data-parallel size ({dp}) and by the number of processes "

@@ -1,13 +1,13 @@
 """Evaluation of a split: the task's per-batch metric sums, summed over the split's batches.
 
-`Evaluator(split, params)` jits the eval step once (parameters on the state's shardings, batches
-over the data-parallel axes) and returns the split's means, with 'perplexity' for a task that
-reports a per-token loss and 'scored' (the examples, or tokens, the loss counted).
+`Evaluator(job, ...)(split, params)` jits the job's eval step once (spade_jax.train.job:
+parameters on the state's shardings, batches over the data-parallel axes) and returns the
+split's means, with 'perplexity' for a task that reports a per-token loss and 'scored' (the
+examples, or tokens, the loss counted).
 """
 import jax
 
 from spade_jax import sharding
-from spade_jax.train import steps
 from spade_jax.train.metrics import with_perplexity
 
 
@@ -17,13 +17,11 @@ class Evaluator:
     `shard` is {shard_index, shard_count} of this host; `batch_size` its rows per batch;
     `max_batches` > 0 stops a split early."""
 
-    def __init__(self, model, task, mesh, rules, param_shardings, batch_shardings, *,
-                 batch_size: int, shard: dict, max_batches: int = 0):
-        self.task, self.mesh, self.rules = task, mesh, rules
+    def __init__(self, job, *, batch_size: int, shard: dict, max_batches: int = 0):
+        self.job, self.task = job, job.task
         self.batch_size, self.shard, self.max_batches = batch_size, shard, max_batches
-        with sharding.model_context(mesh, rules):
-            self.step = jax.jit(steps.make_eval_step(model, task),
-                                in_shardings=(param_shardings, batch_shardings))
+        with job.context():
+            self.step = job.eval_step()
 
     def sums(self, split: str, params) -> dict:
         """{name: (sum, count)} over the split (floats, summed on the host)."""
@@ -32,8 +30,8 @@ class Evaluator:
         for i, batch in enumerate(batches):
             if self.max_batches and i >= self.max_batches:
                 break
-            with sharding.model_context(self.mesh, self.rules):
-                sums = self.step(params, sharding.place_batch(batch, self.mesh))
+            with self.job.context():
+                sums = self.step(params, sharding.place_batch(batch, self.job.mesh))
             for name, (s, c) in jax.device_get(sums).items():
                 prev = totals.get(name, (0.0, 0.0))
                 totals[name] = (prev[0] + float(s), prev[1] + float(c))

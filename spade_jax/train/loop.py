@@ -16,7 +16,6 @@ A model whose parameters stop being finite, or that skips too many updates under
 skip_nonfinite, stops with a DivergedError (spade_jax.train.divergence).
 """
 import contextlib
-import dataclasses
 import hashlib
 import json
 import time
@@ -27,10 +26,9 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from spade_jax import flops, lock, models, paths, runtime, sharding
-from spade_jax.config import ModelConfig
-from spade_jax.train import checkpoint, defaults, metrics as metrics_lib, optim, provenance, steps
-from spade_jax.train import state as state_lib, workdir as workdir_lib
+from spade_jax import flops, lock, paths, runtime, sharding
+from spade_jax.train import checkpoint, job as job_lib, metrics as metrics_lib, provenance
+from spade_jax.train import workdir as workdir_lib
 from spade_jax.train.divergence import Divergence
 from spade_jax.train.evaluate import Evaluator, check_splits
 
@@ -46,6 +44,11 @@ class Task(Protocol):
 
     def eval_iterator(self, split: str, *, batch_size: int, shard_index: int, shard_count: int):
         """A finite iterable of batches of exactly batch_size rows (padding rows weigh 0)."""
+
+    def batch_spec(self, rows: int) -> dict:
+        """{field: jax.ShapeDtypeStruct} of a batch of `rows`: what the iterators yield, known
+        without reading data (the state and the steps are built, and compiled ahead of time
+        by spade_jax.aot, from it)."""
 
     def model_inputs(self, batch) -> tuple:
         """The positional inputs of model.apply, e.g. (batch['inputs'],)."""
@@ -80,14 +83,10 @@ class _Run:
     def __init__(self, config, workdir, task, stack):
         self.started = time.perf_counter()
         self.config, self.workdir, self.task = config, workdir, task
-        self.engine = engine = defaults.validate(config, jax.device_count(), jax.process_count())
-        self.model_cfg = ModelConfig.from_config(config.model)
-        self.mesh = sharding.make_mesh(dataclasses.asdict(engine.mesh))
-        self.rules = engine.logical_axis_rules
+        self.job = job = job_lib.build(config, task)  # checks the config first
+        self.engine = engine = job.engine
+        self.model_cfg, self.mesh, self.rules = job.model_cfg, job.mesh, job.rules
         workdir_lib.check(workdir, config)
-        self.model = models.build_model(self.model_cfg)
-        self.tx, self.learning_rate = optim.make_optimizer(engine.optimizer,
-                                                           engine.num_train_steps)
         self.shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
         self.train_iter = task.train_iterator(batch_size=engine.batch_size // jax.process_count(),
                                               seed=engine.seed, **self.shard)
@@ -95,13 +94,12 @@ class _Run:
         start_position = self.train_iter.get_state()
         self.example = next(self.train_iter)
         self.train_iter.set_state(start_position)
-        self.state, self.shardings = state_lib.create_sharded_state(
-            self.model, self.tx, tuple(x[:1] for x in task.model_inputs(self.example)),
-            engine.seed, self.mesh, self.rules)
+        job_lib.check_batch(task, self.example, "the first training batch")
+        self.state = job.create_state()
         lock.hold(workdir, stack)  # before the first thing is written in the workdir
         self.ckpts = checkpoint.Checkpoints(workdir, engine.keep_checkpoints,
                                             engine.async_checkpoints)
-        self.abstract = state_lib.abstract_state(self.state, self.shardings)
+        self.abstract = job.abstract_state
         self.best_score, self.step, self.earlier_wall_s = -np.inf, 0, []
         self._restore()
         self.provenance = provenance.collect(config, self.mesh)
@@ -128,20 +126,15 @@ class _Run:
         """The train step compiled ahead of the loop, so that a step that cannot fit in memory
         stops here with a clear message instead of being killed mid-step (not at all when the
         run restored its last step: rerunning a finished run only reports); the eval step."""
-        batch_shardings = {k: sharding.batch_sharding(self.mesh, np.ndim(v))
-                           for k, v in self.example.items()}
         self.train_step = None
         if self.step < self.engine.num_train_steps:
-            with sharding.model_context(self.mesh, self.rules):
-                self.train_step = steps.jit_train_step(
-                    self.model, self.tx, self.task, self.engine, self.shardings, batch_shardings
-                ).lower(self.state, sharding.place_batch(self.example, self.mesh)).compile()
+            self.train_step = self.job.lower_train_step(
+                self.state, sharding.place_batch(self.example, self.mesh)).compile()
             runtime.check_step_memory(self.train_step, "the train step", self.config,
                                       runtime.available_memory())
-        self.evaluate = Evaluator(
-            self.model, self.task, self.mesh, self.rules, self.shardings.params, batch_shardings,
-            batch_size=self.engine.eval_batch // jax.process_count(), shard=self.shard,
-            max_batches=self.engine.max_eval_batches)
+        self.evaluate = Evaluator(self.job, shard=self.shard,
+                                  batch_size=self.engine.eval_batch // jax.process_count(),
+                                  max_batches=self.engine.max_eval_batches)
 
     def _train_log(self) -> metrics_lib.TrainLog:
         engine, example = self.engine, self.example
@@ -149,7 +142,7 @@ class _Run:
                   else self.task.model_inputs(example))
         rows = sum(len(x) for x in inputs) * jax.process_count()
         return metrics_lib.TrainLog(
-            self.writer, self.console, learning_rate=self.learning_rate,
+            self.writer, self.console, learning_rate=self.job.learning_rate,
             log_every=engine.log_every, num_steps=engine.num_train_steps, start_step=self.step,
             tokens_per_batch=sum(np.size(x) for x in inputs) * jax.process_count(),
             step_flops=flops.train_step_flops(self.model_cfg, inputs[0].shape[1], rows),
@@ -167,8 +160,7 @@ class _Run:
                 if profile and self.step == profile[0]:
                     jax.profiler.start_trace(str(paths.workdir_path(self.workdir) / "profile"))
                 batch = sharding.place_batch(next(self.train_iter), self.mesh)
-                with sharding.model_context(self.mesh, self.rules):
-                    self.state, metrics = self.train_step(self.state, batch)
+                self.state, metrics = self.train_step(self.state, batch)
                 self.step += 1
                 step, metrics = self.step, jax.device_get(metrics)
                 if profile and step == profile[1]:

@@ -6,6 +6,7 @@ stream is a pure function of (seed, n), so the iterator's state is just n.
 import json
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -57,6 +58,11 @@ class SyntheticTask:
         seed = {"validation": 10_001, "test": 10_002}[split]
         it = StreamIterator(seed, batch_size, shard_index, shard_count)
         return [next(it) for _ in range(2)]
+
+    def batch_spec(self, rows):
+        return {"inputs": jax.ShapeDtypeStruct((rows, LENGTH), jnp.int32),
+                "targets": jax.ShapeDtypeStruct((rows,), jnp.int32),
+                "weights": jax.ShapeDtypeStruct((rows,), jnp.float32)}
 
     def model_inputs(self, batch):
         return (batch["inputs"],)

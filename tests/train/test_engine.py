@@ -8,7 +8,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -187,35 +186,23 @@ def test_nan_stops_naming_the_step_or_is_skipped(tmp_path):
 
 def test_gradient_accumulation_equals_one_big_batch():
     """Two train steps with 4 micro-batches of 2 (one row per data-parallel device) equal two
-    with one batch of 8: the engine's step, state and shardings as the loop builds them."""
-    import dataclasses
-
-    from spade_jax import models, sharding
-    from spade_jax.config import ModelConfig
-    from spade_jax.train import defaults, state as state_lib, steps
+    with one batch of 8: the engine's step, state and shardings as the loop builds them
+    (spade_jax.train.job)."""
+    from spade_jax import sharding
+    from spade_jax.train import job as job_lib
     common = {"model.dropout": 0.0, "model.num_heads": 4, "mesh.data": 2, "mesh.fsdp": 1,
               "mesh.tensor": 4, "batch_size": 8}
     task = synthetic.SyntheticTask()
     stream = task.train_iterator(batch_size=8, seed=0, shard_index=0, shard_count=1)
     batches = [next(stream), next(stream)]
-    engines = [defaults.validate(synthetic.small_config(**common, grad_accum_steps=accum),
-                                 jax.device_count(), 1) for accum in (1, 4)]
-    cfg = synthetic.small_config(**common)
-    mesh = sharding.make_mesh(dataclasses.asdict(engines[0].mesh))
-    rules = engines[0].logical_axis_rules
-    model = models.build_model(ModelConfig.from_config(cfg.model))
-    tx, _ = optim.make_optimizer(engines[0].optimizer, engines[0].num_train_steps)
-    start, shardings = state_lib.create_sharded_state(model, tx, task.model_inputs(batches[0]),
-                                                      engines[0].seed, mesh, rules)
-    batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batches[0].items()}
     records = []
-    for engine in engines:
-        state = jax.tree_util.tree_map(jnp.copy, start)  # the step donates its state
-        with sharding.model_context(mesh, rules):
-            step = steps.jit_train_step(model, tx, task, engine, shardings, batch_shardings)
-            metrics = []
+    for accum in (1, 4):
+        job = job_lib.build(synthetic.small_config(**common, grad_accum_steps=accum), task)
+        state, step = job.create_state(), job.train_step()
+        metrics = []
+        with job.context():
             for batch in batches:
-                state, m = step(state, sharding.place_batch(batch, mesh))
+                state, m = step(state, sharding.place_batch(batch, job.mesh))
                 metrics.append(jax.device_get(m))
         records.append(metrics)
     assert records[0][1]["update_ratio"] > 0  # step 1's learning rate is 0 (warmup)

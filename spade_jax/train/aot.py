@@ -1,0 +1,189 @@
+"""A job's steps compiled ahead of time for a device set (abstract TPU devices included) and
+what the compiler says of each: memory per chip and whether it fits, FLOPs and bytes per step,
+the compiler's own step-time estimate beside a roofline bound, the collectives.
+
+    job = spade_jax.train.job.build(config, task, devices=accelerators.topology_devices(accel))
+    reports = compile_steps(job, accel.chip)      # [train, eval(, decode)] step reports
+
+Every figure is per chip (per device) and per step, read from the compiled executable:
+`memory_analysis()` (arguments, outputs, aliased donations, temporaries, code), `cost_analysis()`
+('flops', 'bytes accessed', 'optimal_seconds') and the optimised HLO text (collectives). Nothing
+runs. The compiler's 'optimal_seconds' is an estimate, never a measurement, and it is kept only
+where it is sane (positive and not below half the roofline bound; it came back negative for the
+full Path-X steps); otherwise the roofline bound alone stands, and `time_basis` says which.
+"""
+import math
+import re
+import time
+
+import jax
+import numpy as np
+
+from spade_jax import decode, sharding
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s4": 1, "u4": 1, "f8e4m3fn": 1, "f8e5m2": 1,
+          "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4,
+          "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
+_OP = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
+# The TPU compiler's refusal when a program's temporaries cannot fit, e.g. "the total memory
+# required for HLO temporaries (48.10G) exceeds available HBM (30.75G)".
+_OOM_NEEDED = re.compile(r"required for [^(]*\((\d+(?:\.\d+)?)([KMGT])\)")
+_OOM_AVAILABLE = re.compile(r"available HBM \((\d+(?:\.\d+)?)([KMGT])\)")
+_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _array_bytes(text: str) -> list:
+    return [_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+            for dtype, dims in _ARRAY.findall(text)]
+
+
+def collectives(hlo_text: str) -> list:
+    """[{'kind', 'count', 'bytes'}] of the collectives in an optimised HLO module's text, by
+    kind. bytes: the result arrays of each op (an asynchronous start: its largest array, the
+    transferred buffer). A loop body's collectives count once, not once per iteration."""
+    found = {}
+    for line in hlo_text.splitlines():
+        match = _OP.search(line)
+        if not match:
+            continue
+        shape, kind, start = match.groups()
+        sizes = _array_bytes(shape)
+        entry = found.setdefault(kind, {"kind": kind, "count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += (max(sizes) if start else sum(sizes)) if sizes else 0
+    return [found[k] for k in COLLECTIVES if k in found]
+
+
+def tree_bytes_per_device(tree) -> int:
+    """Bytes of one device's shard of every array in `tree` (ShapeDtypeStructs with shardings,
+    or arrays)."""
+    total = 0
+    for x in jax.tree_util.tree_leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+        total += math.prod(shape) * np.dtype(x.dtype).itemsize
+    return total
+
+
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # some JAX versions: one dict per program
+        cost = cost[0] if cost else {}
+    return dict(cost or {})
+
+
+def roofline_s(flops: float, bytes_accessed: float, chip) -> float:
+    """The least time a step can take on `chip`: its FLOPs at the peak bfloat16 rate or its bytes
+    at the HBM bandwidth, whichever is longer."""
+    return max(flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth)
+
+
+def sane_estimate(optimal_s, roofline: float):
+    """The compiler's estimate if usable: finite, positive and at least half the roofline bound
+    (the bound is a floor; an estimate far below it is wrong). Else None."""
+    if optimal_s is None or not math.isfinite(optimal_s) or optimal_s <= 0:
+        return None
+    return float(optimal_s) if optimal_s >= 0.5 * roofline else None
+
+
+def out_of_memory(error: Exception) -> dict | None:
+    """{'needed_bytes', 'available_bytes', 'message'} when `error` is the compiler's refusal of a
+    program that cannot fit in HBM (RESOURCE_EXHAUSTED), else None."""
+    text = str(error)
+    if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
+        return None
+    size = lambda m: float(m.group(1)) * _UNITS[m.group(2)] if m else None  # noqa: E731
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    return {"needed_bytes": size(_OOM_NEEDED.search(text)),
+            "available_bytes": size(_OOM_AVAILABLE.search(text)), "message": first[:500]}
+
+
+def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> dict:
+    """Compiles `lowered` and reads the compiler's answers (see the module docstring) for `chip`
+    (spade_jax.accelerators.Chip; None: no fit verdict, no roofline). state_bytes /
+    batch_bytes: the per-device bytes of the step's state (or parameters) and batch arguments.
+    A program the compiler refuses for memory gives fits False and its message."""
+    report = {"step": name, "state_bytes": state_bytes, "batch_bytes": batch_bytes}
+    started = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except Exception as error:  # noqa: BLE001 - only the compiler's out-of-memory refusal is an answer
+        oom = out_of_memory(error)
+        if oom is None:
+            raise
+        report.update(compile_s=time.perf_counter() - started, fits=False, refused=oom,
+                      peak_memory_per_chip_bytes=oom["needed_bytes"])
+        return report
+    report["compile_s"] = time.perf_counter() - started
+    memory = compiled.memory_analysis()
+    peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+            + memory.generated_code_size_in_bytes)
+    report.update(argument_bytes=memory.argument_size_in_bytes,
+                  output_bytes=memory.output_size_in_bytes,
+                  alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+                  code_bytes=memory.generated_code_size_in_bytes,
+                  peak_memory_per_chip_bytes=peak)
+    cost = _cost(compiled)
+    flops, moved = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    report.update(flops_per_step=flops, bytes_accessed_per_step=moved,
+                  transcendentals=float(cost.get("transcendentals", 0.0)),
+                  compiler_optimal_s=cost.get("optimal_seconds"),
+                  collectives=collectives(compiled.as_text()))
+    if chip is not None:
+        bound = roofline_s(flops, moved, chip)
+        estimate = sane_estimate(cost.get("optimal_seconds"), bound)
+        report.update(fits=peak <= chip.hbm_bytes, free_bytes=chip.hbm_bytes - peak,
+                      roofline_s=bound, estimate_s=estimate,
+                      bound_by="memory" if moved / chip.hbm_bandwidth
+                      >= flops / chip.peak_flops else "compute",
+                      step_s=estimate if estimate is not None else bound,
+                      time_basis="compiler estimate" if estimate is not None else "roofline")
+    return report
+
+
+def _decode_step(job):
+    """(lowered decode step, per-device cache bytes) for a language model: one token for each
+    of the eval batch's rows against the recurrent cache (spade_jax.decode)."""
+    model = decode.decoding_model(job.model_cfg)
+    rows = job.engine.eval_batch
+    params = job.abstract_state.params
+    cache = jax.eval_shape(lambda p: decode.init_cache(model, p, rows), params)
+    split = sharding.batch_sharding(job.mesh, 1).spec[0]
+    data_parallel = math.prod(job.mesh.shape[a] for a in split)
+
+    def placed(x):  # the rows' axis split like a batch, the rest (S4's system) replicated
+        by_rows = x.ndim and x.shape[0] == rows and rows % data_parallel == 0
+        spec = (split,) + (None,) * (x.ndim - 1) if by_rows else ()
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.NamedSharding(
+            job.mesh, jax.sharding.PartitionSpec(*spec)))
+
+    cache = jax.tree_util.tree_map(placed, cache)
+    tokens = jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding.batch_sharding(job.mesh, 1))
+    step = jax.jit(lambda p, c, t: decode.step(model, p, c, t), donate_argnums=1)
+    with job.context():
+        return step.lower(params, cache, tokens), tree_bytes_per_device(cache)
+
+
+def compile_steps(job, chip, steps=("train", "eval", "decode")) -> list:
+    """The reports (`analyse`) of the job's train step (config.batch_size rows), eval step (the
+    eval batch) and, for a language model, decode step, in that order (those named in `steps`)."""
+    reports = []
+    state = job.abstract_state
+    if "train" in steps:
+        batch = job.batch()
+        reports.append(analyse("train", job.lower_train_step(state, batch), chip,
+                               state_bytes=tree_bytes_per_device(state),
+                               batch_bytes=tree_bytes_per_device(batch)))
+    if "eval" in steps:
+        batch = job.batch(job.engine.eval_batch)
+        reports.append(analyse("eval", job.lower_eval_step(state.params, batch), chip,
+                               state_bytes=tree_bytes_per_device(state.params),
+                               batch_bytes=tree_bytes_per_device(batch)))
+    if "decode" in steps and job.model_cfg.head == "lm":
+        lowered, cache_bytes = _decode_step(job)
+        reports.append(analyse("decode", lowered, chip,
+                               state_bytes=tree_bytes_per_device(state.params),
+                               batch_bytes=cache_bytes))
+    return reports

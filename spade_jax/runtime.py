@@ -15,7 +15,7 @@ import numpy as np
 from absl import flags, logging
 from jax.experimental import multihost_utils
 
-from spade_jax import allocator, host
+from spade_jax import accelerators, allocator, host
 from spade_jax.errors import ConfigError, UserError
 
 EXIT_PREEMPTED = 75
@@ -33,7 +33,12 @@ def start_process() -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     initialize_distributed()
-    if jax.default_backend() == "cpu" and allocator.active() is None and allocator.wanted():
+    if accelerators.libtpu_version() is not None and not accelerators.tpu_attached():
+        # libtpu (jax[tpu], for compiling for TPUs) looks for a TPU VM it is not on, aloud
+        backend = accelerators.quietly(jax.default_backend)
+    else:
+        backend = jax.default_backend()
+    if backend == "cpu" and allocator.active() is None and allocator.wanted():
         logging.warning("CPU run with the system's malloc: steps can take up to 1.7x longer "
                         "than with jemalloc (apt install libjemalloc2; the entry points then "
                         "preload it themselves; see spade_jax/allocator.py)")

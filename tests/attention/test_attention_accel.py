@@ -81,6 +81,35 @@ def test_splash_interpreted_matches_blocked(monkeypatch, kind, causal, length, r
         np.testing.assert_allclose(g, e, atol=5e-5, rtol=1e-4, err_msg=f"d{name}")
 
 
+@pytest.mark.slow
+def test_splash_is_split_over_the_batch_and_heads_of_a_mesh(monkeypatch):
+    """Under a 2 x 2 x 2 mesh (spade_jax.sharding.model_context) splash runs inside
+    jax.shard_map, each device on its examples and heads (a Mosaic kernel cannot be partitioned
+    by XLA): the kernel sees a quarter of the batch and half of the heads, and the outputs and
+    gradients equal the unsharded call's."""
+    from spade_jax import sharding
+    _splash_interpreted(monkeypatch)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    q, k, v = _qkv(4, 128)
+    mask = jnp.arange(128)[None, :] < jnp.array([128, 90, 128, 40])[:, None]
+    seen = []
+    local = accel._splash_local
+    monkeypatch.setattr(accel, "_splash_local",
+                        lambda q, *a, **kw: seen.append(q.shape) or local(q, *a, **kw))
+    fn = lambda q, k, v: accel.attend("splash", "window", q, k, v, radius=20, chunk=0,
+                                      causal=False, mask=mask)
+    loss = lambda q, k, v: jnp.sum(fn(q, k, v) ** 2)
+    with sharding.model_context(mesh, sharding.DEFAULT_RULES):
+        out, grads = jax.jit(lambda *x: (fn(*x), jax.grad(loss, argnums=(0, 1, 2))(*x)))(q, k, v)
+    assert seen and all(shape == (1, 128, 1, D) for shape in seen), seen
+    seen.clear()
+    expected, expected_grads = fn(q, k, v), jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    assert seen == [(4, 128, H, D)] * len(seen) and seen  # no mesh set: one call, whole
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    for g, e in zip(grads, expected_grads):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+
+
 def test_has_visible_key_matches_a_dense_count():
     rng = np.random.default_rng(0)
     valid = rng.random((3, 37)) < 0.3

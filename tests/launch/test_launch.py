@@ -138,6 +138,9 @@ def test_single_tpu_vm_dry_run_runs_once_and_deletes():
     assert run.endswith("--workdir=gs://b/wt103") and "data_dir" not in run
     assert "attempt 2" not in out and "PREEMPTED" not in out
     assert commands[-1][:5] == ["gcloud", "compute", "tpus", "tpu-vm", "delete"]
+    # before anything is created, the job compiled for the accelerator here (not in a dry run)
+    assert ("# preflight (not run in a dry run): python3 -m spade_jax.aot "
+            "--config=configs/wikitext103.py --accelerator=v5litepod-8") in out
     # the code travels as an archive of this checkout (HEAD and uncommitted changes)
     archive = next(c for c in commands if c[0] == "git")
     assert archive[3] == "archive" and archive[-1] != ""
@@ -264,7 +267,9 @@ def test_setup_py_requires_the_python_the_dependencies_need():
 # --- the real TPU path, against a fake gcloud ---------------------------------------------------
 
 FAKE_GCLOUD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_gcloud.py")
-TPU = ["--name=p", "--zone=z", "--workdir=gs://b/runs/p", "--retry-wait=0", "--poll-interval=0"]
+# (the lifecycle tests skip the preflight compile; test_tpu_preflight_* check it)
+TPU = ["--name=p", "--zone=z", "--workdir=gs://b/runs/p", "--retry-wait=0", "--poll-interval=0",
+       "--no-preflight"]
 
 
 def _fake_gcloud(tmp_path, scenario):
@@ -305,6 +310,42 @@ def _calls(tmp_path):
 def _starts(tmp_path):
     return [next(a for a in json.loads(line) if a.startswith("--command="))
             for line in (tmp_path / "calls").read_text().splitlines() if " start " in line]
+
+
+def _libtpu():
+    import importlib.util
+    return importlib.util.find_spec("libtpu") is not None
+
+
+@pytest.mark.skipif(not _libtpu(), reason='libtpu is not installed (pip install "jax[tpu]")')
+def test_tpu_preflight_refuses_a_job_that_does_not_fit_before_creating_anything(tmp_path):
+    env = _fake_gcloud(tmp_path, {"job": ["exited 0"]})
+    env["PYTHON"] = sys.executable
+    tpu = [a for a in TPU if a != "--no-preflight"]
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), *tpu, "--accelerator=v5litepod-1",
+         "--", "python", "-m", "lra.main", "--config=configs/listops.py:model=transformer,smoke",
+         "--config.batch_size=4096", "--config.data_options.max_length=2048"],
+        env=_env(env), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "does not fit on v5litepod-1" in result.stdout  # the report
+    assert "the job does not fit on v5litepod-1 (the report above)" in result.stderr
+    assert not (tmp_path / "calls").exists()  # gcloud never asked: nothing created
+
+
+@pytest.mark.skipif(not _libtpu(), reason='libtpu is not installed (pip install "jax[tpu]")')
+def test_tpu_preflight_lets_a_job_that_fits_go_on(tmp_path):
+    env = _fake_gcloud(tmp_path, {"job": ["running", "exited 0"]})
+    env["PYTHON"] = sys.executable
+    tpu = [a for a in TPU if a != "--no-preflight"]
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), *tpu, "--accelerator=v5litepod-4",
+         "--", "python", "-m", "lra.main", "--config=configs/listops.py:smoke",
+         "--config.batch_size=8"], env=_env(env), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "GiB free" in result.stdout and "+ " + sys.executable in result.stderr
+    calls = _calls(tmp_path)
+    assert calls[:2] == ["tpu-vm describe", "tpu-vm create"] and calls[-1] == "tpu-vm delete"
 
 
 def test_tpu_a_dropped_ssh_decides_nothing_the_launcher_keeps_polling(tmp_path):

@@ -48,9 +48,11 @@ def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
                              task_fields=lambda c: _task_fields(c, task), full=full, quick=quick,
                              smoke=smoke, quick_common=QUICK_COMMON, smoke_common=SMOKE_COMMON,
                              full_by_family=full_by_family, quick_by_family=quick_by_family)
-    # model.max_len follows the data's length, also when --config.data_options.* changes it
+    # model.max_len follows the data's length, also when --config.data_options.* changes it; a
+    # derived reference (ml_collections), so that setting model.max_len itself changes only it
+    # (a plain reference would write the new value back into data_options)
     if "max_length" in c.data_options:
-        c.model.max_len = c.data_options.get_ref("max_length")
+        c.model.max_len = c.data_options.get_ref("max_length") * 1
     if "image_size" in c.data_options:
         side = c.data_options.get_ref("image_size")
         c.model.max_len = side * side

@@ -134,3 +134,38 @@ def test_bad_arguments():
         make_batches(Toy(10), batch_size=2, seed=0, shard_index=2, shard_count=2)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         make_batches(Toy(3), batch_size=2, seed=0, num_epochs=1, shard_count=2)
+
+
+def test_the_tasks_batch_spec_is_the_pipelines_layout():
+    """LRATask.batch_spec (what the engine builds the state and compiles the steps from, without
+    data) gives the keys, shapes and dtypes the pipeline yields; spade_jax.train.job.check_batch
+    names a field that differs."""
+    from lra.tasks import LRATask
+    from spade_jax.errors import DataError
+    from spade_jax.train.job import check_batch
+    task = LRATask("listops", "", {"max_length": 6})
+    batch = next(iter(make_batches(Toy(8), batch_size=4, seed=0)))
+    spec = task.batch_spec(4)
+    assert {k: (s.shape, np.dtype(s.dtype)) for k, s in spec.items()} == \
+        {k: (v.shape, v.dtype) for k, v in batch.items()}
+    check_batch(task, batch, "the first training batch")
+    with pytest.raises(DataError, match=r"'inputs' is int32\[4, 6\], but the config makes the "
+                                        r"model expect int32\[4, 2000\]"):
+        check_batch(LRATask("listops", ""), batch, "the first training batch")
+
+
+def test_model_length_follows_the_data_options():
+    """model.max_len follows data_options (max_length; image_size squared), also when a flag
+    changes them; setting model.max_len changes only it."""
+    import os
+    from spade_jax import config_builder
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = config_builder.load(os.path.join(root, "configs/text.py"))
+    assert text.model.max_len == 4096
+    text.data_options.max_length = 1000
+    assert text.model.max_len == 1000
+    text.model.max_len = 7
+    assert (text.model.max_len, text.data_options.max_length) == (7, 1000)
+    pathx = config_builder.load(os.path.join(root, "configs/pathx.py"))
+    pathx.data_options.image_size = 64
+    assert pathx.model.max_len == 4096

@@ -27,14 +27,13 @@ import os
 # the CPU (a TPU VM's chips stay free for its job).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import math  # noqa: E402
 import sys  # noqa: E402
 
 import jax  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from spade_jax import accelerators, cli, paths  # noqa: E402
+from spade_jax import accelerators, cli, paths, sharding  # noqa: E402
 from spade_jax.errors import ConfigError  # noqa: E402
 from spade_jax.train import aot, job as job_lib, provenance  # noqa: E402
 
@@ -83,15 +82,15 @@ def advice(report: dict, job, chip) -> list:
     """What to change when the train step does not fit: the micro-batch per chip that should
     (temporaries scale with it; an estimate to compile again), and the other levers."""
     engine = job.engine
-    data_parallel = math.prod(job.mesh.shape[a] for a in ("data", "fsdp"))
+    data_parallel = sharding.data_parallel_size(job.mesh)
     micro = engine.batch_size // (data_parallel * engine.grad_accum_steps)
     lines = []
-    temp = report.get("temp_bytes")
-    if temp is None and report.get("refused"):
-        temp = report["refused"].get("needed_bytes")
+    refused = report.get("refused") or {}
+    temp = report.get("temp_bytes", refused.get("needed_bytes"))
+    hbm = refused.get("available_bytes") or chip.hbm_bytes  # the compiler's figure, if it said
     fixed = (report["state_bytes"] + report.get("code_bytes", 0))
     if temp and micro:
-        rows = int((chip.hbm_bytes - fixed) // (temp / micro))
+        rows = int((hbm - fixed) // (temp / micro))
         accum = next((a for a in range(engine.grad_accum_steps, engine.batch_size + 1)
                       if engine.batch_size % (data_parallel * a) == 0
                       and engine.batch_size // (data_parallel * a) <= rows), None)
@@ -154,7 +153,7 @@ def _collectives(report) -> str:
 def render(result: dict, reports, job) -> str:
     """The report as text (see the module docstring)."""
     engine, config = job.engine, job.config
-    per_chip = engine.batch_size // math.prod(job.mesh.shape[a] for a in ("data", "fsdp"))
+    per_chip = engine.batch_size // sharding.data_parallel_size(job.mesh)
     mesh = " x ".join(f"{k} {v}" for k, v in result["mesh"].items())
     lines = [f"{result['config']} ({config.get('task')} / {config.get('model_name')}, "
              f"{config.get('variant')}) on {result['accelerator']}"

@@ -152,6 +152,17 @@ def test_a_job_that_does_not_fit_exits_3_with_what_to_change(tmp_path, capsys):
 
 
 @needs_libtpu
+def test_a_language_models_decode_step_compiles(tmp_path, capsys):
+    status, text, report = _run(tmp_path, capsys, "--config=configs/wikitext103.py:smoke",
+                                "--accelerator=v5litepod-4", "--steps=decode",
+                                "--config.model.vocab_size=300")
+    assert status == 0, text
+    (decode,) = report["steps"]
+    assert decode["step"] == "decode" and decode["fits"] and decode["flops_per_step"] > 0
+    assert decode["batch_bytes"] > 0  # the recurrent cache: S4 state, ring buffers
+
+
+@needs_libtpu
 def test_splash_attention_compiles_on_an_eight_chip_mesh(tmp_path, capsys):
     status, text, report = _run(
         tmp_path, capsys, "--config=configs/pathfinder.py:smoke", "--accelerator=v5litepod-8",

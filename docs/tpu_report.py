@@ -16,8 +16,10 @@ compiled with the mesh that keeps its batch (spade_jax.train.defaults.mesh_keepi
 the table notes.
 """
 import argparse
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -78,7 +80,9 @@ def entries() -> list:
         out.append(Entry("batch", "configs/pathx.py", "v5litepod-8",
                          (("batch_size", 8 * per_chip),), steps="train",
                          label=f"{per_chip} rows per chip"))
-    out.append(Entry("multislice", "configs/pathx.py", "v5litepod-8", slices=2, steps="train"))
+    # two slices at the recipe's 16 rows per chip: the per-chip memory should be one slice's
+    out.append(Entry("multislice", "configs/pathx.py", "v5litepod-8", (("batch_size", 256),),
+                     slices=2, steps="train"))
     for accelerator in ("v4-32", "v5litepod-32"):
         out.append(Entry("lm", "configs/wikitext103.py", accelerator))
     for accelerator in ("v4-8", "v5p-8", "v6e-8"):
@@ -127,13 +131,18 @@ def resolve(entry: Entry) -> tuple:
         entry = dataclasses.replace(entry, overrides=entry.overrides + changes)
         note = (f"batch {config.batch_size} kept with mesh data {mesh['data']} x tensor "
                 f"{mesh['tensor']}")
-    job_lib.task_from_config(config)  # the LM's vocabulary, as the command sets it
+    with contextlib.redirect_stdout(io.StringIO()):  # (its note on the LM's vocabulary)
+        job_lib.task_from_config(config)  # the LM's vocabulary, as the command sets it
     return entry, provenance.config_hash(config), note
 
 
-def key(entry: Entry, config_hash: str) -> str:
-    blob = json.dumps([config_hash, entry.accelerator, entry.slices, entry.steps,
-                       accelerators.libtpu_version(), jax.__version__])
+def versions() -> tuple:
+    """(libtpu, jax) versions installed here: part of every result's key."""
+    return accelerators.libtpu_version(), jax.__version__
+
+
+def key(entry: Entry, config_hash: str, made_with: tuple) -> str:
+    blob = json.dumps([config_hash, entry.accelerator, entry.slices, entry.steps, *made_with])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -174,12 +183,14 @@ def save_results(results: dict) -> None:
     os.replace(tmp, RESULTS)
 
 
-def keys_of(selected) -> dict:
-    """{entry: (resolved entry, config hash, note, key)} (configs loaded, nothing compiled)."""
+def keys_of(selected, made_with: tuple | None = None) -> dict:
+    """{entry: (resolved entry, config hash, note, key)} (configs loaded, nothing compiled);
+    made_with: the (libtpu, jax) versions of the keys (default: those installed here)."""
+    made_with = versions() if made_with is None else made_with
     out = {}
     for entry in selected:
         resolved, config_hash, note = resolve(entry)
-        out[entry] = (resolved, config_hash, note, key(resolved, config_hash))
+        out[entry] = (resolved, config_hash, note, key(resolved, config_hash, made_with))
     return out
 
 
@@ -329,9 +340,12 @@ def render(selected, keys, results) -> str:
         out += ["", f"Largest that fits among those compiled: **{max(fitting)} rows per chip**."]
     out += ["", "## Two slices (multislice)", "",
             "The Path-X recipe on two v5litepod-8 slices joined over the data-centre network "
-            "(`--slices=2`: the data axis spans the slices, `config.mesh.dcn_data`); the batch "
-            "of 128 is then 8 rows per chip, so the per-chip memory is the one-slice figure at "
-            "half the rows.", "", *recipe_table(rows["multislice"]), "",
+            "(`--slices=2`: the data axis spans the slices, `config.mesh.dcn_data`), at the "
+            "recipe's 16 rows per chip (batch 256), beside the one-slice recipe: the per-chip "
+            "memory should match.", "",
+            *recipe_table([r for r in rows["recipes"]
+                           if r[0].config == "configs/pathx.py:model=spade"] + rows["multislice"]),
+            "",
             "## S4 mode, attention kernel and compute dtype, side by side", "",
             "The Path-X SPADE train step (batch 128) at 4K (64 x 64 images) and 16K tokens; x "
             "recipe: the step time over the recipe's on the same chip and length. The last two "
@@ -343,10 +357,9 @@ def render(selected, keys, results) -> str:
 README_HEADER = "est. TPU hours (v5litepod-8)"
 
 
-def update_readme(selected, keys, results) -> None:
-    """Fills the README reproduction table's estimated-hours column from the SPADE recipes."""
-    with open(README) as f:
-        text = f.read()
+def readme_with_hours(text: str, selected, keys, results) -> str:
+    """The README's text with its reproduction table's estimated-hours column filled from the
+    SPADE recipes' results."""
     hours = {}
     for entry in selected:
         if entry.group == "recipes" and entry.config.endswith(":model=spade"):
@@ -364,7 +377,7 @@ def update_readme(selected, keys, results) -> None:
                 if not lines[j].startswith("|"):
                     break
                 match = re.search(r"configs/(\w+)\.py", lines[j])
-                cells = lines[j].rstrip("|").split(" | ")
+                cells = lines[j].rstrip().rstrip("|").rstrip().split(" | ")
                 value = hours.get(match.group(1), "-") if match else "-"
                 if len(cells) == 5:
                     cells.append(value)
@@ -372,8 +385,24 @@ def update_readme(selected, keys, results) -> None:
                     cells[-1] = value
                 lines[j] = " | ".join(cells).rstrip() + " |"
             break
-    with open(README, "w") as f:
-        f.write("\n".join(lines))
+    return "\n".join(lines)
+
+
+def pages(results: dict | None = None, made_with: tuple | None = None) -> dict:
+    """{path: text} of docs/tpu.md and README.md as the kept results compiled with `made_with`
+    (libtpu, jax) make them (default: the versions most of the kept results were compiled with,
+    so that the pages can be checked where other versions are installed)."""
+    results = load_results() if results is None else results
+    made = [(r["report"]["libtpu_version"], r["report"]["jax_version"])
+            for r in results.values() if "report" in r]
+    if made_with is None and made:
+        made_with = max(set(made), key=made.count)
+    everything = entries()
+    keys = {e: v[3] for e, v in keys_of(everything, made_with).items()}
+    with open(README) as f:
+        readme = f.read()
+    return {OUTPUT: render(everything, keys, results),
+            README: readme_with_hours(readme, everything, keys, results)}
 
 
 def main(argv=None) -> int:
@@ -384,19 +413,25 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list what would be compiled")
     parser.add_argument("--render", action="store_true", help="compile nothing; rewrite pages")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per compile")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the pages are not "
+                        "what the kept results make (compiles nothing)")
     args = parser.parse_args(argv)
+    if args.check:
+        stale = [path for path, text in pages().items() if open(path).read() != text]
+        for path in stale:
+            print(f"{path} is out of date: run python -m docs.tpu_report --render")
+        return 1 if stale else 0
     groups = set(filter(None, args.groups.split(",")))
-    everything = entries()
-    resolved = keys_of(everything)
+    resolved = keys_of(entries())
     results = load_results()
-    run({e: v for e, v in resolved.items() if not groups or e.group in groups}, results,
-        force=args.force, dry_run=args.dry_run or args.render, timeout=args.timeout)
+    if not args.render:
+        run({e: v for e, v in resolved.items() if not groups or e.group in groups}, results,
+            force=args.force, dry_run=args.dry_run, timeout=args.timeout)
     if args.dry_run:
         return 0
-    keys = {e: v[3] for e, v in resolved.items()}
-    with open(OUTPUT, "w") as f:
-        f.write(render(everything, keys, results))
-    update_readme(everything, keys, results)
+    for path, text in pages(results, versions()).items():
+        with open(path, "w") as f:
+            f.write(text)
     print(f"wrote {OUTPUT} and the README's {README_HEADER!r} column")
     return 0
 

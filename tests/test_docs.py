@@ -24,3 +24,16 @@ def test_config_reference_lists_every_field_and_config():
             assert f"## `configs/{config}`" in text
     assert "| `model.s4.d_state` | `64` | S4 state size N (even) |" in text
     assert "| `num_train_steps` | `125000` | `100` |  |" in text  # Path-X: full and quick
+
+
+def test_tpu_page_and_readme_column_are_what_the_kept_compiles_make():
+    """docs/tpu.md and the README's estimated-hours column are generated from
+    docs/tpu_compiles.json (python -m docs.tpu_report): regenerating them changes nothing."""
+    import pytest
+    from spade_jax import accelerators
+    if accelerators.libtpu_version() is None:
+        pytest.skip('libtpu is not installed (pip install "jax[tpu]")')
+    from docs import tpu_report
+    for path, text in tpu_report.pages().items():
+        with open(path, encoding="utf-8") as f:
+            assert f.read() == text, f"{path} is out of date: run python -m docs.tpu_report --render"

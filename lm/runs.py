@@ -11,7 +11,7 @@ from lm.task import load_corpus, set_vocab_size
 from spade_jax import paths
 from spade_jax.config import ModelConfig
 from spade_jax.errors import ConfigError, DataError, PathError
-from spade_jax.train.checkpoint import damage
+from spade_jax.train.checkpoint import damage, read_failure
 
 
 @dataclasses.dataclass
@@ -54,8 +54,11 @@ def restore_params(workdir: str, which: str = "best"):
             if problem is None:
                 try:
                     params = _restore(manager, step)
-                except (ValueError, KeyError, TypeError, OSError) as e:
-                    problem = f"its arrays cannot be read ({type(e).__name__}: {e})"[:300]
+                except Exception as e:  # noqa: BLE001 - orbax wraps a failed read (read_failure)
+                    cause = read_failure(e)
+                    if cause is None:
+                        raise
+                    problem = f"its arrays cannot be read ({type(cause).__name__}: {cause})"[:300]
             if problem is None:
                 manager.close()
                 return params, step

@@ -104,10 +104,16 @@ def _truncated_arrays(step):
         path.write_bytes(path.read_bytes()[:100])
 
 
+def _deleted_arrays(step):
+    for name in os.listdir(step / "state" / "d"):
+        os.remove(step / "state" / "d" / name)
+
+
 DAMAGE = {"emptied _METADATA": (_empty_metadata, "state/_METADATA is not valid JSON"),
           "broken data/metadata": (_broken_data, "data/metadata is not valid JSON"),
           "empty step folder": (_empty_folder, "state/_METADATA is missing"),
-          "truncated arrays": (_truncated_arrays, "cannot be read")}
+          "truncated arrays": (_truncated_arrays, "cannot be read"),
+          "deleted array files": (_deleted_arrays, "NOT_FOUND")}
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
@@ -126,6 +132,42 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(kind, tra
     assert named in message and f"{workdir}/checkpoints/2" in message, message
     assert digest(workdir / "damaged" / "checkpoints-2") == damaged  # kept, never deleted
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
+
+
+def test_an_array_read_failure_wrapped_by_orbax_is_damage_and_a_bug_is_not(trained, tmp_path,
+                                                                            monkeypatch, capsys):
+    """Orbax raises a bare Exception from tensorstore's OUT_OF_RANGE ValueError when an array
+    file is cut short after its metadata: the checkpoint is set aside like any damaged one. An
+    exception with no read failure in its chain is a bug: it propagates, nothing is moved."""
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    real = ocp.CheckpointManager.restore
+
+    def failing(self, step, *args, **kwargs):
+        if step != 2:
+            return real(self, step, *args, **kwargs)
+        try:
+            raise ValueError('OUT_OF_RANGE: Error reading "params.encoder.layer_0.ffn.wi.kernel/0.0"')
+        except ValueError as e:
+            raise Exception("Encountered error while reading array index") from e
+
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", failing)
+    ckpts = checkpoint.Checkpoints(str(workdir), 3, False)
+    _, _, step = ckpts.restore(ckpts.latest, _state(_config())[1])
+    ckpts.close()
+    assert step == 1 and (workdir / "damaged" / "checkpoints-2").is_dir()
+    assert "its arrays cannot be read (ValueError: OUT_OF_RANGE" in capsys.readouterr().out
+
+    workdir = tmp_path / "run-bug"
+    shutil.copytree(trained, workdir)
+    monkeypatch.setattr(ocp.CheckpointManager, "restore",
+                        lambda self, step, *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    ckpts = checkpoint.Checkpoints(str(workdir), 3, False)
+    with pytest.raises(RuntimeError, match="a bug"):
+        ckpts.restore(ckpts.latest, _state(_config())[1])
+    ckpts.close()
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+    assert not (workdir / "damaged").exists()
 
 
 def test_the_run_resumes_past_a_damaged_checkpoint_and_lm_runs_skip_it(trained, tmp_path,

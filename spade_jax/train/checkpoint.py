@@ -71,6 +71,18 @@ def _shapes(tree) -> dict:
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def read_failure(error):
+    """The error in `error`'s chain that says a file could not be read (tensorstore's
+    ValueError: OUT_OF_RANGE, NOT_FOUND, DATA_LOSS; an OSError; ...), or None. Orbax raises a
+    bare Exception ("Encountered error while reading array index") from such an error."""
+    seen, depth = error, 0
+    while seen is not None and depth < 20:
+        if isinstance(seen, (ValueError, KeyError, TypeError, OSError)):
+            return seen
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    return None
+
+
 def _first_line(error) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
@@ -136,8 +148,11 @@ class Checkpoints:
                         state=ocp.args.PyTreeRestore(abstract_state, restore_args=(
                             ocp.checkpoint_utils.construct_restore_args(abstract_state))),
                         data=ocp.args.JsonRestore()))
-                except (ValueError, KeyError, TypeError, OSError) as e:  # unreadable arrays
-                    problem = f"its arrays cannot be read ({_first_line(e)})"
+                except Exception as e:  # noqa: BLE001 - orbax wraps a failed read in a bare Exception
+                    cause = read_failure(e)
+                    if cause is None:
+                        raise
+                    problem = f"its arrays cannot be read ({_first_line(cause)})"
                 problem = _agree(problem)
                 if problem is None:
                     return restored["state"], restored["data"], step
@@ -151,8 +166,11 @@ class Checkpoints:
             raise _Damaged(problem)
         try:
             metadata = manager.item_metadata(step)["state"]
-        except (ValueError, KeyError, TypeError, OSError) as e:
-            raise _Damaged(f"its metadata cannot be read ({_first_line(e)})") from None
+        except Exception as e:  # noqa: BLE001 - as in restore: what orbax wraps a failed read in
+            cause = read_failure(e)
+            if cause is None:
+                raise
+            raise _Damaged(f"its metadata cannot be read ({_first_line(cause)})") from None
         if metadata is None:
             raise _Damaged(f"{where}/state holds no arrays")
         want, have = _shapes(abstract_state.params), _shapes(metadata["params"])

@@ -56,7 +56,7 @@ def define_flags(flag_values, argv):
     """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
     del argv
     on = dict(flag_values=flag_values)
-    flags.DEFINE_string("workdir", None, "Run directory of lm.main.", **on)
+    cli.define_workdir(flag_values, "Run directory of lm.main.")
     flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to score.", **on)
     flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
                       "Best-validation or latest checkpoint.", **on)
@@ -64,7 +64,6 @@ def define_flags(flag_values, argv):
                          "eval_context).", **on)
     flags.DEFINE_integer("batch_size", 0, "Windows per batch (0: the run's eval batch size).",
                          **on)
-    flags.mark_flag_as_required("workdir", **on)
 
 
 def check_flags(FLAGS):

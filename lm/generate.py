@@ -29,7 +29,7 @@ def define_flags(flag_values, argv):
     """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
     del argv
     on = dict(flag_values=flag_values)
-    flags.DEFINE_string("workdir", None, "Run directory of lm.main.", **on)
+    cli.define_workdir(flag_values, "Run directory of lm.main.")
     flags.DEFINE_string("prompt", "", "Text to continue (empty: start after an end of line).",
                         **on)
     flags.DEFINE_integer("max_new_tokens", 100, "Tokens to generate (>= 1).", **on)
@@ -43,7 +43,6 @@ def define_flags(flag_values, argv):
                          "at least the training max_len).", **on)
     flags.DEFINE_enum("checkpoint", "best", ["best", "last"],
                       "Best-validation or latest checkpoint.", **on)
-    flags.mark_flag_as_required("workdir", **on)
 
 
 def check_flags(FLAGS):

@@ -20,7 +20,7 @@ import numpy as np
 
 from lm import data
 from lm.task import LMTask, describe, load_corpus, set_vocab_size
-from spade_jax.runtime import EXIT_PREEMPTED, start_process
+from spade_jax.runtime import start_process, stopped_early
 from spade_jax import cli, paths, plots
 from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
@@ -76,10 +76,9 @@ def main(FLAGS):
     print(f"lm: {describe(corpus)}", flush=True)
     task = LMTask(corpus, config.seq_len, config.eval_context)
     results = train_and_evaluate(config, FLAGS.workdir, task)
-    if "preempted_at_step" in results:
-        print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "
-              f"to resume (exit status {EXIT_PREEMPTED})", flush=True)
-        return EXIT_PREEMPTED
+    stopped = stopped_early(results)
+    if stopped is not None:
+        return stopped
     if jax.process_index() == 0:
         summarize(FLAGS.workdir, config, results, corpus)
 

@@ -17,7 +17,7 @@ import jax
 from lra import report, tasks
 from lra.tasks import resolve_data_dir
 from spade_jax import cli
-from spade_jax.runtime import EXIT_PREEMPTED, start_process
+from spade_jax.runtime import start_process, stopped_early
 from spade_jax.train.loop import train_and_evaluate
 
 
@@ -30,10 +30,9 @@ def main(FLAGS):
     config = FLAGS.config
     task = tasks.from_config(config, resolve_data_dir(config))
     results = train_and_evaluate(config, FLAGS.workdir, task)
-    if "preempted_at_step" in results:
-        print(f"preempted at step {results['preempted_at_step']}: saved; rerun the same command "
-              f"to resume (exit status {EXIT_PREEMPTED})", flush=True)
-        return EXIT_PREEMPTED
+    stopped = stopped_early(results)
+    if stopped is not None:
+        return stopped
     if jax.process_index() == 0:  # one writer of results.json on a pod slice
         report.finish_run(FLAGS.workdir, config, results, task.majority_accuracy("test"))
 

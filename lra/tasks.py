@@ -76,12 +76,41 @@ class LRATask:
         self.data_dir, self.options = data_dir, dict(options or {})
         self.cache_dir = cache_dir or None  # None: <data_dir>/.lra_cache
         self._sources = {}
+        self.spec.length(self.options)  # the length options checked before anything is read
 
     def source(self, split):
+        """The split's examples, read (and cached) at the first call; a line names the examples
+        the reader cut, found empty or mostly out of vocabulary."""
         if split not in self._sources:
-            self._sources[split] = load_split(self.name, split, self.data_dir,
-                                              cache_dir=self.cache_dir, **self.options)
+            source = self._sources[split] = load_split(self.name, split, self.data_dir,
+                                                       cache_dir=self.cache_dir, **self.options)
+            note = source.summary() if hasattr(source, "summary") else None
+            if note and jax.process_index() == 0:
+                print(f"lra: {self.name} {split}: {note}", flush=True)
         return self._sources[split]
+
+    def check_model(self, cfg) -> None:
+        """Raises a DataError naming the field when the model (a ModelConfig) cannot take the
+        splits read so far: a label at or above model.num_classes, a token id at or above
+        model.vocab_size (caught here, not as a non-finite loss at step 1)."""
+        for split, source in self._sources.items():
+            stats = getattr(source, "stats", None)
+            if stats is None:
+                continue
+            where = f"{self.name} {split} ({self.data_dir})"
+            if stats["max_target"] >= cfg.num_classes:
+                raise DataError(
+                    f"{where} has labels up to {stats['max_target']}, but model.num_classes is "
+                    f"{cfg.num_classes}: set --config.model.num_classes="
+                    f"{max(self.spec.num_classes, stats['max_target'] + 1)} (the task's "
+                    f"{self.spec.num_classes} is the default)")
+            largest = max(stats["max_id"].values(), default=0)
+            if largest >= cfg.vocab_size:
+                raise DataError(
+                    f"{where} has token ids up to {largest}, but model.vocab_size is "
+                    f"{cfg.vocab_size}: set --config.model.vocab_size="
+                    f"{max(self.spec.vocab_size, largest + 1)} (the task's "
+                    f"{self.spec.vocab_size} is the default)")
 
     def train_iterator(self, *, batch_size, seed, shard_index, shard_count):
         return iter(make_batches(self.source("train"), batch_size=batch_size, seed=seed,

@@ -4,7 +4,8 @@ A user error (`spade_jax.errors.UserError`: a bad flag, config value, file or fo
 `error: <message>` on stderr, one paragraph without a traceback, and exits with status 2
 (`errors.EXIT_USER_ERROR`). `--verbosity=1` (absl entry points) or SPADE_JAX_TRACEBACK=1 prints
 the traceback above it. Any other exception is a bug: Python prints its traceback as usual.
-Exit statuses: 0 finished, 2 user error, 75 preempted after saving (rerun to resume), 1 a bug.
+Exit statuses: 0 finished, 2 user error, 75 preempted after saving (rerun to resume), 130
+interrupted (Ctrl-C; training saves first), 1 a bug.
 
     @cli.user_errors                       # argparse entry points (lra.generate, lra.report, ...)
     def main(argv=None) -> int: ...
@@ -52,7 +53,9 @@ def report(error: BaseException) -> None:
 
 def user_errors(main):
     """Wraps an entry point's main(...) -> int | None: a UserError is reported (`report`) and
-    gives exit status 2; None gives 0."""
+    gives exit status 2; Ctrl-C (KeyboardInterrupt) one line and status 130
+    (errors.EXIT_INTERRUPTED; what it left is the entry point's to clean up, in `finally`
+    blocks); None gives 0."""
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
@@ -60,6 +63,12 @@ def user_errors(main):
         except errors.UserError as error:
             report(error)
             return errors.EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            if traceback_wanted():
+                traceback.print_exc()
+            print("interrupted (Ctrl-C): stopped; nothing half-written was kept", file=sys.stderr,
+                  flush=True)
+            return errors.EXIT_INTERRUPTED
         return 0 if status is None else status
     return wrapper
 
@@ -69,9 +78,20 @@ def define_config(flag_values, argv, help_text: str) -> None:
     --workdir flag of a training entry point, both required."""
     config_flags.DEFINE_config_file("config", None, help_text, flag_values=flag_values,
                                     lock_config=True, sys_argv=list(argv))
-    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.",
-                        flag_values=flag_values)
-    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    flags.mark_flag_as_required("config", flag_values=flag_values)
+    define_workdir(flag_values, "Run directory: checkpoints, logs, results.")
+
+
+def define_workdir(flag_values, help_text: str) -> None:
+    """The required --workdir flag; empty (an unset shell variable) is refused, since the
+    current folder would be read or written instead."""
+    flags.DEFINE_string("workdir", None, help_text, flag_values=flag_values)
+    flags.mark_flag_as_required("workdir", flag_values=flag_values)
+    flags.register_validator(
+        "workdir", lambda value: value is None or bool(value.strip()),
+        message="--workdir is empty (an unset shell variable?): name the run's folder, e.g. "
+                "--workdir=runs/listops (an empty one would mean the current folder)",
+        flag_values=flag_values)
 
 
 def _config_values(flag_values, argv) -> dict:
@@ -90,11 +110,55 @@ def _config_values(flag_values, argv) -> dict:
 
 def _check_config_files(flag_values, argv) -> None:
     for name, value in _config_values(flag_values, argv).items():
-        path = value.split(":", 1)[0]
+        path, _, arg = value.partition(":")
         if not os.path.isfile(path):
             raise errors.ConfigError(
                 f"--{name}={value}: no config file {path!r} (relative to {os.getcwd()}); the "
                 f"configs are configs/<task>.py, e.g. --{name}=configs/listops.py:smoke")
+        _check_config_file(name, value, path, arg or None)
+
+
+def _check_config_file(name: str, value: str, path: str, arg) -> None:
+    """Loads the config file `path` and calls its get_config(arg) as ml_collections will: a
+    file that does not load (a syntax error, an import that fails), has no get_config, raises
+    anything but a UserError in it, or returns something other than a ConfigDict is a
+    ConfigError naming the file and line (not a traceback through ml_collections)."""
+    import importlib.util
+
+    import ml_collections
+
+    where = f"--{name}={value}"
+    try:
+        spec = importlib.util.spec_from_file_location("_checked_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise errors.ConfigError(f"{where}: {path} defines no get_config(arg) function; a "
+                                     f"config file returns its config from get_config (see "
+                                     f"configs/listops.py)")
+        config = module.get_config(arg) if arg is not None else module.get_config()
+    except errors.UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's config file failed: name where
+        line = _line_in(e, path)
+        raise errors.ConfigError(f"{where}: {path}{f', line {line}' if line else ''}: "
+                                 f"{type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise errors.ConfigError(
+            f"{where}: get_config returned a {type(config).__name__}, not an "
+            f"ml_collections.ConfigDict: build it with lra.configs.build / lm.configs.build (or "
+            f"from spade_jax.train.defaults.default_config())")
+
+
+def _line_in(error: BaseException, path: str):
+    """The line of `path` where `error` arose (the innermost frame in that file; for a
+    SyntaxError, its own line), or None."""
+    if isinstance(error, SyntaxError) and error.filename and \
+            os.path.abspath(error.filename) == os.path.abspath(path):
+        return error.lineno
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    return lines[-1] if lines else None
 
 
 def _unknown_override(flag_values, argv):

@@ -13,6 +13,7 @@ from spade_jax.errors import ConfigError, closest
 
 HEADS = ("classify", "retrieval", "lm")
 ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.attention_accel
+MAX_LEN = 2**21  # the longest sequence (model.max_len, the data's length) accepted: 128 x Path-X
 
 
 def _registry():
@@ -119,6 +120,10 @@ class ModelConfig:
                      "chunk_size", "num_classes", "relpos_buckets", "relpos_max_distance"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_len > MAX_LEN:
+            raise ConfigError(f"model.max_len is {self.max_len:,}, above the {MAX_LEN:,} tokens "
+                              f"this code supports (Path-X is 16,384): check the value (a "
+                              f"mistyped exponent?)")
         if self.d_model % self.num_heads:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads "
                              f"({self.num_heads})")

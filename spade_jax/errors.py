@@ -12,6 +12,7 @@ are ValueErrors, `PathError` is a FileNotFoundError (an OSError).
 import difflib
 
 EXIT_USER_ERROR = 2  # 0: finished; 75 (spade_jax.runtime.EXIT_PREEMPTED): rerun to resume
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it (128 + 2)
 
 
 class UserError(Exception):

@@ -126,10 +126,11 @@ def _abandoned(parent: str, name: str, prefix: str) -> bool:
 
 @contextlib.contextmanager
 def temp_folder(parent: str, prefix: str, what: str = "files", hint: str = ""):
-    """Yields a new folder in `parent` (made if missing), named after this process, and removes
-    it when the block ends. First removes the folders of this prefix that processes killed while
+    """Yields a new folder in `parent` (made if missing, and removed again if it is left empty),
+    named after this process, and removes it when the block ends. First removes the folders of this prefix that processes killed while
     building (kill -9, a lost host) left in `parent`. A `parent` that cannot be written is a
     PathError: 'cannot write {what} in {parent} (why); {hint}'."""
+    made = not os.path.exists(parent)
     try:
         os.makedirs(parent, exist_ok=True)
         for name in os.listdir(parent):
@@ -143,6 +144,11 @@ def temp_folder(parent: str, prefix: str, what: str = "files", hint: str = ""):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made:  # a folder made here and left empty (the build failed or was interrupted)
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ and launch/*.sh see "not finished, rerun to resume"; 0 means the run finished (r
 """
 import os
 import signal
+import sys
+import threading
 import time
 
 import jax
@@ -16,7 +18,7 @@ from absl import flags, logging
 from jax.experimental import multihost_utils
 
 from spade_jax import accelerators, allocator, host
-from spade_jax.errors import ConfigError, UserError
+from spade_jax.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, UserError
 
 EXIT_PREEMPTED = 75
 
@@ -44,6 +46,10 @@ def start_process() -> None:
                         "preload it themselves; see spade_jax/allocator.py)")
 
 
+STARTUP_TIMEOUT_S = 120  # default of SPADE_JAX_STARTUP_TIMEOUT: joining the other processes
+JAX_CLUSTER_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
 def initialize_distributed() -> None:
     """jax.distributed.initialize() where a multi-process platform is detected: SLURM jobs with
     several tasks, GKE TPU pods (TPU_WORKER_HOSTNAMES), or an explicit coordinator
@@ -53,21 +59,106 @@ def initialize_distributed() -> None:
     A Cloud TPU VM pod slice (`gcloud compute tpus tpu-vm create`, e.g. v4-32 = 4 hosts) sets no
     such variable: JAX finds its workers in the VM's metadata server. Set SPADE_JAX_DISTRIBUTED=1
     there (launch/tpu_vm.sh does) to call jax.distributed.initialize() unconditionally;
-    SPADE_JAX_DISTRIBUTED=0 never calls it."""
+    SPADE_JAX_DISTRIBUTED=0 never calls it.
+
+    An explicit coordinator's three variables are checked first (all or none, integers, the
+    index below the count). Joining must finish within SPADE_JAX_STARTUP_TIMEOUT seconds
+    (default 120): otherwise the process stops with one line naming the coordinator's address
+    and this process, exit status 2 (JAX itself would abort with a C++ stack trace after 5
+    minutes); Ctrl-C stops the wait."""
     env = os.environ
     forced = env.get("SPADE_JAX_DISTRIBUTED", "")
     if forced not in ("", "0", "1"):
         raise ConfigError(f"SPADE_JAX_DISTRIBUTED must be 0 or 1 (or unset), got {forced!r}")
     tpu_hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-    detected = (len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1
-                or "JAX_COORDINATOR_ADDRESS" in env)
-    if forced == "1" or (forced == "" and detected):
-        # An explicit coordinator comes with its process count and index; elsewhere JAX's own
-        # cluster detection fills them in.
-        explicit = {name: int(env[var]) for name, var in (("num_processes", "JAX_NUM_PROCESSES"),
-                                                          ("process_id", "JAX_PROCESS_ID"))
-                    if env.get(var)}
-        jax.distributed.initialize(**explicit)
+    platform = len(tpu_hosts) > 1 or int(env.get("SLURM_NTASKS", "1") or 1) > 1
+    explicit = _explicit_cluster(env, platform or forced == "1")
+    if forced == "1" or (forced == "" and (platform or explicit)):
+        _join(explicit, startup_timeout(env))
+
+
+def startup_timeout(env) -> float:
+    text = env.get("SPADE_JAX_STARTUP_TIMEOUT", "")
+    try:
+        value = float(text) if text else STARTUP_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"SPADE_JAX_STARTUP_TIMEOUT must be a positive number of seconds (how "
+                          f"long the processes may take to join), got {text!r}")
+    return value
+
+
+def _explicit_cluster(env, other_platform: bool) -> dict:
+    """{'coordinator_address', 'num_processes', 'process_id'} from JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID (those given; {} for none). Some but not all of them,
+    outside a platform whose own detection fills in the rest (SLURM, a TPU pod), is a
+    ConfigError: a process left without them would train alone."""
+    given = {var: env[var].strip() for var in JAX_CLUSTER_VARS if env.get(var, "").strip()}
+    if not given:
+        return {}
+    missing = [var for var in JAX_CLUSTER_VARS if var not in given]
+    if missing and not other_platform:
+        raise ConfigError(
+            f"{', '.join(f'{v}={given[v]}' for v in given)} is set but {', '.join(missing)} "
+            f"is not: a multi-process run needs all three (the coordinator's host:port, the "
+            f"number of processes, and this process's index 0 .. N-1; python -m "
+            f"spade_jax.local_cluster sets them). Unset {', '.join(given)} for one process.")
+    out = {}
+    for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if var in given:
+            if not given[var].isdigit():
+                raise ConfigError(f"{var} must be a whole number, got {given[var]!r}")
+            out[name] = int(given[var])
+    if "num_processes" in out and out["num_processes"] < 1:
+        raise ConfigError("JAX_NUM_PROCESSES must be >= 1, got 0")
+    if out.get("process_id", 0) >= out.get("num_processes", float("inf")):
+        raise ConfigError(f"JAX_PROCESS_ID ({out['process_id']}) must be below "
+                          f"JAX_NUM_PROCESSES ({out['num_processes']}): processes are numbered "
+                          f"0 .. {out['num_processes'] - 1}")
+    if "JAX_COORDINATOR_ADDRESS" in given:
+        address = given["JAX_COORDINATOR_ADDRESS"]
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"JAX_COORDINATOR_ADDRESS must be host:port (process 0's "
+                              f"machine and a free port), got {address!r}")
+        out["coordinator_address"] = address
+    return out
+
+
+def _join(explicit: dict, timeout: float) -> None:
+    """jax.distributed.initialize(**explicit), stopped with one clear line (exit 2) when the
+    processes have not joined within `timeout` seconds. JAX's own wait cannot be interrupted
+    from Python and ends in an abort: a watchdog thread ends the process first, and Ctrl-C
+    ends it at once during the wait."""
+    address = explicit.get("coordinator_address", "found by JAX's cluster detection")
+    who = (f"process {explicit['process_id']} of {explicit['num_processes']}"
+           if "process_id" in explicit and "num_processes" in explicit else "this process")
+    if explicit.get("process_id") == 0:
+        why = (f"{who} serves the coordinator at {address}, and not every other process joined "
+               f"it: start them all with the same JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES")
+    else:
+        why = (f"{who} could not join the coordinator at {address}: is process 0 running there, "
+               f"and is the port open between the hosts?")
+    message = (f"error: the processes did not join within {timeout:g} s "
+               f"(SPADE_JAX_STARTUP_TIMEOUT): {why}")
+
+    def give_up():
+        print(message, file=sys.stderr, flush=True)
+        os._exit(EXIT_USER_ERROR)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: stop, no traceback
+    watchdog.start()
+    try:
+        jax.distributed.initialize(**explicit, initialization_timeout=int(timeout) + 60)
+    finally:
+        watchdog.cancel()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def multi_process() -> bool:
@@ -76,31 +167,52 @@ def multi_process() -> bool:
 
 
 class Preemption:
-    """A preemption notice (SIGTERM) turned into one step at which every process saves and stops.
+    """A preemption notice (SIGTERM) or Ctrl-C (SIGINT) turned into one step at which every
+    process saves and stops.
 
     Several processes: the notice may reach only some hosts (a maintenance event on one worker,
     a spot VM reclaimed), at different steps. JAX's preemption sync manager (started by
     jax.distributed.initialize, with its own SIGTERM handler) spreads it through the coordinator
     and picks the first step every process can still reach; `reached(step)` is True there, on
-    every process (`multihost_utils.reached_preemption_sync_point`, called at every step).
-    One process: a SIGTERM handler sets a flag that `reached` reports at the next step.
-    Use as a context manager around the training loop (it restores the previous handler)."""
+    every process (`multihost_utils.reached_preemption_sync_point`, called at every step). A
+    Ctrl-C there is passed on as a SIGTERM to this process, so it travels the same way.
+    One process: the handler sets a flag that `reached` reports at the next step.
+    `interrupted` says that Ctrl-C started it (the entry points then exit with 130, not 75). A
+    second Ctrl-C stops the process at once, without saving.
+    Use as a context manager around the training loop (it restores the previous handlers)."""
 
     def __init__(self):
         self._flag = False
-        self._previous = None
+        self.interrupted = False
+        self._previous = {}
         self._synced = multi_process()
 
     def __enter__(self):
+        wanted = {signal.SIGINT: self._interrupt}
         if not self._synced:  # JAX's notifier owns SIGTERM in multi-process runs: keep it
+            wanted[signal.SIGTERM] = self._handle
+        for signum, handler in wanted.items():
             try:
-                self._previous = signal.signal(signal.SIGTERM, self._handle)
+                self._previous[signum] = signal.signal(signum, handler)
             except ValueError:  # not the main thread: no handler
-                self._previous = None
+                pass
         return self
 
     def _handle(self, signum, frame):
         self._flag = True
+
+    def _interrupt(self, signum, frame):
+        if self.interrupted:  # the second Ctrl-C
+            print("\ninterrupted again (Ctrl-C): stopping now, without saving", file=sys.stderr,
+                  flush=True)
+            os._exit(EXIT_INTERRUPTED)
+        self.interrupted = True
+        print("\ninterrupted (Ctrl-C): saving a checkpoint at the next step, then stopping "
+              "(Ctrl-C again stops at once, without saving)", file=sys.stderr, flush=True)
+        if self._synced:
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's notifier: every process stops together
+        else:
+            self._flag = True
 
     def reached(self, step: int) -> bool:
         """True at the step where this process must save and stop; call it at every step."""
@@ -109,8 +221,20 @@ class Preemption:
         return self._flag
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def stopped_early(results: dict) -> int | None:
+    """For a run that train_and_evaluate stopped before its end (a preemption notice, Ctrl-C):
+    prints one line and returns its exit status (75, 130); None for a finished run."""
+    for key, status, why in (("preempted_at_step", EXIT_PREEMPTED, "preempted"),
+                             ("interrupted_at_step", EXIT_INTERRUPTED, "interrupted (Ctrl-C)")):
+        if key in results:
+            print(f"{why} at step {results[key]}: saved; rerun the same command to resume "
+                  f"(exit status {status})", flush=True)
+            return status
+    return None
 
 
 def available_memory() -> int | None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -471,3 +472,49 @@ def test_two_processes_agree_on_the_checkpoint_and_on_the_lock(tmp_path):
     assert statuses == [2, 2]
     assert f"in use by another run: process {holder.pid}" in run.output(0)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3"]
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_ctrl_c_in_training_saves_the_step_and_exits_130(tmp_path):
+    """SIGINT to lra.main while it trains: a checkpoint at the current step, one line, exit
+    status 130, no KeyboardInterrupt traceback; rerunning resumes from that step."""
+    from spade_jax import local_cluster
+    workdir = tmp_path / "run"
+    env = dict(local_cluster.cpu_env(1), SPADE_JAX_CACHE=str(tmp_path / "cache"),
+               SPADE_JAX_MALLOC="system")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lra.main", f"--config={ROOT}/configs/listops.py:smoke",
+         f"--workdir={workdir}", "--config.num_train_steps=100000", "--config.checkpoint_every=0",
+         "--config.log_every=1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)  # waits on the state (two logged steps), not on a clock
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert "interrupted (Ctrl-C): saving a checkpoint at the next step" in err
+    step = int(out.split("interrupted (Ctrl-C) at step ")[1].split(":")[0])
+    assert "saved; rerun the same command to resume (exit status 130)" in out
+    assert ocp.CheckpointManager(str(workdir / "checkpoints")).latest_step() == step >= 2
+    assert not (workdir / "results.json").exists()
+
+
+def test_ctrl_c_in_a_generator_leaves_nothing_and_says_one_line(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new"
+
+    def interrupted(folder, *args, **kwargs):  # Ctrl-C half-way through writing
+        os.makedirs(os.path.join(folder, "listops-1000"))
+        open(os.path.join(folder, "listops-1000", "basic_train.tsv"), "w").close()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gen_listops, "write", interrupted)
+    status = lra_generate.main(["--task=listops", f"--out={out}", "--num=12"])
+    text = capsys.readouterr()
+    assert status == 130 and "Traceback" not in text.out + text.err
+    assert text.err.strip() == "interrupted (Ctrl-C): stopped; nothing half-written was kept"
+    assert not out.exists() or os.listdir(out) == []

@@ -20,7 +20,7 @@ import numpy as np
 
 from spade_jax import paths
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: info.json holds the split's statistics (cut, empty, largest ids)
 CACHE_FOLDER = ".lra_cache"
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,31 @@ class CachedSplit:
         self.arrays = {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
                        for name in self.fields + ["targets"]}
         self._len = int(self.arrays["targets"].shape[0])
+        if self._len != self.info["num_examples"] or any(
+                len(self.arrays[name]) != self._len for name in self.fields):
+            raise ValueError(f"{path}: arrays of {self._len} rows, info.json says "
+                             f"{self.info['num_examples']}")
+
+    @property
+    def stats(self) -> dict:
+        """What the reader gave, counted when the split was cached: 'cut' and 'empty' ({field:
+        examples longer than the length / without a token}), 'mostly_oov' (examples whose tokens
+        are mostly the task's out-of-vocabulary id), 'max_id' ({field: largest token id}),
+        'max_target'."""
+        return self.info["stats"]
+
+    def summary(self) -> str | None:
+        """One line on the examples that were cut, empty or mostly out of vocabulary (None when
+        there were none)."""
+        stats, n = self.stats, self._len
+        length = {name: self.arrays[name].shape[1] for name in self.fields}
+        parts = [f"{count:,} of {n:,} examples{'' if len(self.fields) == 1 else f' ({name})'} cut "
+                 f"to {length[name]} tokens" for name, count in stats["cut"].items() if count]
+        parts += [f"{count:,} empty{'' if len(self.fields) == 1 else f' ({name})'}"
+                  for name, count in stats["empty"].items() if count]
+        if stats["mostly_oov"]:
+            parts.append(f"{stats['mostly_oov']:,} mostly out-of-vocabulary tokens")
+        return "; ".join(parts) or None
 
     def __getstate__(self):
         return {"path": self.path, "spec": self.spec}  # re-opened, not copied, elsewhere
@@ -106,7 +131,14 @@ def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_
     key = cache_key(task, split, options, source_paths)
     final = os.path.join(cache_dir, f"{task}-{split}-{key}")
     if os.path.isdir(final) and not rebuild:
-        return CachedSplit(final, spec)
+        try:
+            return CachedSplit(final, spec)
+        except (OSError, ValueError, KeyError) as e:  # a cut or garbled entry: it is a cache
+            message = (f"the token cache {final} is damaged ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); rebuilding it")
+            log.warning(message)
+            print(f"lra: {message}", flush=True)
+            rebuild = True
     start = time.time()
     if callable(num_examples):
         num_examples = num_examples()
@@ -123,7 +155,9 @@ def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_
 
 
 def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
-    """Writes one cache entry into the folder `tmp` (see build_or_load)."""
+    """Writes one cache entry into the folder `tmp` (see build_or_load): the arrays, and in
+    info.json the split's statistics (CachedSplit.stats). Tokens longer than their field are
+    cut here, and counted."""
     task = spec.name
     arrays = {name: np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+",
                                               dtype=dtype, shape=(num_examples, length))
@@ -132,12 +166,28 @@ def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
         for array in arrays.values():
             array[:] = spec.pad_id  # the files start as zeros
     targets = np.zeros((num_examples,), np.int32)
+    cut, empty = dict.fromkeys(fields, 0), dict.fromkeys(fields, 0)
+    max_id, mostly_oov = dict.fromkeys(fields, 0), 0
     count = 0
     for tokens, target in rows():
         if count >= num_examples:
             raise RuntimeError(f"{task}/{split}: reader yielded more than {num_examples} rows")
+        oov = real = 0
         for name, values in tokens.items():
+            values = np.asarray(values)
+            length = fields[name][0]
+            if len(values) > length:
+                cut[name] += 1
+                values = values[:length]
             arrays[name][count, :len(values)] = values
+            present = values[values != spec.pad_id] if spec.padded else values
+            empty[name] += not len(present)
+            if len(present):
+                max_id[name] = max(max_id[name], int(present.max()))
+            real += len(present)
+            if spec.oov_id is not None:
+                oov += int(np.sum(present == spec.oov_id))
+        mostly_oov += real > 0 and oov * 2 > real
         targets[count] = target
         count += 1
     if count != num_examples:
@@ -147,6 +197,9 @@ def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
         array.flush()
     del arrays
     np.save(os.path.join(tmp, "targets.npy"), targets)
+    stats = {"cut": cut, "empty": empty, "mostly_oov": int(mostly_oov), "max_id": max_id,
+             "max_target": int(targets.max()) if num_examples else 0}
     with open(os.path.join(tmp, "info.json"), "w") as f:
         json.dump({"task": task, "split": split, "options": options, "key": key,
-                   "fields": sorted(fields), "num_examples": num_examples}, f, indent=1)
+                   "fields": sorted(fields), "num_examples": num_examples, "stats": stats},
+                  f, indent=1)

@@ -54,8 +54,7 @@ def load(data_dir, split, *, spec, cache_dir, max_length=4000, rebuild=False):
 
     def rows():
         for _, label, text1, text2 in read_rows(path):
-            yield {"inputs1": encode(text1, max_length), "inputs2": encode(text2, max_length)}, \
-                label
+            yield {"inputs1": encode(text1), "inputs2": encode(text2)}, label
 
     return cache.build_or_load(
         spec=spec, split=split, options={"max_length": max_length}, source_paths=[path],

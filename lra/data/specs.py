@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from spade_jax.config import MAX_LEN
 from spade_jax.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -104,6 +105,8 @@ class TaskSpec:
     dual: True for retrieval: examples hold `inputs1` and `inputs2` instead of `inputs`.
     padded: True when sequences vary in length and are padded with pad_id.
     image_size: side of the square image for the pixel tasks, else None.
+    oov_id: the id of out-of-vocabulary tokens, if the task has one (examples made mostly of it
+      are counted in the split's summary).
     """
 
     name: str
@@ -117,6 +120,7 @@ class TaskSpec:
     dual: bool = False
     padded: bool = True
     image_size: Optional[int] = None
+    oov_id: Optional[int] = None
 
     def mask(self, inputs):
         """bool (..., L), True for real tokens, of the int token ids `inputs` (..., L): `inputs !=
@@ -130,7 +134,12 @@ class TaskSpec:
         options = options or {}
         if self.image_size is not None:
             return int(options.get("image_size") or self.image_size) ** 2
-        return int(options.get("max_length") or self.max_length)
+        length = options.get("max_length", self.max_length)
+        if not isinstance(length, int) or not 1 <= length <= MAX_LEN:
+            raise ConfigError(f"config.data_options.max_length must be a whole number of tokens "
+                              f"in [1, {MAX_LEN:,}] ({self.name}'s own is {self.max_length:,}), "
+                              f"got {length!r}")
+        return length
 
     @property
     def fields(self):
@@ -187,7 +196,7 @@ def _image_generator(image_size):
 
 
 register_task(TaskSpec(
-    "listops", vocab_size=17, num_classes=10, max_length=2000, title="ListOps",
+    "listops", vocab_size=17, num_classes=10, max_length=2000, title="ListOps", oov_id=16,
     reader="lra.data.listops:load",
     generator=Generator("lra.generate.listops:write", "listops-1000", 100_000, (
         Option("min_length", 500, "keep trees longer than this (LRA: 500)", minimum=0),

@@ -19,8 +19,9 @@ LABELS = {"neg": 0, "pos": 1}
 SPLIT_FOLDER = {"train": "train", "validation": "test", "test": "test"}
 
 
-def encode(data, max_length):
-    """Returns the ids (n,) uint16 of bytes: the first BYTE_CUT bytes + 1, cut to max_length."""
+def encode(data, max_length=None):
+    """Returns the ids (n,) uint16 of bytes: the first BYTE_CUT bytes + 1, cut to max_length
+    (None: not cut further; the readers leave that cut, and its count, to the token cache)."""
     data = data[:BYTE_CUT][:max_length]
     return np.frombuffer(data, dtype=np.uint8).astype(np.uint16) + 1
 
@@ -70,7 +71,7 @@ def load(data_dir, split, *, spec, cache_dir, max_length=4096, rebuild=False):
 
         def rows():
             for text, label in examples:
-                yield {"inputs": encode(text.strip(), max_length)}, label
+                yield {"inputs": encode(text.strip())}, label
 
         return cache.build_or_load(
             spec=spec, split=split, options=dict(options, source="tfds"),
@@ -83,7 +84,7 @@ def load(data_dir, split, *, spec, cache_dir, max_length=4096, rebuild=False):
     def rows():
         for path, label in examples:
             with open(path, "rb") as f:
-                yield {"inputs": encode(f.read().strip(), max_length)}, label
+                yield {"inputs": encode(f.read().strip())}, label
 
     return cache.build_or_load(
         spec=spec, split=split, options=options, source_paths=[p for p, _ in examples],

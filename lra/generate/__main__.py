@@ -100,6 +100,9 @@ def main(argv=None):
     if num < 3:
         parser.error(f"--num must be >= 3 (train, validation and test need one each), got {num}")
     options = task_options(parser, args, spec)
+    if args.grid and args.task not in ("pathfinder", "pathx"):
+        parser.error(f"--grid draws images: only --task=pathfinder or pathx have them, not "
+                     f"{args.task} (nothing was written)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise PathError(f"--out {args.out} is a file; pass a folder (new or existing)")
     target = spec.generator.target(options)

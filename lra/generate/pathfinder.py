@@ -709,7 +709,8 @@ def write(out, num, seed=0, *, image_size=32, difficulty="curv_contour_length_14
         if processes <= 1:
             done = map(_write_shard, jobs)
         else:
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(processes))
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                processes, initializer=_ignore_interrupts))  # Ctrl-C: the parent reports it
             done = pool.imap_unordered(_write_shard, jobs)
         for k, j0, rows in done:
             pending[k][j0] = rows
@@ -719,6 +720,13 @@ def write(out, num, seed=0, *, image_size=32, difficulty="curv_contour_length_14
                 np.save(os.path.join(root, "metadata", f"{k}.npy"),
                         np.array([row for j in sorted(shards) for row in shards[j]]))
     return root
+
+
+def _ignore_interrupts():
+    """In a worker: Ctrl-C goes to the whole process group; the parent stops the pool and
+    reports it once (spade_jax.cli), instead of every worker printing a traceback."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def save_grid(root, path, count=16, columns=8, scale=None):

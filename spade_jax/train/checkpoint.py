@@ -14,7 +14,10 @@ copy cut short) is damaged: it is moved, never deleted, to WORKDIR/damaged/<fold
 move is logged with the file at fault, and the next older checkpoint is tried. In a
 multi-process run every process takes the same decision.
 """
+import contextlib
+import errno
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -22,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from spade_jax import paths, runtime
-from spade_jax.errors import DataError, UserError
+from spade_jax.errors import DataError, PathError, UserError
 
 DAMAGED = "damaged"  # WORKDIR/damaged/<folder>-<step>: damaged checkpoints, set aside
 
@@ -118,15 +121,67 @@ def _agree(problem):
     return problem or ("damaged as read by another process" if np.any(anywhere) else None)
 
 
+def _no_space(error):
+    """The 'no space left on device' OSError in `error`'s chain, or None."""
+    seen, depth = error, 0
+    while seen is not None and depth < 20:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return seen
+        if "No space left on device" in str(seen):
+            return seen
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    return None
+
+
+def check_space(workdir: str, state) -> None:
+    """Raises PathError when the (local) workdir's disk has less free space than one checkpoint
+    of `state` (arrays or ShapeDtypeStructs) takes, with a tenth more: found before the first
+    step, not at the first save."""
+    root = paths.workdir_path(workdir)
+    if paths.is_url(workdir) or not root.exists():
+        return
+    need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree_util.tree_leaves(state))
+    free = shutil.disk_usage(str(root)).free
+    if free < 1.1 * need:
+        gib = 2**30
+        raise PathError(f"--workdir {workdir}: its disk has {free / gib:.2f} GiB free, and one "
+                        f"checkpoint of this model takes about {need / gib:.2f} GiB: free some "
+                        f"space or use a --workdir on another disk (nothing was written)")
+
+
 class Checkpoints:
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
         self.root = paths.workdir_path(workdir)
+        for name in ("checkpoints", "best", DAMAGED):
+            if (self.root / name).exists() and not (self.root / name).is_dir():
+                raise PathError(f"{self.root / name} is a file, where the run keeps its "
+                                f"{name} folder: move it out of {self.root} (or use another "
+                                f"--workdir), then rerun")
         self.latest = _manager(self.root / "checkpoints", keep, async_save)
         self.best = _manager(self.root / "best", 1, async_save)
 
     def save(self, manager, step: int, state, data_state) -> None:
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
-                                                   data=ocp.args.JsonSave(data_state)), force=True)
+        with self._space(step):
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                                       data=ocp.args.JsonSave(data_state)),
+                         force=True)
+
+    @contextlib.contextmanager
+    def _space(self, step=None):
+        """A full disk during a save (or its asynchronous finish) as one PathError naming the
+        workdir and the last complete checkpoint to resume from."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - orbax may wrap the OSError
+            if _no_space(e) is None:
+                raise
+            last = self.latest.latest_step()
+            at = f" at step {step}" if step is not None else ""
+            raise PathError(
+                f"no space left on the disk of {self.root} while saving the checkpoint{at}: "
+                f"free some space and rerun the same command; it resumes from the last complete "
+                f"checkpoint{f' (step {last})' if last is not None else ''}") from None
 
     def restore(self, manager, abstract_state):
         """(state, data_state, step) of the newest intact checkpoint of `manager`, or None if
@@ -219,8 +274,9 @@ class Checkpoints:
         manager.reload()
 
     def wait(self):
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        with self._space():
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
 
     def close(self):
         self.latest.close()

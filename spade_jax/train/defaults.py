@@ -133,6 +133,8 @@ def _check_value(name: str, value, meta) -> None:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
     if value is None or (low is None and high is None):
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
     if low is not None and high is not None and not low <= value <= high:
         bound = "2**32)" if high == 2**32 - 1 else f"{high}]"
         raise ConfigError(f"{name} must be in [{low}, {bound}, got {value}")

@@ -59,21 +59,24 @@ class Task(Protocol):
         'token_loss' (mean NLL per token) adds 'perplexity' = exp(token_loss) to the logs."""
 
     # Optional: sequences(batch) -> tuple of the (batch, length) token arrays the model encodes,
-    # for tokens/s and FLOPs (default: model_inputs(batch), which may also hold masks, targets).
+    # for tokens/s and FLOPs (default: model_inputs(batch), which may also hold masks, targets);
+    # check_model(model_config) -> None, raising a UserError when the data read so far does not
+    # fit the model's sizes (labels, vocabulary), called before the first step.
 
 
 def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     """Trains `config.model` on `task` in `workdir` (resuming if it holds a checkpoint) and
     returns the results dict that is also written to WORKDIR/results.json; a run stopped by a
-    preemption notice returns {'preempted_at_step': step} after saving.
+    preemption notice returns {'preempted_at_step': step} after saving, one stopped by Ctrl-C
+    {'interrupted_at_step': step}.
 
     Call `runtime.start_process()` first (it joins the other hosts of a multi-host job)."""
     with contextlib.ExitStack() as stack:  # holds the workdir lock
         run = _Run(config, workdir, task, stack)
         stopped = run.train()
-        if stopped == "preempted":
+        if stopped in ("preempted", "interrupted"):
             run.close()
-            return {"preempted_at_step": run.step}
+            return {f"{stopped}_at_step": run.step}
         return run.finish(stopped_on_budget=stopped == "budget")
 
 
@@ -95,10 +98,13 @@ class _Run:
         self.example = next(self.train_iter)
         self.train_iter.set_state(start_position)
         job_lib.check_batch(task, self.example, "the first training batch")
+        if hasattr(task, "check_model"):  # labels and token ids against the model's sizes
+            task.check_model(self.model_cfg)
         self.state = job.create_state()
         lock.hold(workdir, stack)  # before the first thing is written in the workdir
         self.ckpts = checkpoint.Checkpoints(workdir, engine.keep_checkpoints,
                                             engine.async_checkpoints)
+        checkpoint.check_space(workdir, job.abstract_state)
         self.abstract = job.abstract_state
         self.best_score, self.step, self.earlier_wall_s = -np.inf, 0, []
         self._restore()
@@ -174,9 +180,10 @@ class _Run:
                 if stop or engine.checkpoint_every and step % engine.checkpoint_every == 0:
                     self.save()
                 if stop:
-                    logging.warning("SIGTERM: saved a checkpoint at step %d in %s; exiting",
-                                    step, self.workdir)
-                    stopped = "preempted"
+                    stopped = "interrupted" if preemption.interrupted else "preempted"
+                    logging.warning("%s: saved a checkpoint at step %d in %s; exiting",
+                                    "Ctrl-C" if preemption.interrupted else "SIGTERM", step,
+                                    self.workdir)
                     break
                 if runtime.past_budget(engine.max_wall_s, self.started):
                     logging.warning("config.max_wall_s (%g s) reached at step %d: evaluating and "

@@ -7,7 +7,10 @@ from spade_jax import runtime
 from spade_jax.train import defaults
 
 PLATFORM_VARS = ("SPADE_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
-                 "JAX_COORDINATOR_ADDRESS")
+                 "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                 "SPADE_JAX_STARTUP_TIMEOUT")
+COORDINATOR = {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234", "JAX_NUM_PROCESSES": "4",
+               "JAX_PROCESS_ID": "1"}
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def calls(monkeypatch):
     ({"TPU_WORKER_HOSTNAMES": "w-0,w-1,w-2,w-3"}, 1),          # a GKE pod slice
     ({"SLURM_NTASKS": "1"}, 0),
     ({"SLURM_NTASKS": "16"}, 1),                                # srun, 2 nodes x 8 GPUs
-    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"}, 1),
+    (COORDINATOR, 1),                                           # local_cluster, by hand
     ({"SPADE_JAX_DISTRIBUTED": "1"}, 1),                        # a Cloud TPU VM pod slice
     ({"SPADE_JAX_DISTRIBUTED": "0", "SLURM_NTASKS": "16"}, 0),  # switched off
 ])
@@ -35,7 +38,58 @@ def test_initialize_distributed_when_a_platform_asks(calls, monkeypatch, env, ex
     runtime.initialize_distributed()
     assert len(calls) == expected
     if expected:
-        assert calls[0] == ((), {})  # no arguments: JAX's own cluster detection fills them
+        args, kwargs = calls[0]
+        assert args == () and kwargs.pop("initialization_timeout") > runtime.STARTUP_TIMEOUT_S
+        if env is COORDINATOR:
+            assert kwargs == {"coordinator_address": "10.0.0.2:1234", "num_processes": 4,
+                              "process_id": 1}
+        else:  # JAX's own cluster detection fills them in
+            assert kwargs == {}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
+     "JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=1 is set but JAX_COORDINATOR_ADDRESS is not"),
+    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"},
+     "JAX_NUM_PROCESSES, JAX_PROCESS_ID is not"),
+    ({**COORDINATOR, "JAX_PROCESS_ID": "4"}, r"JAX_PROCESS_ID \(4\) must be below JAX_NUM_PROC"),
+    ({**COORDINATOR, "JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES must be a whole number"),
+    ({**COORDINATOR, "JAX_COORDINATOR_ADDRESS": "10.0.0.2"}, "must be host:port"),
+    ({**COORDINATOR, "SPADE_JAX_STARTUP_TIMEOUT": "-5"}, "SPADE_JAX_STARTUP_TIMEOUT must be"),
+])
+def test_an_incomplete_or_bad_cluster_is_refused_before_anything_starts(calls, monkeypatch, env,
+                                                                         message):
+    """On a pod, a host with some of the variables would otherwise train alone, as process 0,
+    into the shared workdir."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        runtime.initialize_distributed()
+    assert calls == []
+
+
+def test_a_coordinator_that_never_answers_is_named_within_the_startup_timeout(tmp_path):
+    """Process 1 of 2 with nobody serving the coordinator: one line naming the address and the
+    process, exit status 2, after SPADE_JAX_STARTUP_TIMEOUT seconds (JAX alone aborts after 5
+    minutes with a C++ stack trace)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from spade_jax import local_cluster
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = dict(local_cluster.cpu_env(1), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1", SPADE_JAX_STARTUP_TIMEOUT="2")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", "from spade_jax import runtime; "
+                           "runtime.initialize_distributed(); print('joined')"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "joined" not in done.stdout and "Check failure" not in done.stderr
+    assert (f"error: the processes did not join within 2 s (SPADE_JAX_STARTUP_TIMEOUT): process "
+            f"1 of 2 could not join the coordinator at 127.0.0.1:{port}") in done.stderr
 
 
 def test_a_bad_switch_value_is_an_error(calls, monkeypatch):

@@ -124,6 +124,8 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
         args.memory_gb = round(0.8 * available / 2**30, 1) if available else None
     if args.repeats < 1 or args.warmup < 0 or args.timeout_s <= 0:
         p.error("--repeats must be >= 1, --warmup >= 0 and --timeout_s > 0")
+    if getattr(args, "batch", None) is not None and args.batch < 1:
+        p.error(f"--batch must be >= 1 (sequences per step), got {args.batch}")
     return args
 
 

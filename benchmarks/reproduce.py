@@ -231,6 +231,8 @@ def main(argv=None):
                    help="the whole run's time budget (default 480; --quick 240)")
     flags.add_names(p, "--parts", tuple(PARTS))
     args = flags.parse(p, argv)
+    if args.budget_s is not None and not args.budget_s > 0:  # (nan too) every part would skip
+        p.error(f"--budget_s must be a positive number of seconds, got {args.budget_s}")
     args.budget_s = args.budget_s or (240.0 if args.quick else 480.0)
     out, header = report.start("reproduce", args)
     deadline = time.monotonic() + args.budget_s

@@ -38,8 +38,10 @@ smoke.
 """
 from lra import configs
 
+IMAGE_SIZE = 32  # pixels per side: data_options.image_size of every variant
+
 FULL = {
-    "data_options": {"image_size": 32},  # pathfinder32: 1024 pixels
+    "data_options": {"image_size": IMAGE_SIZE},  # pathfinder32: 1024 pixels
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 6, "model.d_model": 128, "model.num_heads": 2, "model.d_ff": 256,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.0, "model.s4.d_state": 64,
@@ -73,7 +75,7 @@ FULL_BY_FAMILY = {
 }
 QUICK = {
     "generate": {"num": 8_000, "seed": 0, "image_size": 32, "difficulty": "curv_baseline"},
-    "data_options": {"difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline", "image_size": IMAGE_SIZE},
     "model.radius": 31, "model.chunk_size": 32, "model.s4.d_state": 32,
     "batch_size": 16, "num_train_steps": 1_000, "optimizer.learning_rate": 4e-3,
     "optimizer.schedule": "cosine", "optimizer.weight_decay": 0.05, "optimizer.warmup_steps": 100,
@@ -82,7 +84,7 @@ QUICK = {
 SMOKE = {
     "generate": {"num": 24, "seed": 0, "image_size": 32, "difficulty": "curv_baseline",
                  "per_folder": 12, "processes": 1},
-    "data_options": {"difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline", "image_size": IMAGE_SIZE},
     "optimizer.learning_rate": 4e-3, "optimizer.schedule": "cosine",
     "optimizer.weight_decay": 0.05, "optimizer.warmup_steps": 10_000,
 }

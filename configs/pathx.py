@@ -36,8 +36,10 @@ during the first step (measured); it needs an accelerator or a machine with more
 """
 from lra import configs
 
+IMAGE_SIZE = 128  # pixels per side: data_options.image_size of every variant
+
 FULL = {
-    "data_options": {"image_size": 128},  # pathfinder128: 16384 pixels
+    "data_options": {"image_size": IMAGE_SIZE},  # pathfinder128: 16384 pixels
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 4, "model.d_model": 64, "model.num_heads": 2, "model.d_ff": 128,
     "model.radius": 255, "model.chunk_size": 4096, "model.dropout": 0.0, "model.s4.d_state": 64,
@@ -71,7 +73,7 @@ FULL_BY_FAMILY = {
 }
 QUICK = {
     "generate": {"num": 2_000, "seed": 0, "image_size": 128, "difficulty": "curv_baseline"},
-    "data_options": {"difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline", "image_size": IMAGE_SIZE},
     "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 2, "model.d_ff": 64,
     "model.radius": 63, "model.chunk_size": 64, "model.s4.d_state": 16, "model.dropout": 0.0,
     "batch_size": 8, "num_train_steps": 100, "optimizer.learning_rate": 2e-3,
@@ -83,7 +85,7 @@ QUICK = {
 SMOKE = {
     "generate": {"num": 12, "seed": 0, "image_size": 128, "difficulty": "curv_baseline",
                  "per_folder": 6, "processes": 1},
-    "data_options": {"difficulty": "curv_baseline"},
+    "data_options": {"difficulty": "curv_baseline", "image_size": IMAGE_SIZE},
     "model.radius": 15, "model.chunk_size": 32, "optimizer.learning_rate": 1e-3,
     "optimizer.schedule": "cosine", "optimizer.weight_decay": 0.05,
     "optimizer.warmup_steps": 20_000, "optimizer.ssm_learning_rate": 5e-4,

@@ -17,11 +17,13 @@ import sys
 
 import jax
 import numpy as np
+from ml_collections import config_flags
 
 from lm import data
-from lm.task import LMTask, describe, load_corpus, set_vocab_size
+from lm.task import LMTask, check_corpus, describe, load_corpus, set_vocab_size
 from spade_jax.runtime import start_process, stopped_early
 from spade_jax import cli, paths, plots
+from spade_jax.errors import ConfigError
 from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
 
@@ -69,9 +71,14 @@ def summarize(workdir, config, results, corpus) -> dict:
 
 
 def main(FLAGS):
-    start_process()
     config = FLAGS.config
+    if config.get("task") != "wikitext103" or "data" not in config:
+        raise ConfigError(f"--config={config_flags.get_config_filename(FLAGS['config'])} is a "
+                          f"config of task {config.get('task')!r}, not a language-model config "
+                          f"(configs/wikitext103.py); train LRA tasks with python -m lra.main")
+    start_process()
     corpus = load_corpus(config)
+    check_corpus(config, corpus)
     set_vocab_size(config, corpus)
     print(f"lm: {describe(corpus)}", flush=True)
     task = LMTask(corpus, config.seq_len, config.eval_context)

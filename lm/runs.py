@@ -85,6 +85,12 @@ def load_run(workdir: str, checkpoint: str = "best") -> Run:
                           f"lm.main: lm.evaluate and lm.generate read language-model runs only")
     config = ml_collections.ConfigDict(config)
     corpus = load_corpus(config)
+    trained = config.model.vocab_size
+    if trained and trained != len(corpus.vocab):
+        raise DataError(f"the corpus {corpus.info['data_dir']} has changed since the run in "
+                        f"{workdir} was trained: its vocabulary now has {len(corpus.vocab):,} "
+                        f"entries, the run's model {trained:,}. Restore the corpus the run was "
+                        f"trained on (the data_dir of {path}), or train a new run on this one")
     set_vocab_size(config, corpus)
     params, step = restore_params(workdir, checkpoint)
     return Run(config, corpus, ModelConfig.from_config(config.model), params, step, checkpoint)

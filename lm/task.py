@@ -37,6 +37,18 @@ def load_corpus(config):
                    unknown=options.unknown, cache_dir=options.cache_dir)
 
 
+def check_corpus(config, corpus) -> None:
+    """A DataError naming the file when the training split cannot fill one block of
+    config.seq_len + 1 tokens (checked before the model's sizes, which such a corpus would
+    otherwise be blamed for)."""
+    tokens = corpus.info["splits"]["train"]["tokens"]
+    if tokens < config.seq_len + 1:
+        raise DataError(
+            f"the training split of {corpus.info['data_dir']} (wiki.train.{config.data.suffix}) "
+            f"has {tokens:,} tokens, fewer than one training block of config.seq_len + 1 = "
+            f"{config.seq_len + 1:,}: use a larger corpus, or a smaller --config.seq_len")
+
+
 def set_vocab_size(config, corpus) -> None:
     """config.model.vocab_size from the corpus (0 in the configs: 'from the data')."""
     size = len(corpus.vocab)

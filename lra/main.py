@@ -13,10 +13,13 @@ if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart o
 import sys
 
 import jax
+from ml_collections import config_flags
 
 from lra import report, tasks
+from lra.data.specs import TASKS
 from lra.tasks import resolve_data_dir
 from spade_jax import cli
+from spade_jax.errors import ConfigError
 from spade_jax.runtime import start_process, stopped_early
 from spade_jax.train.loop import train_and_evaluate
 
@@ -26,8 +29,14 @@ def define_flags(flag_values, argv):
 
 
 def main(FLAGS):
-    start_process()
     config = FLAGS.config
+    if config.get("task") not in TASKS:
+        raise ConfigError(f"--config={config_flags.get_config_filename(FLAGS['config'])} is a "
+                          f"config of task {config.get('task')!r}, not of an LRA task "
+                          f"({', '.join(TASKS)})"
+                          + ("; train a language model with python -m lm.main"
+                             if config.get("task") == "wikitext103" else ""))
+    start_process()
     task = tasks.from_config(config, resolve_data_dir(config))
     results = train_and_evaluate(config, FLAGS.workdir, task)
     stopped = stopped_early(results)

@@ -14,6 +14,7 @@ lra.main's or lm.main's is skipped with a line saying why; only when no run is l
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -145,7 +146,9 @@ def _average(values):
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (JSON's NaN and Infinity are not results)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def _seed(run, results):
@@ -193,15 +196,21 @@ def classify(run):
     acc, wall = r["test_accuracy_at_best"], r["wall_time_s"]
     if not isinstance(r["model"], str) or not _number(wall) or not (acc is None or _number(acc)):
         raise DataError(f"{path} has a model, test_accuracy_at_best or wall_time_s of the wrong "
-                        f"type; it was not written by lra.main")
+                        f"type, or a number that is not finite (NaN, Infinity): model "
+                        f"{r['model']!r}, test_accuracy_at_best {acc!r}, wall_time_s {wall!r}")
     return "lra", r
 
 
 def collect(run_dirs):
     """(LRA runs, LM runs, skipped): the runs as (run, results, seed), the skipped ones as
     (run, the UserError saying why)."""
-    lra, lm, skipped = [], [], []
+    lra, lm, skipped, seen = [], [], [], set()
     for run in run_dirs:
+        where = os.path.realpath(run) if not paths.is_url(run) else str(run).rstrip("/")
+        if where in seen:  # one run named twice (runs/a runs/a/, a link) counts once
+            skipped.append((run, DataError(f"listed twice ({where}): counted once")))
+            continue
+        seen.add(where)
         try:
             kind, r = classify(run)
         except UserError as e:

@@ -5,6 +5,7 @@ names the offending field in its error, before any array is allocated. `default_
 gives the ConfigDict with every field at its default, which experiment configs start from.
 """
 import dataclasses
+import typing
 from typing import Optional
 
 import ml_collections
@@ -269,6 +270,13 @@ class ModelConfig:
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-    """A ConfigDict holding every ModelConfig field at its default (s4 nested)."""
-    values = dataclasses.asdict(ModelConfig())
-    return ml_collections.ConfigDict(values)
+    """A ConfigDict holding every ModelConfig field at its default (s4 nested). A field whose
+    default is None holds a typed placeholder, so that `--config.model.s4.bidirectional=True`
+    can set it (ml_collections cannot override a field of type NoneType)."""
+    config = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
+    for owner, cls in ((config, ModelConfig), (config.s4, S4Config)):
+        for field in dataclasses.fields(cls):
+            if getattr(owner, field.name, 0) is None:
+                kind = typing.get_args(typing.get_type_hints(cls)[field.name])[0]
+                owner[field.name] = ml_collections.config_dict.placeholder(kind)
+    return config

@@ -19,6 +19,7 @@ The tests (tests/train/test_multiprocess.py) start clusters through `start`.
 """
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,6 +168,19 @@ def main(argv=None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command: put it after --, e.g. -- python -m lra.main ...")
+    for name in ("processes", "devices"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.signal_one < 0:
+        parser.error(f"--signal_one must be >= 0 seconds, got {args.signal_one}")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        parser.error(f"--log_dir {args.log_dir} is a file: name a folder for the processes' "
+                     f"logs")
+    if shutil.which(command[0]) is None:
+        parser.error(f"command not found: {command[0]!r} (the command after --, e.g. "
+                     f"python -m lra.main ...)")
     cluster = start(command, processes=args.processes, devices=args.devices,
                     log_dir=args.log_dir, style=args.env)
     for signum in (signal.SIGTERM, signal.SIGINT):

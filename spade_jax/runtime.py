@@ -35,11 +35,19 @@ def start_process() -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     initialize_distributed()
-    if accelerators.libtpu_version() is not None and not accelerators.tpu_attached():
-        # libtpu (jax[tpu], for compiling for TPUs) looks for a TPU VM it is not on, aloud
-        backend = accelerators.quietly(jax.default_backend)
-    else:
-        backend = jax.default_backend()
+    try:
+        if accelerators.libtpu_version() is not None and not accelerators.tpu_attached():
+            # libtpu (jax[tpu], for compiling for TPUs) looks for a TPU VM it is not on, aloud
+            backend = accelerators.quietly(jax.default_backend)
+        else:
+            backend = jax.default_backend()
+    except RuntimeError as e:  # a platform JAX_PLATFORMS asks for is not here
+        if "Unable to initialize backend" not in str(e):
+            raise
+        raise ConfigError(f"{str(e).splitlines()[0]}: JAX_PLATFORMS="
+                          f"{os.environ.get('JAX_PLATFORMS', '')!r} names a platform this "
+                          f"machine does not have; unset JAX_PLATFORMS (JAX then takes what "
+                          f"there is) or set it to one it has, e.g. cpu") from None
     if backend == "cpu" and allocator.active() is None and allocator.wanted():
         logging.warning("CPU run with the system's malloc: steps can take up to 1.7x longer "
                         "than with jemalloc (apt install libjemalloc2; the entry points then "

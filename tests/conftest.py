@@ -63,10 +63,12 @@ def pytest_sessionfinish(session, exitstatus):
 # worker. (xdist's own loadgroup does not group under pytest 9.2, pytest-xdist#1386.) The
 # longest files come first, so the run does not end with one of them running alone
 # (test_multiprocess.py's reference runs take minutes on 2 cores).
-LONGEST_FIRST = ("tests/train/test_multiprocess.py", "tests/train/test_engine.py",
-                 "tests/lm/test_experiment.py", "tests/lra/test_experiments.py",
-                 "tests/test_hardening.py", "tests/models/test_models.py")
-SHARED_FIXTURES = ("tests/train/test_multiprocess.py", "tests/test_bad_inputs.py")
+LONGEST_FIRST = ("tests/train/test_multiprocess.py", "tests/test_aot.py",
+                 "tests/train/test_engine.py", "tests/lm/test_experiment.py",
+                 "tests/lra/test_experiments.py", "tests/test_hardening.py",
+                 "tests/models/test_models.py")
+SHARED_FIXTURES = ("tests/train/test_multiprocess.py", "tests/test_bad_inputs.py",
+                   "tests/test_aot.py")
 
 
 def _path(nodeid):

@@ -97,22 +97,30 @@ def test_a_batch_the_chips_do_not_divide_is_refused_with_what_to_use():
     assert defaults.mesh_keeping_batch(24, 1, 16, 4) == {"data": 8, "fsdp": 1, "tensor": 2}
 
 
-@needs_libtpu
-def test_smoke_job_compiles_for_four_v5e_chips_and_libtpu_stays_quiet(tmp_path):
-    """A fresh process (libtpu initialises once per process): the report, the JSON keys, exit 0,
-    and none of libtpu's lines about the TPU VM it is not on."""
-    out = tmp_path / "report.json"
+@pytest.fixture(scope="module")
+def four_chips(tmp_path_factory):
+    """The listops smoke job compiled for 4 v5e chips in a fresh process (libtpu initialises
+    once per process): (the finished process, its --json report)."""
+    if accelerators.libtpu_version() is None:
+        pytest.skip('libtpu is not installed (pip install "jax[tpu]")')
+    out = tmp_path_factory.mktemp("aot") / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "spade_jax.aot", "--config=configs/listops.py:smoke",
          "--accelerator=v5litepod-4", "--config.batch_size=8", f"--json={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"})
+    return done, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_smoke_job_compiles_for_four_v5e_chips_and_libtpu_stays_quiet(four_chips):
+    """The report, the JSON keys, exit 0, and none of libtpu's lines about the TPU VM it is not
+    on."""
+    done, report = four_chips
     assert done.returncode == 0, done.stderr[-3000:]
     for noise in ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "InitGoogle"):
         assert noise not in done.stderr + done.stdout
     assert "on v5litepod-4: v5e:2x2, 4 chips" in done.stdout
     assert "yes, " in done.stdout and "GiB free" in done.stdout
-    report = json.loads(out.read_text())
     assert report["accelerator"] == "v5litepod-4" and report["chips"] == 4 and report["fits"]
     assert report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
     assert report["hbm_per_chip_bytes"] == 16 * GiB
@@ -165,28 +173,24 @@ def test_a_language_models_decode_step_compiles(tmp_path, capsys):
 @needs_libtpu
 def test_splash_attention_compiles_on_an_eight_chip_mesh(tmp_path, capsys):
     status, text, report = _run(
-        tmp_path, capsys, "--config=configs/pathfinder.py:smoke", "--accelerator=v5litepod-8",
+        tmp_path, capsys, "--config=configs/listops.py:smoke", "--accelerator=v5litepod-8",
         "--steps=train", "--config.batch_size=8", "--config.model.attention_impl=splash",
         "--config.model.position=none")
     assert status == 0, text
     assert report["chips"] == 8 and report["steps"][0]["fits"]
 
 
-@needs_libtpu
-def test_two_slices_have_the_memory_per_chip_of_one(tmp_path, capsys):
+def test_two_slices_have_the_memory_per_chip_of_one(four_chips, tmp_path, capsys):
     """The same rows per chip on one v5litepod-4 and on two (multislice): the data axis spans
     the slices (config.mesh.dcn_data), so per-chip memory is the same."""
-    reports = []
-    for slices, batch in ((1, 8), (2, 16)):
-        status, text, report = _run(tmp_path, capsys, "--config=configs/listops.py:smoke",
-                                    "--accelerator=v5litepod-4", f"--slices={slices}",
-                                    "--steps=train", f"--config.batch_size={batch}")
-        assert status == 0, text
-        reports.append(report)
-    one, two = reports
+    _, one = four_chips
+    status, text, two = _run(tmp_path, capsys, "--config=configs/listops.py:smoke",
+                             "--accelerator=v5litepod-4", "--slices=2", "--steps=train",
+                             "--config.batch_size=16")
+    assert status == 0, text
     assert (one["chips"], two["chips"], two["slices"]) == (4, 8, 2)
     assert two["mesh"]["data"] == 8
-    (a, b) = (r["steps"][0] for r in reports)
+    a, b = one["steps"][0], two["steps"][0]
     assert (a["argument_bytes"], a["state_bytes"]) == (b["argument_bytes"], b["state_bytes"])
     # the tiny model's totals (~21 MB) differ by the code and buffers of the two-level gradient
     # reduction (within the slice, then across): 6.5% here, far less for a recipe (docs/tpu.md)

@@ -28,7 +28,8 @@ import lra.report
 from benchmarks import attention as bench_attention, mfu as bench_mfu, scaling as bench_scaling
 from lra.generate import __main__ as lra_generate, listops as gen_listops, pathfinder as gen_pathfinder
 from lra.generate import standins
-from spade_jax import local_cluster, lock
+from benchmarks import reproduce as bench_reproduce
+from spade_jax import aot, local_cluster, lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTOPS = os.path.join(ROOT, "configs", "listops.py")
@@ -46,6 +47,9 @@ ENTRY_POINTS = {
     "benchmarks.mfu": lambda argv: bench_mfu.main(argv[1:]),
     "benchmarks.scaling": lambda argv: bench_scaling.main(argv[1:]),
     "benchmarks.attention": lambda argv: bench_attention.main(argv[1:]),
+    "benchmarks.reproduce": lambda argv: bench_reproduce.main(argv[1:]),
+    "spade_jax.local_cluster": lambda argv: local_cluster.main(argv[1:]),
+    "spade_jax.aot": aot.run,
 }
 
 
@@ -173,6 +177,7 @@ class Case:
     expect: tuple  # substrings of the message: what is wrong and where
     setup: Callable = None  # setup(env)
     keep_workdir: bool = False  # the workdir exists before: it must stay byte for byte
+    environ: dict = None  # environment variables set for the case
 
 
 LRA_SMOKE = [f"--config={LISTOPS}:smoke", "--config.batch_size=8", "--workdir={work}"]
@@ -506,13 +511,304 @@ CASES = [
 ]
 
 
+def _config_file(text):
+    """A user's own config file, {tmp}/mine.py."""
+    return lambda env: (env.tmp / "mine.py").write_text(text)
+
+
+def _workdir_with(name):
+    """A workdir holding a file where the run keeps a folder."""
+    return lambda env: (env.work.mkdir(), (env.work / name).write_text("mine"))
+
+
+def _lm_changed(env):
+    """A trained LM run whose corpus gained a word since (its vocabulary grew)."""
+    _lm_trained(env)
+    env.copy("wikitext")
+    train = env.data / "wiki.train.tokens"
+    train.write_text(train.read_text() + " zyzzyva \n")
+    config = json.loads((env.work / "config.json").read_text())
+    config["data_dir"] = str(env.data)
+    (env.work / "config.json").write_text(json.dumps(config))
+
+
+def _nan_results(field, value):
+    record = {"task": "listops", "model": "spade", "wall_time_s": 1.0,
+              "test_accuracy_at_best": 0.5}
+    record[field] = value
+    return _results(json.dumps(record))
+
+
+CLUSTER = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:12345", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": "1"}
+# A user's mistyped number for every checked engine and model field (issue 31: invented cases).
+FIELD_VALUES = [
+    ("optimizer.learning_rate", "nan", "must be a finite number"),
+    ("optimizer.learning_rate", "inf", "must be a finite number"),
+    ("optimizer.weight_decay", "nan", "must be a finite number"),
+    ("optimizer.b1", "1.5", "config.optimizer.b1 must be in [0.0, 1.0]"),
+    ("optimizer.b2", "-0.1", "config.optimizer.b2"),
+    ("optimizer.eps", "-1e-8", "config.optimizer.eps must be >= 0"),
+    ("optimizer.warmup_steps", "-5", "config.optimizer.warmup_steps must be >= 0"),
+    ("optimizer.clip_norm", "-1", "config.optimizer.clip_norm must be >= 0"),
+    ("optimizer.end_lr_factor", "-0.5", "config.optimizer.end_lr_factor"),
+    ("optimizer.ssm_learning_rate", "-1e-3", "config.optimizer.ssm_learning_rate"),
+    ("optimizer.momentum", "-0.9", "config.optimizer.momentum"),
+    ("log_every", "-1", "config.log_every must be >= 0"),
+    ("checkpoint_every", "-2", "config.checkpoint_every must be >= 0"),
+    ("max_eval_batches", "-1", "config.max_eval_batches must be >= 0"),
+    ("skip_window", "0", "config.skip_window must be >= 1"),
+    ("max_wall_s", "-10", "config.max_wall_s must be >= 0"),
+    ("max_wall_s", "nan", "config.max_wall_s must be a finite number"),
+    ("peak_flops", "-1", "config.peak_flops must be >= 0"),
+    ("seed", "4294967296", "config.seed must be in [0, 2**32)"),
+    ("batch_size", "0", "config.batch_size must be >= 1"),
+    ("grad_accum_steps", "3", "grad_accum_steps (3)"),
+    ("mesh.dcn_data", "2", "config.mesh.dcn_data is 2"),
+    ("mesh.fsdp", "-1", "at most one -1"),
+    ("mesh.tensor", "0", "config.mesh sizes must be positive"),
+    ("model.num_heads", "0", "model.num_heads must be a positive integer"),
+    ("model.d_model", "0", "model.d_model must be a positive integer"),
+    ("model.d_ff", "-4", "model.d_ff must be a positive integer"),
+    ("model.num_layers", "0", "model.num_layers must be a positive integer"),
+    ("model.chunk_size", "0", "model.chunk_size must be a positive integer"),
+    ("model.radius", "-1", "model.radius must be an integer >= 0"),
+    ("model.relpos_buckets", "0", "model.relpos_buckets must be a positive integer"),
+    ("model.ffn_dropout", "1.0", "model.ffn_dropout must be in [0, 1)"),
+    ("model.dropout", "nan", "model.dropout must be in [0, 1)"),
+    ("model.pad_id", "40", "model.pad_id (40) must be a token id below vocab_size"),
+    ("model.global_layers", "(7,)", "model.global_layers must name layers in [0, 2)"),
+    ("model.dtype", "float8", "model.dtype"),
+    ("model.remat", "some", "model.remat"),
+    ("model.position", "rotary", "model.position"),
+    ("model.norm", "rms", "model.norm"),
+    ("model.pooling", "max", "model.pooling"),
+    ("model.attention_impl", "flash", "model.attention_impl"),
+    ("model.attention_impl", "splash", "cannot add the relative-position bias"),
+    ("model.input_encoder", "conv", "model.input_encoder"),
+    ("model.head", "regress", "model.head"),
+    ("model.s4.d_state", "5", "model.s4.d_state must be even"),
+    ("model.s4.kernel", "nplr", "model.s4.kernel must be one of"),
+    ("model.s4.init", "lin", "model.s4.init='lin' (S4D-Lin) is a diagonal initialisation"),
+    ("model.s4.dt_min", "0", "model.s4 needs 0 < dt_min <= dt_max"),
+    ("model.s4.b_clip", "0", "model.s4.b_clip must be > 0"),
+    ("model.s4.chunk_steps", "0", "model.s4.chunk_steps must be >= 1"),
+    ("model.s4.discretization", "euler", "model.s4.discretization"),
+    ("model.max_len", "100000000000", "model.max_len is 100,000,000,000, above the 2,097,152"),
+    ("data_options.max_length", "0", "data_options.max_length must be a whole number"),
+    ("data_options.max_length", "2000000000", "data_options.max_length must be a whole number"),
+]
+FIELD_CASES = [Case(f"field-{field}={value}", "lra.main", LRA_SMOKE + [f"--config.{field}={value}"],
+                    (expected,)) for field, value, expected in FIELD_VALUES]
+
+CASES += FIELD_CASES + [
+    # issue 31: the model against the data
+    Case("num-classes-below-labels", "lra.main", LRA_DATA + ["--config.model.num_classes=2"],
+         ("labels up to", "model.num_classes is 2", "--config.model.num_classes=10"), _listops),
+    Case("vocab-below-token-ids", "lra.main", LRA_DATA + ["--config.model.vocab_size=5"],
+         ("token ids up to", "model.vocab_size is 5", "--config.model.vocab_size=17"),
+         _listops),
+    Case("lm-config-to-lra-main", "lra.main", [f"--config={WIKITEXT}:smoke", "--workdir={work}"],
+         ("task 'wikitext103', not of an LRA task", "python -m lm.main")),
+    Case("lra-config-to-lm-main", "lm.main", [f"--config={LISTOPS}:smoke", "--workdir={work}"],
+         ("task 'listops', not a language-model config", "python -m lra.main")),
+    # a user's own config file
+    Case("config-syntax-error", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("mine.py, line 1: SyntaxError",), _config_file("def get_config(arg=None:\n    pass\n")),
+    Case("config-key-error", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("mine.py, line 3: KeyError: 'x'",),
+         _config_file("def get_config(arg=None):\n    d = {}\n    return d['x']\n")),
+    Case("config-name-error", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("mine.py, line 2: NameError",),
+         _config_file("def get_config(arg=None):\n    return undefined_name\n")),
+    Case("config-import-error", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("mine.py, line 1: ModuleNotFoundError", "not_a_module_xyz"),
+         _config_file("import not_a_module_xyz\n")),
+    Case("config-without-get-config", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("defines no get_config(arg) function",), _config_file("X = 1\n")),
+    Case("config-returns-dict", "lra.main", ["--config={tmp}/mine.py", "--workdir={work}"],
+         ("get_config returned a dict, not an ml_collections.ConfigDict",),
+         _config_file("def get_config(arg=None):\n    return {'a': 1}\n")),
+    Case("config-argument-for-lm", "lm.main", [f"--config={WIKITEXT}:s4_lr=some",
+                                               "--workdir={work}"], ("s4_lr",)),
+    # the workdir
+    Case("workdir-empty", "lra.main", [f"--config={LISTOPS}:smoke", "--workdir="],
+         ("--workdir is empty",)),
+    Case("workdir-blank", "lm.main", [f"--config={WIKITEXT}:smoke", "--workdir=  "],
+         ("--workdir is empty",)),
+    Case("checkpoints-is-a-file", "lra.main", LRA_SMOKE, ("checkpoints is a file",),
+         _workdir_with("checkpoints"), keep_workdir=True),
+    Case("best-is-a-file", "lra.main", LRA_SMOKE, ("best is a file",), _workdir_with("best"),
+         keep_workdir=True),
+    Case("damaged-is-a-file", "lra.main", LRA_SMOKE, ("damaged is a file",),
+         _workdir_with("damaged"), keep_workdir=True),
+    # several processes
+    Case("cluster-without-coordinator", "lra.main", LRA_SMOKE,
+         ("JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=1 is set but JAX_COORDINATOR_ADDRESS is not",),
+         environ={"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}),
+    Case("cluster-coordinator-alone", "lra.main", LRA_SMOKE,
+         ("JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 is set but JAX_NUM_PROCESSES, "
+          "JAX_PROCESS_ID is not",), environ={"JAX_COORDINATOR_ADDRESS": "127.0.0.1:12345"}),
+    Case("cluster-index-too-large", "lra.main", LRA_SMOKE, ("JAX_PROCESS_ID (2) must be below",),
+         environ={**CLUSTER, "JAX_PROCESS_ID": "2"}),
+    Case("cluster-address-without-port", "lra.main", LRA_SMOKE, ("must be host:port",),
+         environ={**CLUSTER, "JAX_COORDINATOR_ADDRESS": "localhost"}),
+    Case("cluster-count-not-a-number", "lm.main", [f"--config={WIKITEXT}:smoke",
+                                                   "--workdir={work}"],
+         ("JAX_NUM_PROCESSES must be a whole number",),
+         environ={**CLUSTER, "JAX_NUM_PROCESSES": "two"}),
+    Case("startup-timeout", "lra.main", LRA_SMOKE,
+         ("SPADE_JAX_STARTUP_TIMEOUT must be a positive number",),
+         environ={**CLUSTER, "SPADE_JAX_STARTUP_TIMEOUT": "soon"}),
+    Case("distributed-switch", "lm.main", [f"--config={WIKITEXT}:smoke", "--workdir={work}"],
+         ("SPADE_JAX_DISTRIBUTED must be 0 or 1",), environ={"SPADE_JAX_DISTRIBUTED": "on"}),
+    # data
+    Case("listops-negative-target", "lra.main", LRA_DATA, ("basic_train.tsv, line 2", "-1"),
+         _row(2, b"( [MAX 1 2 ] )	-1")),
+    Case("listops-fractional-target", "lra.main", LRA_DATA, ("basic_train.tsv, line 4", "2.5"),
+         _row(4, b"( [MAX 1 2 ] )	2.5")),
+    Case("listops-missing-test", "lra.main", LRA_DATA, ("basic_test.tsv", "missing"),
+         lambda env: (env.copy("listops"), os.remove(env.data / TSV.format("test")))),
+    Case("data-dir-is-a-file", "lra.main", LRA_SMOKE + ["--config.data_dir={tmp}/file"],
+         ("file", "does not exist"), lambda env: (env.tmp / "file").write_text("x")),
+    Case("retrieval-label-two", "lra.main", RT_DATA, ("new_aan_pairs.train.tsv, line 1", "label"),
+         lambda env: (env.copy("retrieval"), env.edit_line(
+             "tsv_data/new_aan_pairs.train.tsv", 1, b"2	a	b	c	d"))),
+    Case("retrieval-missing-test", "lra.main", RT_DATA, ("new_aan_pairs.test.tsv",),
+         lambda env: (env.copy("retrieval"),
+                      os.remove(env.data / "tsv_data" / "new_aan_pairs.test.tsv"))),
+    Case("pathfinder-no-metadata", "lra.main", PF_DATA, ("metadata",),
+         lambda env: (env.copy("pathfinder"), shutil.rmtree(
+             env.data / "pathfinder32" / "curv_baseline" / "metadata"))),
+    Case("pathfinder-other-size", "lra.main", PF_DATA + ["--config.data_options.image_size=64"],
+         ("pathfinder64",), _pf),
+    Case("pathfinder-unknown-difficulty", "lra.main",
+         PF_DATA + ["--config.data_options.difficulty=hardest"], ("hardest",), _pf),
+    Case("lm-one-word-corpus", "lm.main", LM_DATA, ("has 2 tokens, fewer than one training block",
+                                                    "--config.seq_len"),
+         _lm(lambda d: [(d / f"wiki.{s}.tokens").write_text(" hello \n")
+                        for s in ("train", "valid", "test")])),
+    Case("lm-raw-files-missing", "lm.main", LM_DATA + ["--config.data.suffix=raw"],
+         ("lacks wiki.train.raw",), _lm()),
+    Case("lm-cutoffs-decreasing", "lm.main", LM_DATA + ["--config.model.adaptive_cutoffs=(5,3)"],
+         ("model.adaptive_cutoffs must be increasing",), _lm()),
+    Case("lm-seq-len-zero", "lm.main", LM_DATA + ["--config.seq_len=0", "--config.eval_context=0"],
+         ("seq_len",), _lm()),
+    Case("lm-lr-nan", "lm.main", LM_DATA + ["--config.optimizer.learning_rate=nan"],
+         ("config.optimizer.learning_rate must be a finite number",), _lm()),
+    # lm.evaluate / lm.generate on a corpus changed since training
+    Case("evaluate-corpus-changed", "lm.evaluate", ["--workdir={work}"],
+         ("has changed since the run", "Restore the corpus"), _lm_changed, keep_workdir=True),
+    Case("generate-corpus-changed", "lm.generate", ["--workdir={work}"],
+         ("has changed since the run",), _lm_changed, keep_workdir=True),
+    Case("evaluate-workdir-empty", "lm.evaluate", ["--workdir="], ("--workdir is empty",)),
+    Case("generate-workdir-empty", "lm.generate", ["--workdir="], ("--workdir is empty",)),
+    Case("evaluate-checkpoint", "lm.evaluate", ["--workdir={work}", "--checkpoint=middle"],
+         ("--checkpoint", "middle"), _lm_workdir, keep_workdir=True),
+    # lra.generate
+    Case("generate-grid-for-listops", "lra.generate",
+         ["--task=listops", "--out={data}", "--num=12", "--grid={tmp}/g.png"],
+         ("--grid draws images", "nothing was written")),
+    Case("generate-per-folder-zero", "lra.generate",
+         ["--task=pathfinder", "--out={data}", "--num=5", "--per_folder=0"],
+         ("--per_folder must be >= 1",)),
+    Case("generate-processes-zero", "lra.generate",
+         ["--task=pathfinder", "--out={data}", "--num=5", "--processes=0"],
+         ("--processes must be >= 1",)),
+    Case("generate-difficulty", "lra.generate",
+         ["--task=pathfinder", "--out={data}", "--num=5", "--difficulty=hard"],
+         ("invalid choice", "hard")),
+    Case("generate-option-of-another-task", "lra.generate",
+         ["--task=listops", "--out={data}", "--num=5", "--image_size=32"],
+         ("--task=listops takes no --image_size",)),
+    Case("generate-stats-images", "lra.generate", ["--stats", "{tmp}", "--stats_images=-1"],
+         ("--stats_images must be >= 0",)),
+    Case("generate-no-task", "lra.generate", ["--out={data}"], ("--task and --out",)),
+    # lra.report
+    Case("report-nan-accuracy", "lra.report", ["{work}", "--out={tmp}/t.md"],
+         ("not finite", "NaN"), _nan_results("test_accuracy_at_best", float("nan")),
+         keep_workdir=True),
+    Case("report-infinite-wall-time", "lra.report", ["{work}", "--out={tmp}/t.md"],
+         ("not finite", "inf"), _nan_results("wall_time_s", float("inf")), keep_workdir=True),
+    Case("report-run-missing", "lra.report", ["{tmp}/nowhere", "--out={tmp}/t.md"],
+         ("does not exist",)),
+    # benchmarks
+    Case("reproduce-budget", "benchmarks.reproduce", ["--budget_s=-5"],
+         ("--budget_s must be a positive number",)),
+    Case("reproduce-unknown-part", "benchmarks.reproduce", ["--parts=speed"], ("speed",)),
+    Case("scaling-unknown-family", "benchmarks.scaling", ["--families=mega"], ("mega",)),
+    Case("mfu-batch-zero", "benchmarks.mfu", ["--quick", "--batch=0"], ("--batch",)),
+    # spade_jax.local_cluster
+    Case("cluster-processes-zero", "spade_jax.local_cluster", ["--processes=0", "--", "true"],
+         ("--processes must be >= 1",)),
+    Case("cluster-devices-negative", "spade_jax.local_cluster", ["--devices=-1", "--", "true"],
+         ("--devices must be >= 1",)),
+    Case("cluster-log-dir-is-a-file", "spade_jax.local_cluster",
+         ["--processes=1", "--log_dir={tmp}/log", "--", "true"], ("--log_dir", "is a file"),
+         lambda env: (env.tmp / "log").write_text("mine")),
+    Case("cluster-command-not-found", "spade_jax.local_cluster",
+         ["--processes=1", "--", "no_such_command_xyz"], ("command not found",)),
+    Case("cluster-no-command", "spade_jax.local_cluster", ["--processes=1"], ("no command",)),
+    Case("cluster-timeout", "spade_jax.local_cluster", ["--timeout=-1", "--", "true"],
+         ("--timeout must be a positive number",)),
+    # more of a user's mistakes
+    Case("profile-steps-reversed", "lra.main", LRA_SMOKE + ["--config.profile_steps=(5,2)"],
+         ("config.profile_steps must be () or (first, last)",)),
+    Case("eval-batch-negative", "lra.main", LRA_SMOKE + ["--config.eval_batch_size=-8"],
+         ("config.eval_batch_size must be >= 0",)),
+    Case("adam-with-weight-decay", "lra.main", LRA_SMOKE + ["--config.optimizer.name=adam"],
+         ("has no weight decay", "adamw")),
+    Case("mesh-unknown-axis", "lra.main", LRA_SMOKE + ["--config.mesh.pipeline=2"],
+         ("config.mesh.pipeline",)),
+    Case("cudnn-bidirectional", "lra.main", LRA_SMOKE + ["--config.model.attention_impl=cudnn",
+                                                         "--config.model.position=none"],
+         ("model.attention_impl='cudnn' needs model.causal=True",)),
+    Case("relpos-distance-zero", "lra.main", LRA_SMOKE + ["--config.model.relpos_max_distance=0"],
+         ("model.relpos_max_distance must be a positive integer",)),
+    Case("lm-eval-batch-not-divisible", "lm.main", LM_DATA + ["--config.eval_batch_size=3"],
+         ("config.eval_batch_size (3)",), _lm()),
+    Case("lm-not-causal", "lm.main", LM_DATA + ["--config.model.causal=False"],
+         ("model.head='lm' needs model.causal=True",), _lm()),
+    Case("lm-bidirectional-s4", "lm.main", LM_DATA + ["--config.model.s4.bidirectional=True"],
+         ("model.s4.bidirectional must be False",), _lm()),
+    Case("lm-linear-input", "lm.main", LM_DATA + ["--config.model.input_encoder=linear"],
+         ("model.input_encoder must be 'embed'",), _lm()),
+    Case("lm-cls-pooling", "lm.main", LM_DATA + ["--config.model.pooling=cls"],
+         ("model.pooling='cls' reads position 0",), _lm()),
+    Case("generate-num-negative", "lra.generate", ["--task=text", "--out={data}", "--num=-5"],
+         ("--num must be >= 3",)),
+    Case("report-no-runs", "lra.report", [], ("the following arguments are required",)),
+    Case("corpus-unknown-flag", "lm.corpus", ["--out={data}", "--bogus"],
+         ("unrecognized arguments", "--bogus")),
+    # spade_jax.aot
+    Case("aot-unknown-accelerator", "spade_jax.aot",
+         [f"--config={LISTOPS}:smoke", "--accelerator=v5e-8"],
+         ("--accelerator=v5e-8: not a Cloud TPU accelerator type", "v5litepod-8")),
+    Case("aot-no-accelerator", "spade_jax.aot", [f"--config={LISTOPS}:smoke"],
+         ("--accelerator is required",)),
+    Case("aot-unknown-step", "spade_jax.aot",
+         [f"--config={LISTOPS}:smoke", "--accelerator=v5litepod-8", "--steps=train,infer"],
+         ("--steps: unknown step(s) ['infer']",)),
+    Case("aot-slices-zero", "spade_jax.aot",
+         [f"--config={LISTOPS}:smoke", "--accelerator=v5litepod-8", "--slices=0"],
+         ("--slices",)),
+    Case("aot-unknown-field", "spade_jax.aot",
+         [f"--config={LISTOPS}:smoke", "--accelerator=v5litepod-8", "--config.batch=8"],
+         ("config.batch", "batch_size")),
+    Case("aot-config-file-fails", "spade_jax.aot", ["--config={tmp}/mine.py",
+                                                    "--accelerator=v5litepod-8"],
+         ("mine.py, line 2: NameError",),
+         _config_file("def get_config(arg=None):\n    return undefined_name\n")),
+]
+
+
 def _fill(argv, env):
     return [a.replace("{data}", str(env.data)).replace("{work}", str(env.work))
             .replace("{tmp}", str(env.tmp)) for a in argv]
 
 
-def test_the_table_covers_every_entry_point_and_sixty_inputs():
-    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+def test_the_table_covers_every_entry_point_and_240_inputs():
+    assert len(CASES) >= 240 and len({c.id for c in CASES}) == len(CASES), len(CASES)
     assert {c.entry for c in CASES} == set(ENTRY_POINTS)
 
 
@@ -521,8 +817,11 @@ def test_bad_input_is_named_without_traceback_and_changes_nothing(case, tmp_path
                                                                    request, capsys, monkeypatch):
     monkeypatch.setenv("SPADE_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SPADE_JAX_TRACEBACK", raising=False)
+    for name, value in (case.environ or {}).items():
+        monkeypatch.setenv(name, value)
     env = Env(tmp_path, pristine)
-    env.lm_run = request.getfixturevalue("lm_run") if case.setup is _lm_trained else None
+    env.lm_run = (request.getfixturevalue("lm_run") if case.setup in (_lm_trained, _lm_changed)
+                  else None)
     env.release = None
     if case.setup:
         case.setup(env)

@@ -2,6 +2,7 @@
 already show them: damaged checkpoints, divergence, the workdir lock, a refused workdir left
 byte for byte, the data folders (Pathfinder paths, generated data, read-only data, temporary
 folders of killed builds), UTF-8 errors."""
+import errno
 import hashlib
 import json
 import logging
@@ -518,3 +519,115 @@ def test_ctrl_c_in_a_generator_leaves_nothing_and_says_one_line(tmp_path, monkey
     assert status == 130 and "Traceback" not in text.out + text.err
     assert text.err.strip() == "interrupted (Ctrl-C): stopped; nothing half-written was kept"
     assert not out.exists() or os.listdir(out) == []
+
+
+# --- the data and the model, checked against each other ------------------------------------------
+
+def _listops_copy(listops_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(listops_dir, data)
+    return data
+
+
+def test_a_damaged_token_cache_is_rebuilt_saying_so(listops_dir, tmp_path, capsys):
+    """The cache is ours: an entry whose info.json is cut, or whose arrays are truncated, is
+    rebuilt from the data (one line saying so), not a JSON or mmap traceback."""
+    data = _listops_copy(listops_dir, tmp_path)
+    split = load_split("listops", "train", str(data))
+    expected = [split[i]["inputs"] for i in range(len(split))]
+    for name, cut in (("info.json", 10), ("inputs.npy", 200)):
+        path = os.path.join(split.path, name)
+        with open(path, "rb") as f:
+            head = f.read(cut)
+        with open(path, "wb") as f:
+            f.write(head)
+        damaged = split.path
+        split = load_split("listops", "train", str(data))
+        for i, inputs in enumerate(expected):
+            np.testing.assert_array_equal(split[i]["inputs"], inputs)
+        out = capsys.readouterr().out
+        assert f"the token cache {damaged} is damaged" in out and "rebuilding it" in out, out
+    data_files = lambda folder: {k: v for k, v in digest(folder).items()  # noqa: E731
+                                 if not k.startswith(".lra_cache")}
+    assert data_files(data) == data_files(listops_dir)  # the data itself untouched
+
+
+def test_each_split_says_what_was_cut_empty_or_out_of_vocabulary(tmp_path, capsys):
+    """The reader's examples are counted when a split is cached, and the task says so in one
+    line per split: nothing is cut, dropped or read as padding silently."""
+    from lra.tasks import LRATask
+    data = tmp_path / "data" / "listops-1000"
+    data.mkdir(parents=True)
+    long_row = "( [MAX " + " ".join("1" for _ in range(60)) + " ] )\t1"
+    rows = {"train": ["( [MAX 1 2 ] )\t2", long_row, "( )\t0", "( [max a b c ] )\t2",
+                      "( [MIN 3 4 ] )\t3"],
+            "val": ["( [MAX 1 2 ] )\t2"] * 3, "test": ["( [MAX 1 2 ] )\t2"] * 3}
+    for split, lines in rows.items():
+        text = "Source\tTarget\n" + "\n".join(lines) + ("" if split == "test" else "\n")
+        (data / f"basic_{split}.tsv").write_text(text)
+    task = LRATask("listops", str(tmp_path / "data"), {"max_length": 40})
+    for split in ("train", "validation", "test"):
+        task.source(split)
+    out = capsys.readouterr().out
+    assert ("lra: listops train: 1 of 5 examples cut to 40 tokens; 1 empty; 1 mostly "
+            "out-of-vocabulary tokens") in out
+    assert "lra: listops validation" not in out  # nothing to say
+    assert "basic_test.tsv ends without an end of line: it may have been cut short" in out
+
+
+def test_the_models_sizes_are_checked_against_the_labels_and_token_ids(listops_dir, tmp_path):
+    from lra.tasks import LRATask
+    from spade_jax.config import ModelConfig, default_model_config
+    data = _listops_copy(listops_dir, tmp_path)
+    task = LRATask("listops", str(data), {"max_length": 40})
+    task.source("train")
+    fields = dict(default_model_config().to_dict(), vocab_size=17, num_classes=10, max_len=40)
+    task.check_model(ModelConfig.from_config(fields))
+    with pytest.raises(DataError, match=r"labels up to \d, but model.num_classes is 2: set "
+                                        r"--config.model.num_classes=10"):
+        task.check_model(ModelConfig.from_config(dict(fields, num_classes=2)))
+    with pytest.raises(DataError, match=r"token ids up to 1\d, but model.vocab_size is 5: set "
+                                        r"--config.model.vocab_size=17"):
+        task.check_model(ModelConfig.from_config(dict(fields, vocab_size=5)))
+
+
+def test_too_little_disk_or_a_full_disk_names_the_workdir_and_the_step(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A disk too small for one checkpoint is refused before the first step (nothing written);
+    a disk that fills up during a save is one error naming the step to resume from."""
+    config = _config()
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(PathError, match=r"its disk has 0.00 GiB free, and one checkpoint"):
+        train_and_evaluate(config, str(tmp_path / "small"), synthetic.SyntheticTask())
+    assert not (tmp_path / "small").exists()  # refused before anything was written
+    monkeypatch.setattr(shutil, "disk_usage", real)
+
+    state, _ = _state(config)
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "full"), 3, False)
+    ckpts.save(ckpts.latest, 1, state, {"iterator": {"index": 1}})
+    original = ocp.CheckpointManager.save
+
+    def full(self, step, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    with pytest.raises(PathError, match=r"no space left on the disk of .*full while saving the "
+                                        r"checkpoint at step 2: .*resumes from the last complete "
+                                        r"checkpoint \(step 1\)"):
+        ckpts.save(ckpts.latest, 2, state, {"iterator": {"index": 2}})
+    monkeypatch.setattr(ocp.CheckpointManager, "save", original)
+    ckpts.close()
+
+
+def test_lra_report_counts_a_run_named_twice_once(tmp_path, capsys):
+    import lra.report
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(
+        {"task": "listops", "model": "spade", "variant": "quick", "wall_time_s": 1.0,
+         "test_accuracy_at_best": 0.5}))
+    assert lra.report.main([str(run), f"{run}/", f"--out={tmp_path}/t.md"]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "listed twice" in text and "counted once" in text
+    row = next(line for line in text.splitlines() if line.startswith("| spade"))
+    assert "50.00" in row and "±" not in row and "n=2" not in row

@@ -88,7 +88,7 @@ class CachedSplit:
                   for name, count in stats["empty"].items() if count]
         if stats["mostly_oov"]:
             parts.append(f"{stats['mostly_oov']:,} mostly out-of-vocabulary tokens")
-        return "; ".join(parts) or None
+        return "; ".join(parts + stats.get("notes", [])) or None
 
     def __getstate__(self):
         return {"path": self.path, "spec": self.spec}  # re-opened, not copied, elsewhere
@@ -115,7 +115,7 @@ class CachedSplit:
 
 
 def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_examples,
-                  rows, rebuild=False):
+                  rows, rebuild=False, notes=None):
     """Returns the CachedSplit for these inputs, building it first if it is not on disk.
 
     spec: the TaskSpec of the task (its name keys the entry; its pad_id fills the padding).
@@ -125,7 +125,9 @@ def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_
       (called only when the entry is built, so a count that reads the whole file costs nothing
       on a cache hit).
     rows: a callable returning an iterator of `(tokens, target)`, tokens a dict {name: 1-D int
-      array of length <= the field length} (padded here with spec.pad_id), target an int.
+      array} (cut to the field length and padded here with spec.pad_id), target an int.
+    notes: an optional callable returning lines about the sources, kept with the statistics
+      and shown in the split's summary (e.g. files.cut_short).
     """
     task = spec.name
     key = cache_key(task, split, options, source_paths)
@@ -146,7 +148,7 @@ def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_
                              hint="set --config.data_cache_dir=DIR to a writable folder (in "
                                   "Python: pass cache_dir= to load_split)") as tmp:
         _write(tmp, spec=spec, split=split, options=options, key=key, fields=fields,
-               num_examples=num_examples, rows=rows)
+               num_examples=num_examples, rows=rows, notes=notes() if notes else [])
         if rebuild and os.path.isdir(final):
             shutil.rmtree(final)
     log.info("cached %s/%s: %d examples in %.1f s at %s", task, split, num_examples,
@@ -154,7 +156,7 @@ def build_or_load(*, spec, split, options, source_paths, cache_dir, fields, num_
     return CachedSplit(final, spec)
 
 
-def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
+def _write(tmp, *, spec, split, options, key, fields, num_examples, rows, notes=()):
     """Writes one cache entry into the folder `tmp` (see build_or_load): the arrays, and in
     info.json the split's statistics (CachedSplit.stats). Tokens longer than their field are
     cut here, and counted."""
@@ -198,7 +200,7 @@ def _write(tmp, *, spec, split, options, key, fields, num_examples, rows):
     del arrays
     np.save(os.path.join(tmp, "targets.npy"), targets)
     stats = {"cut": cut, "empty": empty, "mostly_oov": int(mostly_oov), "max_id": max_id,
-             "max_target": int(targets.max()) if num_examples else 0}
+             "max_target": int(targets.max()) if num_examples else 0, "notes": list(notes)}
     with open(os.path.join(tmp, "info.json"), "w") as f:
         json.dump({"task": task, "split": split, "options": options, "key": key,
                    "fields": sorted(fields), "num_examples": num_examples, "stats": stats},

@@ -62,3 +62,19 @@ def count_rows(path, read_rows):
     if count == 0:
         raise DataError(f"{path}: no examples")
     return count
+
+
+def cut_short(paths) -> list:
+    """Notes on the text files among `paths` that end without an end of line (a copy or a
+    download cut off mid-row looks like that): its last row may be incomplete."""
+    notes = []
+    for path in paths:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                continue
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                notes.append(f"{path} ends without an end of line: it may have been cut short "
+                             f"(its last row is read as it is)")
+    return notes

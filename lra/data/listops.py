@@ -83,4 +83,5 @@ def load(data_dir, split, *, spec, cache_dir, max_length=2000, rebuild=False):
     return cache.build_or_load(
         spec=spec, split=split, options={"max_length": max_length}, source_paths=[path],
         cache_dir=cache_dir, fields={"inputs": (max_length, np.uint8)},
-        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild)
+        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild,
+        notes=lambda: files.cut_short([path]))

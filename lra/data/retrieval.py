@@ -60,4 +60,5 @@ def load(data_dir, split, *, spec, cache_dir, max_length=4000, rebuild=False):
         spec=spec, split=split, options={"max_length": max_length}, source_paths=[path],
         cache_dir=cache_dir, fields={"inputs1": (max_length, np.uint16),
                                      "inputs2": (max_length, np.uint16)},
-        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild)
+        num_examples=lambda: files.count_rows(path, read_rows), rows=rows, rebuild=rebuild,
+        notes=lambda: files.cut_short([path]))

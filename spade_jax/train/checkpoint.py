@@ -17,6 +17,7 @@ multi-process run every process takes the same decision.
 import contextlib
 import errno
 import json
+import os
 import shutil
 
 import jax
@@ -137,9 +138,11 @@ def check_space(workdir: str, state) -> None:
     """Raises PathError when the (local) workdir's disk has less free space than one checkpoint
     of `state` (arrays or ShapeDtypeStructs) takes, with a tenth more: found before the first
     step, not at the first save."""
-    root = paths.workdir_path(workdir)
-    if paths.is_url(workdir) or not root.exists():
+    if paths.is_url(workdir):
         return
+    root = os.path.abspath(workdir)
+    while not os.path.exists(root) and os.path.dirname(root) != root:
+        root = os.path.dirname(root)  # the disk a new workdir will be made on
     need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
                for x in jax.tree_util.tree_leaves(state))
     free = shutil.disk_usage(str(root)).free
@@ -150,14 +153,23 @@ def check_space(workdir: str, state) -> None:
                         f"space or use a --workdir on another disk (nothing was written)")
 
 
+def check_folders(workdir: str) -> None:
+    """Raises PathError when the workdir is a file, or holds a file where a run keeps a folder
+    (checkpoints, best, damaged): found before any work starts, not at the first save."""
+    root = paths.workdir_path(workdir)
+    if root.exists() and not root.is_dir():
+        raise PathError(f"--workdir {workdir} cannot be made a folder (a file of that name "
+                        f"exists): move it away or choose another --workdir")
+    for name in ("checkpoints", "best", DAMAGED):
+        if (root / name).exists() and not (root / name).is_dir():
+            raise PathError(f"{root / name} is a file, where the run keeps its {name} folder: "
+                            f"move it out of {root} (or use another --workdir), then rerun")
+
+
 class Checkpoints:
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
         self.root = paths.workdir_path(workdir)
-        for name in ("checkpoints", "best", DAMAGED):
-            if (self.root / name).exists() and not (self.root / name).is_dir():
-                raise PathError(f"{self.root / name} is a file, where the run keeps its "
-                                f"{name} folder: move it out of {self.root} (or use another "
-                                f"--workdir), then rerun")
+        check_folders(workdir)
         self.latest = _manager(self.root / "checkpoints", keep, async_save)
         self.best = _manager(self.root / "best", 1, async_save)
 

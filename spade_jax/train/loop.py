@@ -90,6 +90,8 @@ class _Run:
         self.engine = engine = job.engine
         self.model_cfg, self.mesh, self.rules = job.model_cfg, job.mesh, job.rules
         workdir_lib.check(workdir, config)
+        checkpoint.check_folders(workdir)
+        checkpoint.check_space(workdir, job.abstract_state)
         self.shard = dict(shard_index=jax.process_index(), shard_count=jax.process_count())
         self.train_iter = task.train_iterator(batch_size=engine.batch_size // jax.process_count(),
                                               seed=engine.seed, **self.shard)
@@ -104,7 +106,6 @@ class _Run:
         lock.hold(workdir, stack)  # before the first thing is written in the workdir
         self.ckpts = checkpoint.Checkpoints(workdir, engine.keep_checkpoints,
                                             engine.async_checkpoints)
-        checkpoint.check_space(workdir, job.abstract_state)
         self.abstract = job.abstract_state
         self.best_score, self.step, self.earlier_wall_s = -np.inf, 0, []
         self._restore()

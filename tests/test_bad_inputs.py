@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -881,20 +882,29 @@ SUBPROCESSES = [
     ("lm.corpus", ["--out=/dev/null"], "is a file"),
     ("lra.report", ["WORK"], "results.json"),
     ("benchmarks.mfu", ["--quick", "--set", "model.nonexistent=1"], "model.nonexistent"),
+    # a platform this machine does not have (JAX picks its backends once per process)
+    ("lra.main", [f"--config={LISTOPS}:smoke", "--workdir=WORK", "JAX_PLATFORMS=tpu"],
+     "names a platform this machine does not have"),
 ]
 
 
 def test_every_entry_point_in_a_real_process(tmp_path):
     """Started at once (each imports its libraries), then checked: exit 2 (argparse's usage
-    errors also give 2), the message on stderr, no traceback."""
+    errors also give 2), the message on stderr, no traceback. An argument NAME=value in upper
+    case is an environment variable of that process."""
     env = dict(local_cluster.cpu_env(1), SPADE_JAX_MALLOC="system",
                SPADE_JAX_CACHE=str(tmp_path / "cache"))
     env.pop("SPADE_JAX_TRACEBACK", None)
-    procs = [(module, expected, subprocess.Popen(
-        [sys.executable, "-m", module] + [a.replace("WORK", str(tmp_path / "nowhere"))
-                                          for a in argv],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        for module, argv, expected in SUBPROCESSES]
+    def start(module, argv):
+        variable = re.compile(r"^[A-Z_]+=")
+        extra = dict(a.split("=", 1) for a in argv if variable.match(a))
+        argv = [a.replace("WORK", str(tmp_path / "nowhere")) for a in argv
+                if not variable.match(a)]
+        return subprocess.Popen([sys.executable, "-m", module] + argv, cwd=ROOT,
+                                env={**env, **extra}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    procs = [(module, expected, start(module, argv)) for module, argv, expected in SUBPROCESSES]
     for module, expected, proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 2, (module, out, err)

@@ -834,7 +834,7 @@ def test_bad_input_is_named_without_traceback_and_changes_nothing(case, tmp_path
     finally:
         if env.release:
             env.release()
-    assert status not in (0, None), output  # not accepted silently
+    assert status == 2, (status, output)  # a user error: not accepted silently, not a bug
     assert "Traceback" not in output, output
     assert "error: " in output, output
     message = output[output.index("error: "):]

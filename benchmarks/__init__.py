@@ -8,7 +8,7 @@ One command each, from any folder once the checkout is installed (`pip install -
     python -m benchmarks.ssm         the S4 layer alone: kernel vs convolution, fft vs scan,
                                      dplr vs diag
     python -m benchmarks.attention   blocked local / chunk / full / jax.nn.dot_product_attention
-    python -m benchmarks.generate    decoding time and memory per token (needs spade_jax.decode)
+    python -m benchmarks.generate    decoding time and memory per token (needs spade_jax.model.decode)
     python -m benchmarks.reproduce   the time-boxed accelerator run: blocks, S4 layer, MFU against
                                      the chip's published peak, ListOps for a time box
 

@@ -8,16 +8,16 @@ attention, and `jax.nn.dot_product_attention` with a window (issue 7, `attention
                                    [--repeats=5] [--quick] [--peer_dir=DIR] [--lra_block=50]
 
 Implementations, all on q, k, v of shape (batch, L, heads, head_dim), float32, no padding mask:
-  local       spade_jax.attention.local_attention (blocked window: 3 blocks of radius + 1 keys
+  local       spade_jax.model.attention.local_attention (blocked window: 3 blocks of radius + 1 keys
               per query, 2 when causal)
-  chunk       spade_jax.attention.chunk_attention (chunks of --chunk, no attention across them)
-  full        spade_jax.attention.full_attention (L keys per query)
+  chunk       spade_jax.model.attention.chunk_attention (chunks of --chunk, no attention across them)
+  full        spade_jax.model.attention.full_attention (L keys per query)
   dpa_window  jax.nn.dot_product_attention(..., local_window_size=(radius, radius)) -- (radius,
               0) when causal -- with its default implementation (on CPU: the XLA path, which
               builds the full L x L scores and mask)
-  splash      spade_jax.attention_accel.splash_attention, the same window (model.attention_impl
+  splash      spade_jax.model.attention_accel.splash_attention, the same window (model.attention_impl
               'splash'): Pallas splash attention; TPU only
-  cudnn       spade_jax.attention_accel.cudnn_attention, the causal window (model.attention_impl
+  cudnn       spade_jax.model.attention_accel.cudnn_attention, the causal window (model.attention_impl
               'cudnn'): cuDNN fused attention; GPU only, with --causal and --dtype=bfloat16
 An accelerator implementation is measured only where it can run: on other backends (or without
 --causal / bfloat16 for cudnn) it is left out of the sweep and the report says why.
@@ -33,8 +33,8 @@ import sys
 
 from benchmarks import fit, flags, isolation, peers, plots, report, sweep, timing
 from benchmarks.rows import exit_code, find, memory_mib, per_token_us
-from spade_jax import cli
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import cli
+from spade_jax.runtime.errors import ConfigError
 
 IMPLS = ("local", "chunk", "full", "dpa_window", "splash", "cudnn")
 ACCELERATOR = {"splash": "tpu", "cudnn": "gpu"}  # implementation -> the JAX backend it needs
@@ -47,7 +47,7 @@ def attention_fn(impl: str, radius: int, chunk: int, causal: bool, peer_root=Non
     in blocks of `lra_block`)."""
     import jax
 
-    from spade_jax import attention, attention_accel
+    from spade_jax.model import attention, attention_accel
     window = attention_accel.window_of("window", radius, causal)
     if impl == "splash":
         return lambda q, k, v: attention_accel.splash_attention(q, k, v, window=window)

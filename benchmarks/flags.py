@@ -6,7 +6,7 @@ import argparse
 import ast
 import re
 
-from spade_jax import host
+from spade_jax.runtime import host
 
 PASSES = ("fwd", "fwd+bwd")
 

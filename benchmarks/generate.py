@@ -1,5 +1,5 @@
 """Time and memory per generated token against the context length, next to re-running the
-parallel forward on the whole context (issue 7, `generate`). Needs spade_jax.decode (the LM
+parallel forward on the whole context (issue 7, `generate`). Needs spade_jax.model.decode (the LM
 issue); without it the command says so and exits with status 2.
 
     python -m benchmarks.generate [--lengths=1K,4K,16K] [--families=spade,...]
@@ -7,7 +7,7 @@ issue); without it the command says so and exits with status 2.
 
 Each family's causal LM at the LRA Text width (configs/text.py's model with head 'lm', causal,
 max_len = context + the steps taken). Ops, each point in a fresh process:
-  decode   spade_jax.decode: init_cache, `feed` the context (a random prompt of L tokens; its time
+  decode   spade_jax.model.decode: init_cache, `feed` the context (a random prompt of L tokens; its time
            is reported as prefill), then time one `step` + greedy choice of the next token
            (jitted, cache donated): the median of --repeats tokens after warm-up. The cache's
            size is reported (fixed for spade, local and s4; max_len entries for transformer).
@@ -22,18 +22,19 @@ import time
 
 from benchmarks import fit, flags, plots, report, sweep, text_config, timing
 from benchmarks.rows import MIB, OK, exit_code, find, memory_mib, per_token_us
-from spade_jax import cli, families
+from spade_jax.runtime import cli
+from spade_jax.model import families
 
 FAMILIES = families.lm_families()
 OPS = ("decode", "forward")
-MISSING = ("benchmarks.generate needs spade_jax.decode (incremental decoding, from the LM "
+MISSING = ("benchmarks.generate needs spade_jax.model.decode (incremental decoding, from the LM "
            "issue), which this checkout does not have; merge the LM work first")
 
 
 def _decode_module():
-    if importlib.util.find_spec("spade_jax.decode") is None:
+    if importlib.util.find_spec("spade_jax.model.decode") is None:
         raise RuntimeError(MISSING)
-    return importlib.import_module("spade_jax.decode")
+    return importlib.import_module("spade_jax.model.decode")
 
 
 def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup: int,
@@ -43,8 +44,8 @@ def measure(model: dict, op: str, length: int, batch: int, repeats: int, warmup:
     import jax
     import jax.numpy as jnp
 
-    from spade_jax import models
-    from spade_jax.config import ModelConfig
+    from spade_jax.model import models
+    from spade_jax.model.config import ModelConfig
 
     decode = _decode_module()
     cfg = ModelConfig.from_config(dict(model, max_len=length + warmup + repeats + 1))
@@ -122,7 +123,7 @@ def main(argv=None):
     flags.add_names(p, "--families", FAMILIES)
     flags.add_names(p, "--ops", OPS)
     args = flags.parse(p, argv)
-    if importlib.util.find_spec("spade_jax.decode") is None:
+    if importlib.util.find_spec("spade_jax.model.decode") is None:
         print(MISSING, file=sys.stderr)
         return 2
     quick = text_config.QUICK_MODEL if args.quick else {}

@@ -8,7 +8,7 @@ in a new Python process (`run_point`), so that
     failing with RESOURCE_EXHAUSTED) and recorded, without ending the run;
   * the parent never starts a JAX backend (on a GPU it would hold device memory of its own).
 The points run as `python -m lra.main` does: with the allocator it preloads
-(spade_jax/allocator.py).
+(spade_jax/runtime/allocator.py).
 """
 import json
 import os
@@ -19,7 +19,7 @@ import time
 
 from benchmarks import ROOT
 from benchmarks.rows import ERROR, OUT_OF_MEMORY, OUT_OF_TIME
-from spade_jax import allocator, host
+from spade_jax.runtime import allocator, host
 
 # The line of the child's stdout that carries its result: POINT_MARKER + json.
 POINT_MARKER = "BENCHMARK-POINT "
@@ -35,7 +35,7 @@ def run_point(fn: str, kwargs: dict, *, timeout_s: float, memory_gb=None, runtim
     every `poll_s`). runtime: a dict (the run's machine header) into which the point's report of
     its JAX runtime (benchmarks.machine.probe: backend, device kind, ...) is merged.
     """
-    env = allocator.preload_env()  # the points run as lra.main does (spade_jax/allocator.py)
+    env = allocator.preload_env()  # the points run as lra.main does (spade_jax/runtime/allocator.py)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     limit = memory_gb * 2**30 if memory_gb else None
     start = time.perf_counter()

@@ -9,7 +9,7 @@ import platform
 import subprocess
 
 from benchmarks import ROOT
-from spade_jax import allocator, host
+from spade_jax.runtime import allocator, host
 
 
 def _cpu_model() -> str:

@@ -11,7 +11,7 @@ process it measures the float32 matmul peak (benchmarks.roofline.matmul_rates) b
 timing the step (compile apart; median after warm-up) and keeps the higher reading, then asks XLA
 for its FLOP count.
 
-  analytic FLOPs   spade_jax.flops.train_step_flops: 3 x forward; local attention by the keys
+  analytic FLOPs   spade_jax.model.flops.train_step_flops: 3 x forward; local attention by the keys
                    actually computed, the S4 FFT convolution per sequence and the S4 kernel
                    generation once per step (the breakdown table shows each term, forward)
   XLA FLOPs        compiled.cost_analysis()['flops'] of the training step and of the forward
@@ -26,8 +26,10 @@ import sys
 
 from benchmarks import flags, fit, plots, report, sweep, text_config, timing
 from benchmarks.rows import OK, exit_code, find
-from spade_jax import cli, config_builder, families
-from spade_jax.config import ModelConfig
+from spade_jax.runtime import cli
+from spade_jax.train import config_builder
+from spade_jax.model import families
+from spade_jax.model.config import ModelConfig
 
 FAMILIES = tuple(families.FAMILIES)
 TARGET_LENGTH = 4096
@@ -46,8 +48,8 @@ def xla_flops(compiled):
 
 
 def forward_breakdown(cfg, length: int, batch: int) -> dict:
-    """Analytic forward FLOPs of one step of `batch` sequences, by term (spade_jax.flops)."""
-    from spade_jax import flops
+    """Analytic forward FLOPs of one step of `batch` sequences, by term (spade_jax.model.flops)."""
+    from spade_jax.model import flops
     kinds = cfg.layer_kinds()
     total = flops.forward_flops(cfg, length)
     s4_layers = sum(k in ("global", "s4") for k in kinds)
@@ -74,7 +76,8 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
 
     from benchmarks import roofline
     from lra.tasks import LRATask
-    from spade_jax import flops, sharding
+    from spade_jax.model import flops
+    from spade_jax.train import sharding
     from spade_jax.train import job as job_lib
 
     def peak_matmuls():

@@ -38,7 +38,7 @@ from collections import namedtuple
 
 from benchmarks import ROOT, isolation
 from benchmarks.rows import OK
-from spade_jax.errors import PathError
+from spade_jax.runtime.errors import PathError
 
 # folder: under --peer_dir; repo: on GitHub; source: the file its code comes from (in folder);
 # benchmark: the benchmark whose table it joins.

@@ -19,7 +19,7 @@ from benchmarks.isolation import POINT_MARKER
 from benchmarks.rows import ERROR, OK, OUT_OF_MEMORY
 
 # Imported before the baseline is read (see the docstring).
-PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "spade_jax.models")
+PRELOAD = ("jax", "jax.numpy", "flax.linen", "optax", "spade_jax.model.models")
 
 
 def main(argv):

@@ -11,7 +11,7 @@ import sys
 from benchmarks import ROOT, machine
 from benchmarks.flags import flags_record, length_label
 from benchmarks.rows import MIB, OK, memory_above_base, per_token_us
-from spade_jax.errors import PathError
+from spade_jax.runtime.errors import PathError
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 

@@ -33,8 +33,9 @@ import time
 
 from benchmarks import ROOT, flags, isolation, report, sweep, text_config
 from benchmarks.rows import ERROR, OK, SKIPPED, find
-from spade_jax import cli, config_builder
-from spade_jax.ssm.layer import CHUNK_SIZE
+from spade_jax.runtime import cli
+from spade_jax.train import config_builder
+from spade_jax.model.ssm.layer import CHUNK_SIZE
 
 # Dense bfloat16 FLOP/s per device, from the vendors' published specifications; the first
 # entry whose key is in jax's device_kind wins (so 'v5 lite' before 'v5').
@@ -198,7 +199,7 @@ def listops(args, budget_s, out_dir):
     if proc.returncode != 0:
         return [{"label": "listops", "status": ERROR, "wall_s": wall,
                  "detail": f"exit code {proc.returncode}: {_tail(proc)}"}], []
-    from spade_jax import paths
+    from spade_jax.runtime import paths
     from spade_jax.train import metrics
     curve = [r for r in metrics.read_records(workdir) if r["split"] == "validation"]
     results = paths.read_json(os.path.join(workdir, "results.json"))

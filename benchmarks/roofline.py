@@ -13,7 +13,7 @@ import sys
 
 from benchmarks import flags, isolation, plots, report, timing
 from benchmarks.rows import OK
-from spade_jax import cli
+from spade_jax.runtime import cli
 
 DTYPES = ("float32", "bfloat16")
 

@@ -21,7 +21,8 @@ import sys
 
 from benchmarks import fit, flags, plots, report, sweep, text_config, timing
 from benchmarks.rows import OK, exit_code, find, memory_above_base, memory_mib, per_token_us
-from spade_jax import cli, families
+from spade_jax.runtime import cli
+from spade_jax.model import families
 
 FAMILIES = tuple(families.FAMILIES)
 SCOPES = ("block", "model")
@@ -36,8 +37,8 @@ def measure(model: dict, length: int, batch: int, repeats: int, warmup: int,
     import jax
     import optax
 
-    from spade_jax import flops, models
-    from spade_jax.config import ModelConfig
+    from spade_jax.model import flops, models
+    from spade_jax.model.config import ModelConfig
 
     cfg = ModelConfig.from_config(dict(model, max_len=length))
     net = models.build_model(cfg)

@@ -6,7 +6,7 @@
                              [--causal] [--chunk_size=128] [--repeats=5] [--quick]
                              [--peer_dir=DIR]
 
-Variants (spade_jax.ssm.S4Layer, bidirectional as in the LRA encoders unless --causal):
+Variants (spade_jax.model.ssm.S4Layer, bidirectional as in the LRA encoders unless --causal):
   dplr   kernel='dplr', mode='fft' (S4, the default): the whole layer, and its kernel
          generation alone (`conv_kernel`, Cauchy kernel + inverse FFT)
   diag   kernel='diag', mode='fft' (S4D): the whole layer, and its kernel alone (Vandermonde)
@@ -27,7 +27,7 @@ import sys
 
 from benchmarks import fit, flags, peers, plots, report, sweep, timing
 from benchmarks.rows import OK, exit_code, find, memory_mib, per_token_us
-from spade_jax import cli
+from spade_jax.runtime import cli
 
 VARIANTS = ("dplr", "diag", "scan", "chunked", "conv")
 LAYER = {"dplr": ("dplr", "fft"), "diag": ("diag", "fft"), "scan": ("diag", "scan"),
@@ -47,8 +47,8 @@ def measure(variant: str, op: str, pass_: str, length: int, batch: int, d_model:
     import flax.linen as nn
     import jax
 
-    from spade_jax.ssm import S4Layer
-    from spade_jax.ssm.layer import _fft_conv  # the layer's own convolution
+    from spade_jax.model.ssm import S4Layer
+    from spade_jax.model.ssm.layer import _fft_conv  # the layer's own convolution
 
     key_x, key_k, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(key_x, (batch, length, d_model))

@@ -1,15 +1,15 @@
 """The LRA Text config (configs/text.py), the width every benchmark measures a family at.
 
 A benchmark gets it the way `python -m lra.main --config=configs/text.py:model=<family>` does
-(spade_jax.config_builder.load: the config file's `get_config(arg)`), and changes fields by
-dotted keys with spade_jax.config_builder.set_dotted, as `--config.<key>=<value>` does (a typo
+(spade_jax.train.config_builder.load: the config file's `get_config(arg)`), and changes fields by
+dotted keys with spade_jax.train.config_builder.set_dotted, as `--config.<key>=<value>` does (a typo
 is a ConfigError naming the closest fields).
 """
 import os
 
 from benchmarks import ROOT
-from spade_jax import config_builder
-from spade_jax.config import ModelConfig
+from spade_jax.train import config_builder
+from spade_jax.model.config import ModelConfig
 
 TEXT_CONFIG = os.path.join(ROOT, "configs", "text.py")
 

@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from spade_jax import host
+from spade_jax.runtime import host
 
 # The share of a point's --timeout_s by which its timed calls should be done: the rest is left
 # for the process's start, compilation and the report.

@@ -21,7 +21,7 @@ Full run (the paper's recipe; real data, wiki.{train,valid,test}.tokens from wik
       cosine shape), no weight decay; the reference's dt would stay at the main rate, ours is
       in the group with A, B, P (the engine has one S4 group).
   Hardware: a TPU v4-16 pod slice (8 chips, 2 hosts; the same command on each host), bfloat16
-  compute: 125 TFLOP per update (spade_jax.flops), about 11-15 hours at 30-40% MFU (a v4-32
+  compute: 125 TFLOP per update (spade_jax.model.flops), about 11-15 hours at 30-40% MFU (a v4-32
   halves it).
   Evaluation (valid and test, at the end and every 5k updates): fairseq's context window, each
   512-token window scored after 2560 tokens of context, perplexity per word token (end-of-line
@@ -40,11 +40,11 @@ measured on 2 cores shared with another training run, an estimated 7-9 on 2 idle
   baseline 343 / 352: they say that the pipeline learns, nothing about WikiText-103.
 Other families: configs/wikitext103.py:model=transformer (local, s4), combinable with quick /
 smoke. Generate: python -m lm.generate --workdir=runs/wt103-quick --prompt "The function"
-Accelerator kernels (spade_jax.attention_accel): --config.model.attention_impl=cudnn on a GPU or
+Accelerator kernels (spade_jax.model.attention_accel): --config.model.attention_impl=cudnn on a GPU or
 =splash on a TPU, with --config.model.position=none (neither kernel takes the relative bias).
 """
 from lm import configs
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 FULL = {
     "model.num_layers": 16, "model.d_model": 1024, "model.num_heads": 8, "model.d_ff": 4096,

@@ -30,8 +30,10 @@ import time
 
 import jax
 
-from spade_jax import accelerators, config_builder, families
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import accelerators
+from spade_jax.train import config_builder
+from spade_jax.model import families
+from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import defaults, job as job_lib, provenance
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 """WikiText LM configs: what the language-modelling task adds to the shared builder
-(spade_jax.config_builder).
+(spade_jax.train.config_builder).
 
 `configs/wikitext103.py` calls `build(arg, full=..., quick=..., smoke=...)`; the config-path
 argument picks the family and the variant:
@@ -9,7 +9,7 @@ argument picks the family and the variant:
     configs/wikitext103.py:model=transformer,quick
     configs/wikitext103.py:smoke                  seconds, for tests
 
-Families: those of spade_jax.families whose every layer decodes causally (`lm_families()`):
+Families: those of spade_jax.model.families whose every layer decodes causally (`lm_families()`):
 spade (S4 beside causal window attention in layer 0, window attention above), spade_chunk
 (causal chunk attention instead of the window), transformer (full causal attention), local
 (window attention only), s4 (S4 blocks only).
@@ -17,11 +17,12 @@ spade (S4 beside causal window attention in layer 0, window attention above), sp
 import ml_collections
 
 from lm import task  # noqa: F401  (registers the LM task with spade_jax.train.job)
-from spade_jax import config_builder, families
+from spade_jax.train import config_builder
+from spade_jax.model import families
 
 
 def parse_arg(arg) -> tuple:
-    """'model=s4,quick' -> ('s4', 'quick') (spade_jax.config_builder.parse_arg over the LM
+    """'model=s4,quick' -> ('s4', 'quick') (spade_jax.train.config_builder.parse_arg over the LM
     families)."""
     return config_builder.parse_arg(arg, families.lm_families())
 

@@ -32,9 +32,9 @@ import re
 import sys
 import sysconfig
 
-from spade_jax import cli, paths
-from spade_jax.errors import PathError
-from spade_jax.paths import atomic_folder, cache_root
+from spade_jax.runtime import cli, paths
+from spade_jax.runtime.errors import PathError
+from spade_jax.runtime.paths import atomic_folder, cache_root
 
 VERSION = 1
 MIN_COUNT = 3

@@ -36,8 +36,8 @@ import time
 
 import numpy as np
 
-from spade_jax.errors import DataError
-from spade_jax.paths import atomic_folder, cache_root, text_lines
+from spade_jax.runtime.errors import DataError
+from spade_jax.runtime.paths import atomic_folder, cache_root, text_lines
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 PAD_ID = 0

@@ -19,8 +19,9 @@ from absl import flags
 from lm import data
 from lm.runs import Run, load_run
 from lm.task import LMTask
-from spade_jax import cli, models, paths
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import cli, paths
+from spade_jax.model import models
+from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import steps
 
 
@@ -53,7 +54,7 @@ def perplexity(run: Run, split: str, *, context: int | None = None, batch_size: 
 
 
 def define_flags(flag_values, argv):
-    """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
+    """The command line's flags, on `flag_values` (see spade_jax.runtime.cli.run_absl)."""
     del argv
     on = dict(flag_values=flag_values)
     cli.define_workdir(flag_values, "Run directory of lm.main.")

@@ -21,12 +21,13 @@ from absl import flags
 from lm import corpus as corpus_lib
 from lm.data import PAD_ID, UNK, DataError
 from lm.runs import load_run
-from spade_jax import cli, decode
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import cli
+from spade_jax.model import decode
+from spade_jax.runtime.errors import ConfigError
 
 
 def define_flags(flag_values, argv):
-    """The command line's flags, on `flag_values` (see spade_jax.cli.run_absl)."""
+    """The command line's flags, on `flag_values` (see spade_jax.runtime.cli.run_absl)."""
     del argv
     on = dict(flag_values=flag_values)
     cli.define_workdir(flag_values, "Run directory of lm.main.")

@@ -9,7 +9,7 @@ resumes from the last checkpoint in --workdir. At the end, WORKDIR/results.json 
 and test perplexities (best-validation and last checkpoint) beside the unigram baseline's.
 """
 if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart once with jemalloc
-    from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
+    from spade_jax.runtime import allocator  # preloaded (spade_jax/runtime/allocator.py); nothing otherwise
     allocator.reexec_if_needed()
 
 import math
@@ -21,9 +21,10 @@ from ml_collections import config_flags
 
 from lm import data
 from lm.task import LMTask, check_corpus, describe, load_corpus, set_vocab_size
-from spade_jax.runtime import start_process, stopped_early
-from spade_jax import cli, paths, plots
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.process import start_process, stopped_early
+from spade_jax.runtime import cli, paths
+from spade_jax.train import plots
+from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import metrics
 from spade_jax.train.loop import train_and_evaluate
 

@@ -8,9 +8,9 @@ from absl import logging
 
 from lm import data
 from lm.task import load_corpus, set_vocab_size
-from spade_jax import paths
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError, DataError, PathError
+from spade_jax.runtime import paths
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError, DataError, PathError
 from spade_jax.train.checkpoint import damage, read_failure
 
 

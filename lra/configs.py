@@ -1,4 +1,4 @@
-"""LRA experiment configs: what an LRA task adds to the shared builder (spade_jax.config_builder).
+"""LRA experiment configs: what an LRA task adds to the shared builder (spade_jax.train.config_builder).
 
 Each `configs/<task>.py` calls `build(task, arg, full=..., quick=..., smoke=...)` with its own
 hyperparameters; the config-path argument chooses the family and the variant, big_vision style:
@@ -8,7 +8,7 @@ hyperparameters; the config-path argument chooses the family and the variant, bi
     configs/text.py:model=transformer,quick  another family, quick
     configs/pathx.py:smoke                   seconds, for tests
 
-Families: every family of spade_jax.families: spade (window attention beside the global S4 layer;
+Families: every family of spade_jax.model.families: spade (window attention beside the global S4 layer;
 default), spade_chunk (chunk attention), transformer (full attention), local (window attention
 only), s4 (S4 blocks only).
 """
@@ -16,7 +16,8 @@ import ml_collections
 
 from lra import tasks  # noqa: F401  (registers the LRA tasks with spade_jax.train.job)
 from lra.data.specs import get_spec
-from spade_jax import config_builder, families
+from spade_jax.train import config_builder
+from spade_jax.model import families
 
 # What every task's smoke variant shares (seconds: a tiny model, two steps, one eval batch);
 # a task's own SMOKE dict adds its data and may override any of these.

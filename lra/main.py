@@ -7,7 +7,7 @@ Any config field can be overridden (`--config.batch_size=8`). Rerunning the same
 resumes from the last checkpoint in --workdir.
 """
 if __name__ == "__main__":  # before the heavy imports: on a CPU host, restart once with jemalloc
-    from spade_jax import allocator  # preloaded (spade_jax/allocator.py); nothing otherwise
+    from spade_jax.runtime import allocator  # preloaded (spade_jax/runtime/allocator.py); nothing otherwise
     allocator.reexec_if_needed()
 
 import sys
@@ -18,9 +18,9 @@ from ml_collections import config_flags
 from lra import report, tasks
 from lra.data.specs import TASKS
 from lra.tasks import resolve_data_dir
-from spade_jax import cli
-from spade_jax.errors import ConfigError
-from spade_jax.runtime import start_process, stopped_early
+from spade_jax.runtime import cli
+from spade_jax.runtime.errors import ConfigError
+from spade_jax.runtime.process import start_process, stopped_early
 from spade_jax.train.loop import train_and_evaluate
 
 

@@ -20,8 +20,9 @@ import statistics
 import sys
 
 from lra.data.specs import TASKS
-from spade_jax import cli, paths, plots
-from spade_jax.errors import DataError, PathError, UserError
+from spade_jax.runtime import cli, paths
+from spade_jax.train import plots
+from spade_jax.runtime.errors import DataError, PathError, UserError
 
 
 def __getattr__(name):
@@ -103,7 +104,7 @@ def finish_run(workdir, config, results, majority):
 
 
 def plot_curve(workdir, summary: dict | None = None):
-    """WORKDIR/learning_curve.png (spade_jax.plots.learning_curve), titled from the run's
+    """WORKDIR/learning_curve.png (spade_jax.train.plots.learning_curve), titled from the run's
     summary (task, model, variant, parameters, steps) or, without one, its folder name."""
     s = summary or {}
     title = (plots.run_title(s["task"], s["model"], s.get("variant"), s.get("parameters"),
@@ -114,7 +115,7 @@ def plot_curve(workdir, summary: dict | None = None):
 
 def plot_accuracy(run_dirs, path):
     """A bar chart of the LRA runs' test accuracy (%) per task and model, seeds grouped (mean,
-    std, n), the majority class dashed: spade_jax.plots.grouped_bars. Returns the image's path."""
+    std, n), the majority class dashed: spade_jax.train.plots.grouped_bars. Returns the image's path."""
     lra, _, _ = collect(run_dirs)
     if not lra:
         raise DataError("--plot: no finished lra.main run among the runs given")

@@ -16,7 +16,7 @@ from absl import logging
 
 from lra.data import DataError, load_split, make_batches
 from lra.data.specs import TASKS, get_spec
-from spade_jax.paths import atomic_folder, cache_root
+from spade_jax.runtime.paths import atomic_folder, cache_root
 from spade_jax.train import job
 
 RELEASE_LAYOUT = """the unpacked LRA release, e.g. DATA_DIR = .../lra_release/lra_release:

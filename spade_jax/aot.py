@@ -7,7 +7,7 @@
 
 The job is built exactly as `python -m lra.main` / `lm.main` build it (spade_jax.train.job: the
 same validation, mesh, logical-axis rules, model, optimiser and batch layout; no data is read)
-on libtpu's compile-only devices of the accelerator (spade_jax.accelerators), and its train
+on libtpu's compile-only devices of the accelerator (spade_jax.runtime.accelerators), and its train
 step, eval step and (language models) decode step are compiled by XLA's TPU compiler. Printed per
 chip and per step (spade_jax.train.aot): parameters + optimiser state, batch, temporaries and
 their total against the chip's HBM ("fits, X GiB free" / "does not fit by X GiB", with what to
@@ -33,8 +33,9 @@ import jax  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from spade_jax import accelerators, cli, paths, sharding  # noqa: E402
-from spade_jax.errors import ConfigError  # noqa: E402
+from spade_jax.runtime import accelerators, cli, paths  # noqa: E402
+from spade_jax.train import sharding  # noqa: E402
+from spade_jax.runtime.errors import ConfigError  # noqa: E402
 from spade_jax.train import aot, job as job_lib, provenance  # noqa: E402
 
 EXIT_DOES_NOT_FIT = 3

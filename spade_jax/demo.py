@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spade_jax import cli, families, models
-from spade_jax.config import ModelConfig
+from spade_jax.runtime import cli
+from spade_jax.model import families, models
+from spade_jax.model.config import ModelConfig
 
 
 def define_flags(flag_values, argv):

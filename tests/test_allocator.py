@@ -1,11 +1,11 @@
-"""spade_jax.allocator: which malloc a CPU run preloads, and the re-executed entry point."""
+"""spade_jax.runtime.allocator: which malloc a CPU run preloads, and the re-executed entry point."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from spade_jax import allocator
+from spade_jax.runtime import allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +54,7 @@ def test_a_bad_choice_names_the_variable():
         allocator.wanted({allocator.ENV: "glibc"})
 
 
-_PROBE = ("from spade_jax import allocator; allocator.reexec_if_needed(); "
+_PROBE = ("from spade_jax.runtime import allocator; allocator.reexec_if_needed(); "
           "import os; print(allocator.active(), os.environ.get('MALLOC_CONF'))")
 
 

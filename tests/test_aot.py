@@ -13,8 +13,10 @@ import sys
 import jax
 import pytest
 
-from spade_jax import accelerators, aot, sharding
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import accelerators
+from spade_jax import aot
+from spade_jax.train import sharding
+from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import aot as aot_lib, defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +90,7 @@ def test_the_compilers_out_of_memory_refusal_is_an_answer():
 
 
 def test_a_batch_the_chips_do_not_divide_is_refused_with_what_to_use():
-    from spade_jax import config_builder
+    from spade_jax.train import config_builder
     config = config_builder.load(os.path.join(ROOT, "configs/text.py"))  # MEGA's batch of 50
     with pytest.raises(ConfigError, match=r"config.batch_size \(50\) must be divisible.*use "
                        r"--config.batch_size=48 or --config.batch_size=56, or keep 50 with "

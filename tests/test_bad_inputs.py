@@ -30,7 +30,8 @@ from benchmarks import attention as bench_attention, mfu as bench_mfu, scaling a
 from lra.generate import __main__ as lra_generate, listops as gen_listops, pathfinder as gen_pathfinder
 from lra.generate import standins
 from benchmarks import reproduce as bench_reproduce
-from spade_jax import aot, local_cluster, lock
+from spade_jax import aot
+from spade_jax.runtime import local_cluster, lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTOPS = os.path.join(ROOT, "configs", "listops.py")
@@ -49,7 +50,7 @@ ENTRY_POINTS = {
     "benchmarks.scaling": lambda argv: bench_scaling.main(argv[1:]),
     "benchmarks.attention": lambda argv: bench_attention.main(argv[1:]),
     "benchmarks.reproduce": lambda argv: bench_reproduce.main(argv[1:]),
-    "spade_jax.local_cluster": lambda argv: local_cluster.main(argv[1:]),
+    "spade_jax.runtime.local_cluster": lambda argv: local_cluster.main(argv[1:]),
     "spade_jax.aot": aot.run,
 }
 
@@ -96,8 +97,9 @@ def lm_run(pristine, tmp_path_factory):
     import importlib.util
 
     from lm.task import LMTask, load_corpus, set_vocab_size
-    from spade_jax import models, sharding
-    from spade_jax.config import ModelConfig
+    from spade_jax.model import models
+    from spade_jax.train import sharding
+    from spade_jax.model.config import ModelConfig
     from spade_jax.train import checkpoint, optim, state as state_lib, workdir as workdir_lib
     spec = importlib.util.spec_from_file_location("_wikitext", WIKITEXT)
     module = importlib.util.module_from_spec(spec)
@@ -739,18 +741,18 @@ CASES += FIELD_CASES + [
     Case("reproduce-unknown-part", "benchmarks.reproduce", ["--parts=speed"], ("speed",)),
     Case("scaling-unknown-family", "benchmarks.scaling", ["--families=mega"], ("mega",)),
     Case("mfu-batch-zero", "benchmarks.mfu", ["--quick", "--batch=0"], ("--batch",)),
-    # spade_jax.local_cluster
-    Case("cluster-processes-zero", "spade_jax.local_cluster", ["--processes=0", "--", "true"],
+    # spade_jax.runtime.local_cluster
+    Case("cluster-processes-zero", "spade_jax.runtime.local_cluster", ["--processes=0", "--", "true"],
          ("--processes must be >= 1",)),
-    Case("cluster-devices-negative", "spade_jax.local_cluster", ["--devices=-1", "--", "true"],
+    Case("cluster-devices-negative", "spade_jax.runtime.local_cluster", ["--devices=-1", "--", "true"],
          ("--devices must be >= 1",)),
-    Case("cluster-log-dir-is-a-file", "spade_jax.local_cluster",
+    Case("cluster-log-dir-is-a-file", "spade_jax.runtime.local_cluster",
          ["--processes=1", "--log_dir={tmp}/log", "--", "true"], ("--log_dir", "is a file"),
          lambda env: (env.tmp / "log").write_text("mine")),
-    Case("cluster-command-not-found", "spade_jax.local_cluster",
+    Case("cluster-command-not-found", "spade_jax.runtime.local_cluster",
          ["--processes=1", "--", "no_such_command_xyz"], ("command not found",)),
-    Case("cluster-no-command", "spade_jax.local_cluster", ["--processes=1"], ("no command",)),
-    Case("cluster-timeout", "spade_jax.local_cluster", ["--timeout=-1", "--", "true"],
+    Case("cluster-no-command", "spade_jax.runtime.local_cluster", ["--processes=1"], ("no command",)),
+    Case("cluster-timeout", "spade_jax.runtime.local_cluster", ["--timeout=-1", "--", "true"],
          ("--timeout must be a positive number",)),
     # more of a user's mistakes
     Case("profile-steps-reversed", "lra.main", LRA_SMOKE + ["--config.profile_steps=(5,2)"],

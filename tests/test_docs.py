@@ -30,7 +30,7 @@ def test_tpu_page_and_readme_column_are_what_the_kept_compiles_make():
     """docs/tpu.md and the README's estimated-hours column are generated from
     docs/tpu_compiles.json (python -m docs.tpu_report): regenerating them changes nothing."""
     import pytest
-    from spade_jax import accelerators
+    from spade_jax.runtime import accelerators
     if accelerators.libtpu_version() is None:
         pytest.skip('libtpu is not installed (pip install "jax[tpu]")')
     from docs import tpu_report

@@ -27,9 +27,11 @@ from lra.data import DataError, load_split  # noqa: E402
 from lra.generate import __main__ as lra_generate, listops as gen_listops  # noqa: E402
 from lra.generate import pathfinder as gen_pathfinder  # noqa: E402
 from lra.tasks import LRATask  # noqa: E402
-from spade_jax import lock, models, paths, sharding  # noqa: E402
-from spade_jax.config import ModelConfig  # noqa: E402
-from spade_jax.errors import PathError  # noqa: E402
+from spade_jax.runtime import lock, paths  # noqa: E402
+from spade_jax.model import models  # noqa: E402
+from spade_jax.train import sharding  # noqa: E402
+from spade_jax.model.config import ModelConfig  # noqa: E402
+from spade_jax.runtime.errors import PathError  # noqa: E402
 from spade_jax.train import checkpoint, optim, state as state_lib  # noqa: E402
 from spade_jax.train import workdir as workdir_lib  # noqa: E402
 from spade_jax.train.divergence import DivergedError  # noqa: E402
@@ -240,7 +242,7 @@ def test_too_many_skipped_updates_stop_the_run(tmp_path):
 
 # --- 6. one run per workdir --------------------------------------------------------------------
 
-HOLD = ("import sys, time; from spade_jax import lock; lock.WorkdirLock(sys.argv[1]).acquire(); "
+HOLD = ("import sys, time; from spade_jax.runtime import lock; lock.WorkdirLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(600)")
 
 
@@ -439,7 +441,7 @@ def test_utf8_errors_name_the_file_line_and_byte_offset(tmp_path):
 def test_two_processes_agree_on_the_checkpoint_and_on_the_lock(tmp_path):
     """A pod in miniature (2 processes x 4 devices): both skip the damaged latest checkpoint for
     the same older one, and both stop (exit 2) when another run holds the workdir."""
-    from spade_jax import local_cluster
+    from spade_jax.runtime import local_cluster
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     workdir = tmp_path / "run"
     env = dict(os.environ, SPADE_JAX_CACHE=str(tmp_path / "cache"))
@@ -483,7 +485,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_ctrl_c_in_training_saves_the_step_and_exits_130(tmp_path):
     """SIGINT to lra.main while it trains: a checkpoint at the current step, one line, exit
     status 130, no KeyboardInterrupt traceback; rerunning resumes from that step."""
-    from spade_jax import local_cluster
+    from spade_jax.runtime import local_cluster
     workdir = tmp_path / "run"
     env = dict(local_cluster.cpu_env(1), SPADE_JAX_CACHE=str(tmp_path / "cache"),
                SPADE_JAX_MALLOC="system")
@@ -577,7 +579,7 @@ def test_each_split_says_what_was_cut_empty_or_out_of_vocabulary(tmp_path, capsy
 
 def test_the_models_sizes_are_checked_against_the_labels_and_token_ids(listops_dir, tmp_path):
     from lra.tasks import LRATask
-    from spade_jax.config import ModelConfig, default_model_config
+    from spade_jax.model.config import ModelConfig, default_model_config
     data = _listops_copy(listops_dir, tmp_path)
     task = LRATask("listops", str(data), {"max_length": 40})
     task.source("train")

@@ -1,10 +1,10 @@
-"""spade_jax.plots: what a learning curve and a per-task bar chart show (legend, title, the best
+"""spade_jax.train.plots: what a learning curve and a per-task bar chart show (legend, title, the best
 validation point), read back from the matplotlib figures, and the PNG files they are saved as."""
 import json
 
 import pytest
 
-from spade_jax import plots
+from spade_jax.train import plots
 
 pytest.importorskip("matplotlib")
 

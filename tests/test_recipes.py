@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")

@@ -14,7 +14,7 @@ from lra.data.cache import CACHE_FOLDER, CachedSplit
 from lra.data.files import DataError
 from lra.data.pipeline import make_batches
 from lra.data.specs import SPLITS, TASKS, TaskSpec, check_split, get_spec, register_task, resolve
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 
 def load_split(task, split, data_dir, *, cache_dir=None, rebuild=False, **options):

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from spade_jax import paths
+from spade_jax.runtime import paths
 
 CACHE_VERSION = 2  # 2: info.json holds the split's statistics (cut, empty, largest ids)
 CACHE_FOLDER = ".lra_cache"

@@ -5,7 +5,7 @@ folders and a folder holding the generated defaults work too.
 """
 import os
 
-from spade_jax.errors import DataError
+from spade_jax.runtime.errors import DataError
 
 # Where the release's folders may sit relative to data_dir.
 _PREFIXES = ("", "lra_release", os.path.join("lra_release", "lra_release"))

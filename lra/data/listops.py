@@ -7,7 +7,7 @@ count then equals the tree's length. Fixed sorted vocabulary: pad = 0, the 15 sy
 import numpy as np
 
 from lra.data import cache, files
-from spade_jax.paths import text_lines
+from spade_jax.runtime.paths import text_lines
 
 SYMBOLS = tuple(sorted([str(d) for d in range(10)] + ["X", "[MAX", "[MED", "[MIN", "[SM"]))
 PAD_ID = 0

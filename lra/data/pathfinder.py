@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lra.data import cache, files
-from spade_jax.paths import text_lines
+from spade_jax.runtime.paths import text_lines
 
 DIFFICULTY = "curv_contour_length_14"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)

@@ -17,8 +17,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from spade_jax.config import MAX_LEN
-from spade_jax.errors import ConfigError
+from spade_jax.model.config import MAX_LEN
+from spade_jax.runtime.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 

@@ -20,8 +20,8 @@ import time
 
 from lra.data.specs import TASKS, resolve
 from lra.generate import pathfinder
-from spade_jax import cli, paths
-from spade_jax.errors import PathError
+from spade_jax.runtime import cli, paths
+from spade_jax.runtime.errors import PathError
 
 
 def generated_tasks() -> dict:

@@ -12,7 +12,7 @@ import random
 import numpy as np
 
 from lra.generate.progress import progress_bar
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"

@@ -74,7 +74,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lra.generate.progress import available_cores, progress_bar
-from spade_jax.errors import DataError, PathError
+from spade_jax.runtime.errors import DataError, PathError
 
 # The release's difficulty folders: each sets the contour length (paddles per target snake), and
 # with it the distractors' length (contour_length // 3) and number.
@@ -724,7 +724,7 @@ def write(out, num, seed=0, *, image_size=32, difficulty="curv_contour_length_14
 
 def _ignore_interrupts():
     """In a worker: Ctrl-C goes to the whole process group; the parent stops the pool and
-    reports it once (spade_jax.cli), instead of every worker printing a traceback."""
+    reports it once (spade_jax.runtime.cli), instead of every worker printing a traceback."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -19,7 +19,8 @@ import time
 import jax
 import numpy as np
 
-from spade_jax import decode, sharding
+from spade_jax.model import decode
+from spade_jax.train import sharding
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s4": 1, "u4": 1, "f8e4m3fn": 1, "f8e5m2": 1,
@@ -101,7 +102,7 @@ def out_of_memory(error: Exception) -> dict | None:
 
 def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> dict:
     """Compiles `lowered` and reads the compiler's answers (see the module docstring) for `chip`
-    (spade_jax.accelerators.Chip; None: no fit verdict, no roofline). state_bytes /
+    (spade_jax.runtime.accelerators.Chip; None: no fit verdict, no roofline). state_bytes /
     batch_bytes: the per-device bytes of the step's state (or parameters) and batch arguments.
     A program the compiler refuses for memory gives fits False and its message."""
     report = {"step": name, "state_bytes": state_bytes, "batch_bytes": batch_bytes}
@@ -145,7 +146,7 @@ def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> 
 
 def _decode_step(job):
     """(lowered decode step, per-device cache bytes) for a language model: one token for each
-    of the eval batch's rows against the recurrent cache (spade_jax.decode)."""
+    of the eval batch's rows against the recurrent cache (spade_jax.model.decode)."""
     model = decode.decoding_model(job.model_cfg)
     rows = job.engine.eval_batch
     params = job.abstract_state.params

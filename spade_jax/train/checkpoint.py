@@ -25,8 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from spade_jax import paths, runtime
-from spade_jax.errors import DataError, PathError, UserError
+from spade_jax.runtime import paths, process
+from spade_jax.runtime.errors import DataError, PathError, UserError
 
 DAMAGED = "damaged"  # WORKDIR/damaged/<folder>-<step>: damaged checkpoints, set aside
 
@@ -115,7 +115,7 @@ def damage(folder):
 
 def _agree(problem):
     """Every process's verdict on one checkpoint: damaged if any process found it so."""
-    if not runtime.multi_process():
+    if not process.multi_process():
         return problem
     from jax.experimental import multihost_utils
     anywhere = multihost_utils.process_allgather(np.int32(problem is not None))
@@ -280,7 +280,7 @@ class Checkpoints:
                        f"and going on from the one before it")
             logging.warning(message)
             print(message, flush=True)
-        if runtime.multi_process():
+        if process.multi_process():
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"checkpoint {source} set aside")
         manager.reload()

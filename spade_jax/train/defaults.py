@@ -13,9 +13,9 @@ from typing import Optional
 
 import ml_collections
 
-from spade_jax import sharding
-from spade_jax.config import default_model_config
-from spade_jax.errors import ConfigError, closest
+from spade_jax.train import sharding
+from spade_jax.model.config import default_model_config
+from spade_jax.runtime.errors import ConfigError, closest
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -49,7 +49,7 @@ class Optimizer:
 
 @dataclasses.dataclass(frozen=True)
 class Mesh:
-    """config.mesh: device-mesh axis sizes, one of them may be -1 (spade_jax.sharding)."""
+    """config.mesh: device-mesh axis sizes, one of them may be -1 (spade_jax.train.sharding)."""
 
     data: int = -1
     fsdp: int = 1
@@ -61,7 +61,7 @@ class Mesh:
 
 @dataclasses.dataclass(frozen=True)
 class Engine:
-    """Every engine field of an experiment config (config.model is spade_jax.config's)."""
+    """Every engine field of an experiment config (config.model is spade_jax.model.config's)."""
 
     seed: int = _field(0, low=0, high=2**32 - 1)
     batch_size: int = _field(32, low=1)  # global batch (all hosts), split into grad_accum_steps micro-batches
@@ -97,7 +97,7 @@ _SECTIONS = {"optimizer": Optimizer, "mesh": Mesh}
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The engine's fields at their defaults, with `model` (spade_jax.config), as a ConfigDict."""
+    """The engine's fields at their defaults, with `model` (spade_jax.model.config), as a ConfigDict."""
     values = dataclasses.asdict(Engine())
     values["logical_axis_rules"] = [list(rule) for rule in Engine.logical_axis_rules]
     values["profile_steps"] = ()

@@ -5,7 +5,7 @@ import collections
 
 import numpy as np
 
-from spade_jax.errors import UserError
+from spade_jax.runtime.errors import UserError
 
 
 class DivergedError(UserError, FloatingPointError):

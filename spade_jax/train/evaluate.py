@@ -7,7 +7,7 @@ examples, or tokens, the loss counted).
 """
 import jax
 
-from spade_jax import sharding
+from spade_jax.train import sharding
 from spade_jax.train.metrics import with_perplexity
 
 

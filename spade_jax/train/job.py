@@ -6,7 +6,7 @@
     state = job.create_state()                     # real arrays, already sharded
     compiled = job.lower_train_step(job.abstract_state, job.batch()).compile()
 
-`build` checks the config (spade_jax.train.defaults.validate, spade_jax.config.ModelConfig),
+`build` checks the config (spade_jax.train.defaults.validate, spade_jax.model.config.ModelConfig),
 makes the mesh over `devices`, the model and the optimiser, and derives the state's shardings
 and abstract shapes from the task's batch layout (`Task.batch_spec`), so nothing is read and
 nothing is allocated until `create_state`.
@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax import models, sharding
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError, DataError
+from spade_jax.model import models
+from spade_jax.train import sharding
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError, DataError
 from spade_jax.train import defaults, optim, state as state_lib, steps
 
 

@@ -9,8 +9,8 @@ checkpoint and at the last one, written to WORKDIR/results.json with how the run
 kept with the checkpoints it saved, so it survives a resume) and the list per invocation.
 
 Before the first step, every input is checked: the config (spade_jax.train.defaults.validate,
-spade_jax.config.ModelConfig), the workdir (spade_jax.train.workdir: a run of another model
-config is refused before anything is written there; one run at a time, spade_jax.lock) and the
+spade_jax.model.config.ModelConfig), the workdir (spade_jax.train.workdir: a run of another model
+config is refused before anything is written there; one run at a time, spade_jax.runtime.lock) and the
 data of every split the run uses (the tasks read and check a split when its iterator is made).
 A model whose parameters stop being finite, or that skips too many updates under
 skip_nonfinite, stops with a DivergedError (spade_jax.train.divergence).
@@ -26,7 +26,9 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from spade_jax import flops, lock, paths, runtime, sharding
+from spade_jax.model import flops
+from spade_jax.runtime import lock, paths, process
+from spade_jax.train import sharding
 from spade_jax.train import checkpoint, job as job_lib, metrics as metrics_lib, provenance
 from spade_jax.train import workdir as workdir_lib
 from spade_jax.train.divergence import Divergence
@@ -70,7 +72,7 @@ def train_and_evaluate(config, workdir: str, task: Task) -> dict:
     preemption notice returns {'preempted_at_step': step} after saving, one stopped by Ctrl-C
     {'interrupted_at_step': step}.
 
-    Call `runtime.start_process()` first (it joins the other hosts of a multi-host job)."""
+    Call `process.start_process()` first (it joins the other hosts of a multi-host job)."""
     with contextlib.ExitStack() as stack:  # holds the workdir lock
         run = _Run(config, workdir, task, stack)
         stopped = run.train()
@@ -137,8 +139,8 @@ class _Run:
         if self.step < self.engine.num_train_steps:
             self.train_step = self.job.lower_train_step(
                 self.state, sharding.place_batch(self.example, self.mesh)).compile()
-            runtime.check_step_memory(self.train_step, "the train step", self.config,
-                                      runtime.available_memory())
+            process.check_step_memory(self.train_step, "the train step", self.config,
+                                      process.available_memory())
         self.evaluate = Evaluator(self.job, shard=self.shard,
                                   batch_size=self.engine.eval_batch // jax.process_count(),
                                   max_batches=self.engine.max_eval_batches)
@@ -162,7 +164,7 @@ class _Run:
         divergence = Divergence(engine, self.workdir, self.ckpts)
         profile = engine.profile_steps
         stopped = "done"
-        with runtime.Preemption() as preemption:
+        with process.Preemption() as preemption:
             while self.step < engine.num_train_steps:
                 if profile and self.step == profile[0]:
                     jax.profiler.start_trace(str(paths.workdir_path(self.workdir) / "profile"))
@@ -186,7 +188,7 @@ class _Run:
                                     "Ctrl-C" if preemption.interrupted else "SIGTERM", step,
                                     self.workdir)
                     break
-                if runtime.past_budget(engine.max_wall_s, self.started):
+                if process.past_budget(engine.max_wall_s, self.started):
                     logging.warning("config.max_wall_s (%g s) reached at step %d: evaluating and "
                                     "reporting", engine.max_wall_s, step)
                     stopped = "budget"
@@ -199,7 +201,7 @@ class _Run:
         (checked to be the same on every host), the best validation score so far and the wall
         time of each invocation up to this one (process 0's clock)."""
         position = self.train_iter.get_state()
-        if runtime.multi_process():  # one position for all hosts (see Task.train_iterator)
+        if process.multi_process():  # one position for all hosts (see Task.train_iterator)
             digest = hashlib.sha256(json.dumps(position, sort_keys=True).encode()).digest()
             multihost_utils.assert_equal(np.frombuffer(digest, np.uint8),
                                          f"the hosts' training iterators disagree at step "

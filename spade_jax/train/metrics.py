@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from spade_jax import paths
+from spade_jax.runtime import paths
 
 
 def read_records(workdir) -> list:

@@ -1,7 +1,7 @@
 """Optimiser from the config: optax AdamW / Adam / SGD-Nesterov, schedules, parameter groups.
 
 Groups, chosen by each parameter's full path:
-  ssm       S4's A_re, A_im, P, B, log_dt (spade_jax.ssm.SSM_PARAM_NAMES): their own learning
+  ssm       S4's A_re, A_im, P, B, log_dt (spade_jax.model.ssm.SSM_PARAM_NAMES): their own learning
             rate (`optimizer.ssm_learning_rate`) and weight decay (`optimizer.ssm_weight_decay`)
   no_decay  biases and LayerNorm scales: no weight decay
   frozen    with `optimizer.freeze_ssm`, every parameter of an S4 layer (updates are zero)
@@ -12,7 +12,7 @@ The section's fields and allowed values are spade_jax.train.defaults.Optimizer's
 import optax
 from jax.tree_util import DictKey, tree_map_with_path
 
-from spade_jax.ssm import SSM_PARAM_NAMES
+from spade_jax.model.ssm import SSM_PARAM_NAMES
 
 
 def _names(path) -> list:

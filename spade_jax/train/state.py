@@ -13,7 +13,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from spade_jax import sharding
+from spade_jax.train import sharding
 
 
 @flax.struct.dataclass

@@ -86,7 +86,7 @@ def make_train_step(model, tx, task, *, grad_accum_steps: int, skip_nonfinite: b
 def jit_train_step(model, tx, task, config, state_shardings, batch_shardings):
     """`make_train_step` from the config's grad_accum_steps / skip_nonfinite / seed, jitted with
     explicit shardings and the state donated: (state, batch) -> (state, metrics). Trace it
-    inside `spade_jax.sharding.model_context(mesh, rules)`."""
+    inside `spade_jax.train.sharding.model_context(mesh, rules)`."""
     step = make_train_step(model, tx, task, grad_accum_steps=config.grad_accum_steps,
                            skip_nonfinite=config.skip_nonfinite, seed=config.seed)
     return jax.jit(step, in_shardings=(state_shardings, batch_shardings),

@@ -9,8 +9,8 @@ import json
 
 import jax
 
-from spade_jax import paths
-from spade_jax.errors import ConfigError
+from spade_jax.runtime import paths
+from spade_jax.runtime.errors import ConfigError
 
 
 def _path(workdir):

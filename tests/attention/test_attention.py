@@ -1,4 +1,4 @@
-"""Tests for spade_jax.attention against an independent dense reference.
+"""Tests for spade_jax.model.attention against an independent dense reference.
 
 The reference builds the full (L, L) visibility matrix with numpy from the visibility predicate
 and runs a plain masked softmax (empty rows -> 0); it shares no code with the module.
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax import attention as att
+from spade_jax.model import attention as att
 
 B, H, D = 4, 2, 8
 RADIUS = 3  # block 4

@@ -1,7 +1,7 @@
-"""Tests for spade_jax.attention_accel and model.attention_impl.
+"""Tests for spade_jax.model.attention_accel and model.attention_impl.
 
 The splash kernel runs in the Pallas interpreter on the CPU and must equal the blocked kernels of
-spade_jax.attention (themselves checked against a dense reference in test_attention.py): outputs
+spade_jax.model.attention (themselves checked against a dense reference in test_attention.py): outputs
 and gradients, with padding masks, lengths that are not a multiple of the splash block, and rows
 that see no key. cuDNN cannot run here: its refusal and its argument construction are checked
 (the arguments through jax.nn.dot_product_attention's XLA path).
@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax import attention as att
-from spade_jax import attention_accel as accel
-from spade_jax import models
-from spade_jax.config import ModelConfig, default_model_config
+from spade_jax.model import attention as att
+from spade_jax.model import attention_accel as accel
+from spade_jax.model import models
+from spade_jax.model.config import ModelConfig, default_model_config
 
 H, D = 2, 16
 
@@ -83,11 +83,11 @@ def test_splash_interpreted_matches_blocked(monkeypatch, kind, causal, length, r
 
 @pytest.mark.slow
 def test_splash_is_split_over_the_batch_and_heads_of_a_mesh(monkeypatch):
-    """Under a 2 x 2 x 2 mesh (spade_jax.sharding.model_context) splash runs inside
+    """Under a 2 x 2 x 2 mesh (spade_jax.train.sharding.model_context) splash runs inside
     jax.shard_map, each device on its examples and heads (a Mosaic kernel cannot be partitioned
     by XLA): the kernel sees a quarter of the batch and half of the heads, and the outputs and
     gradients equal the unsharded call's."""
-    from spade_jax import sharding
+    from spade_jax.train import sharding
     _splash_interpreted(monkeypatch)
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     q, k, v = _qkv(4, 128)

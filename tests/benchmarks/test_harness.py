@@ -13,8 +13,8 @@ import pytest
 from benchmarks import fit, flags, isolation, mfu, plots, report, sweep, text_config, timing
 from benchmarks.rows import (ERROR, OK, OUT_OF_MEMORY, OUT_OF_TIME, SKIPPED, exit_code,
                              memory_above_base, per_token_us)
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError, PathError
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError, PathError
 
 POINTS = "tests.benchmarks.points"
 LENGTHS = [1024 * 2**i for i in range(7)]  # 1K .. 64K
@@ -207,7 +207,7 @@ def test_xla_flops_reads_a_dict_or_a_list_of_dicts():
 
 
 def test_forward_breakdown_adds_up_to_the_analytic_count():
-    from spade_jax import flops
+    from spade_jax.model import flops
     cfg = ModelConfig(family="spade", d_model=128, num_heads=4, d_ff=256, radius=127,
                       max_len=4096)
     terms = mfu.forward_breakdown(cfg, 4096, 32)

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import ROOT, attention, peers, ssm
 from benchmarks.rows import OK, find
-from spade_jax.errors import EXIT_USER_ERROR, PathError
+from spade_jax.runtime.errors import EXIT_USER_ERROR, PathError
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from benchmarks import ROOT, generate
-from spade_jax import local_cluster
+from spade_jax.runtime import local_cluster
 from benchmarks.rows import OK
 
 pytestmark = pytest.mark.slow
@@ -82,8 +82,8 @@ def test_ssm_quick(tmp_path):
     assert again.returncode != 0 and "never overwritten" in again.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("spade_jax.decode") is not None,
-                    reason="spade_jax.decode is present: run benchmarks.generate itself")
+@pytest.mark.skipif(importlib.util.find_spec("spade_jax.model.decode") is not None,
+                    reason="spade_jax.model.decode is present: run benchmarks.generate itself")
 def test_generate_without_decoding_says_what_is_missing(tmp_path):
     proc = _run("generate", tmp_path / "generate")
     assert proc.returncode == 2 and generate.MISSING in proc.stderr
@@ -91,8 +91,8 @@ def test_generate_without_decoding_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.long
-@pytest.mark.skipif(importlib.util.find_spec("spade_jax.decode") is None,
-                    reason="needs spade_jax.decode")
+@pytest.mark.skipif(importlib.util.find_spec("spade_jax.model.decode") is None,
+                    reason="needs spade_jax.model.decode")
 def test_generate_quick(tmp_path):
     proc = _run("generate", tmp_path / "generate", "--families=spade", "--lengths=64")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

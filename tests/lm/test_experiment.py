@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from lm import configs, data, evaluate, runs, task as task_lib
-from spade_jax import config_builder, families, local_cluster, models
-from spade_jax.config import ModelConfig
+from spade_jax.train import config_builder
+from spade_jax.model import families, models
+from spade_jax.runtime import local_cluster
+from spade_jax.model.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "lm", "fixture")

@@ -12,8 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from spade_jax import adaptive, decode, flops, models
-from spade_jax.config import ModelConfig, S4Config
+from spade_jax.model import adaptive, decode, flops, models
+from spade_jax.model.config import ModelConfig, S4Config
 
 LM = dict(vocab_size=50, d_model=16, num_heads=2, d_ff=32, num_layers=2, radius=3, chunk_size=4,
           max_len=64, dropout=0.0, causal=True, head="lm", final_norm=False,
@@ -249,8 +249,8 @@ def test_decoding_many_s4_layers_does_not_hang():
     fields = {k: v for k, v in LM.items() if k != "s4"} | {"family": "s4", "num_layers": 6,
                                                             "d_model": 32}
     script = ("import jax, jax.numpy as jnp\n"
-              "from spade_jax import decode, models\n"
-              "from spade_jax.config import ModelConfig, S4Config\n"
+              "from spade_jax.model import decode, models\n"
+              "from spade_jax.model.config import ModelConfig, S4Config\n"
               f"cfg = ModelConfig(**{fields!r}, s4=S4Config(d_state=64))\n"
               "model = models.build_model(cfg)\n"
               "tokens = jnp.ones((1, 8), jnp.int32)\n"

@@ -11,8 +11,10 @@ import pytest
 from lra import configs, report
 from lra.data import DataError
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax import config_builder, families, local_cluster
-from spade_jax.config import ModelConfig
+from spade_jax.train import config_builder
+from spade_jax.model import families
+from spade_jax.runtime import local_cluster
+from spade_jax.model.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from lra.data import DataError, load_split, make_batches
 from lra.data import pathfinder as reader
 from lra.generate import pathfinder as gen
-from spade_jax.errors import PathError
+from spade_jax.runtime.errors import PathError
 
 
 @pytest.fixture(scope="module")

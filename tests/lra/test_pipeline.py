@@ -141,7 +141,7 @@ def test_the_tasks_batch_spec_is_the_pipelines_layout():
     data) gives the keys, shapes and dtypes the pipeline yields; spade_jax.train.job.check_batch
     names a field that differs."""
     from lra.tasks import LRATask
-    from spade_jax.errors import DataError
+    from spade_jax.runtime.errors import DataError
     from spade_jax.train.job import check_batch
     task = LRATask("listops", "", {"max_length": 6})
     batch = next(iter(make_batches(Toy(8), batch_size=4, seed=0)))
@@ -158,7 +158,7 @@ def test_model_length_follows_the_data_options():
     """model.max_len follows data_options (max_length; image_size squared), also when a flag
     changes them; setting model.max_len changes only it."""
     import os
-    from spade_jax import config_builder
+    from spade_jax.train import config_builder
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     text = config_builder.load(os.path.join(root, "configs/text.py"))
     assert text.model.max_len == 4096

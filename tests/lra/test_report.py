@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lra import report
-from spade_jax.errors import DataError, PathError
+from spade_jax.runtime.errors import DataError, PathError
 
 
 def _lra_run(root, name, task, model, seed, accuracy, variant="full", wall=100.0):
@@ -145,7 +145,7 @@ def test_main_writes_the_tables_and_replaces_its_own_out(runs, tmp_path, capsys)
 
 
 def test_plot_draws_accuracy_per_task_and_model_with_seeds_grouped(runs, tmp_path, monkeypatch):
-    from spade_jax import plots
+    from spade_jax.train import plots
     drawn = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig, path=path))
     report.plot_accuracy(runs, tmp_path / "accuracy.png")

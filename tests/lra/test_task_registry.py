@@ -15,7 +15,7 @@ from lra.data.specs import Generator, Option, TaskSpec
 from lra.generate import listops as gen_listops, standins
 from lra.generate.__main__ import main as generate_main
 from lra.tasks import LRATask, resolve_data_dir
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 PAD = 9  # the toy task pads with 9, so token 0 is a real token (the old rule said padding)
 

@@ -1,4 +1,4 @@
-"""The registry of mixers and families (spade_jax.families): every registered family builds for
+"""The registry of mixers and families (spade_jax.model.families): every registered family builds for
 every task's config file and runs; a family registered in one call is usable by the config
 files, the models and the FLOP count with no other edit."""
 import functools
@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax import config_builder, families, flops, models
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError
+from spade_jax.train import config_builder
+from spade_jax.model import families, flops, models
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LM_CONFIG = os.path.join(ROOT, "configs", "wikitext103.py")

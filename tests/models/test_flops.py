@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from spade_jax import flops, models
-from spade_jax.config import ModelConfig
+from spade_jax.model import flops, models
+from spade_jax.model.config import ModelConfig
 
 
 @pytest.mark.parametrize("kw", [

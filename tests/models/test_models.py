@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from spade_jax import families, models
-from spade_jax.config import ModelConfig, S4Config, default_model_config
+from spade_jax.model import families, models
+from spade_jax.model.config import ModelConfig, S4Config, default_model_config
 
 FAMILIES = families.model_families()
 SMALL = dict(vocab_size=20, d_model=16, num_heads=2, d_ff=32, num_layers=2, radius=3,
@@ -243,7 +243,7 @@ def test_linear_input_encoder_reads_ids_as_intensities():
 def test_stack_combine_is_local_attention_of_the_s4_output_without_inner_norms():
     """combine='stack' (the reference's stacked SPADE layer): mixer(u) = LocalAttn(S4(u)), no
     LayerNorm between or after, with the mixer's own S4 and attention parameters."""
-    from spade_jax import layers
+    from spade_jax.model import layers
     cfg = small(family="spade", combine="stack", position="none")
     u = jax.random.normal(jax.random.PRNGKey(1), (2, 24, cfg.d_model))
     mixer = layers.GlobalMixer(cfg)
@@ -263,7 +263,7 @@ def test_stack_combine_is_local_attention_of_the_s4_output_without_inner_norms()
 def test_model_s4_init_reaches_the_s4_layer(name):
     """model.s4.init='lin' / 'inv' (S4D) initialises the model's S4 state matrix from
     hippo.diag_init, not LegS; the DPLR kernel refuses them."""
-    from spade_jax.ssm import hippo
+    from spade_jax.model.ssm import hippo
     cfg = small(family="s4", num_layers=1, s4=S4Config(d_state=8, kernel="diag", init=name))
     params = init(cfg, tokens_for(cfg))["params"]
     a_im = nn.meta.unbox(params)["encoder"]["layer_0"]["mixer"]["s4"]["A_im"]

@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax.config import ModelConfig, S4Config
-from spade_jax.errors import ConfigError
-from spade_jax.ssm import S4Layer
+from spade_jax.model.config import ModelConfig, S4Config
+from spade_jax.runtime.errors import ConfigError
+from spade_jax.model.ssm import S4Layer
 
 H, N = 4, 8
 

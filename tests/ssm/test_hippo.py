@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spade_jax.ssm import hippo
+from spade_jax.model.ssm import hippo
 
 
 def test_hippo_legs_entries():

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax.ssm import hippo, kernels
+from spade_jax.model.ssm import hippo, kernels
 
 
 def _random_dplr(rng, h, n):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spade_jax.ssm import S4Layer, kernels
+from spade_jax.model.ssm import S4Layer, kernels
 
 H, N = 4, 8
 
@@ -157,13 +157,13 @@ def test_kernel_generation_memory_is_chunked_at_16k(kernel, monkeypatch):
 
 
 def test_fft_convolution_is_split_over_the_batch_shards():
-    """Under a mesh whose rules split the batch (spade_jax.sharding.model_context), every FFT of
+    """Under a mesh whose rules split the batch (spade_jax.train.sharding.model_context), every FFT of
     the layer's forward and backward runs on one device's examples (XLA's partitioners would
     gather the whole batch onto every device), and the values and the gradients are those of
     the unsharded layer."""
     import re
 
-    from spade_jax import sharding
+    from spade_jax.train import sharding
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     layer, params, u = _setup(length=16, batch=16, bidirectional=True)
 

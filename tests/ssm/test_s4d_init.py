@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from spade_jax.ssm import S4Layer, hippo
+from spade_jax.model.ssm import S4Layer, hippo
 
 
 def test_s4d_lin_is_half_plus_i_pi_n_with_unit_b():

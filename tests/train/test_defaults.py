@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from spade_jax import sharding
-from spade_jax.errors import ConfigError
+from spade_jax.train import sharding
+from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import defaults
 
 

@@ -3,7 +3,7 @@ SPADE_JAX_DISTRIBUTED switch that launch/tpu_vm.sh sets on Cloud TPU VM pod slic
 import jax
 import pytest
 
-from spade_jax import runtime
+from spade_jax.runtime import process
 from spade_jax.train import defaults
 
 PLATFORM_VARS = ("SPADE_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
@@ -35,11 +35,11 @@ def calls(monkeypatch):
 def test_initialize_distributed_when_a_platform_asks(calls, monkeypatch, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    runtime.initialize_distributed()
+    process.initialize_distributed()
     assert len(calls) == expected
     if expected:
         args, kwargs = calls[0]
-        assert args == () and kwargs.pop("initialization_timeout") > runtime.STARTUP_TIMEOUT_S
+        assert args == () and kwargs.pop("initialization_timeout") > process.STARTUP_TIMEOUT_S
         if env is COORDINATOR:
             assert kwargs == {"coordinator_address": "10.0.0.2:1234", "num_processes": 4,
                               "process_id": 1}
@@ -64,7 +64,7 @@ def test_an_incomplete_or_bad_cluster_is_refused_before_anything_starts(calls, m
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
-        runtime.initialize_distributed()
+        process.initialize_distributed()
     assert calls == []
 
 
@@ -76,15 +76,15 @@ def test_a_coordinator_that_never_answers_is_named_within_the_startup_timeout(tm
     import socket
     import subprocess
     import sys
-    from spade_jax import local_cluster
+    from spade_jax.runtime import local_cluster
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     env = dict(local_cluster.cpu_env(1), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1", SPADE_JAX_STARTUP_TIMEOUT="2")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    done = subprocess.run([sys.executable, "-c", "from spade_jax import runtime; "
-                           "runtime.initialize_distributed(); print('joined')"],
+    done = subprocess.run([sys.executable, "-c", "from spade_jax.runtime import process; "
+                           "process.initialize_distributed(); print('joined')"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "joined" not in done.stdout and "Check failure" not in done.stderr
@@ -95,7 +95,7 @@ def test_a_coordinator_that_never_answers_is_named_within_the_startup_timeout(tm
 def test_a_bad_switch_value_is_an_error(calls, monkeypatch):
     monkeypatch.setenv("SPADE_JAX_DISTRIBUTED", "yes")
     with pytest.raises(ValueError, match="SPADE_JAX_DISTRIBUTED must be 0 or 1"):
-        runtime.initialize_distributed()
+        process.initialize_distributed()
     assert calls == []
 
 

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import synthetic  # noqa: E402
 
-from spade_jax import local_cluster  # noqa: E402
+from spade_jax.runtime import local_cluster  # noqa: E402
 from spade_jax.train import checkpoint, optim  # noqa: E402
 from spade_jax.train.loop import train_and_evaluate  # noqa: E402
 
@@ -91,8 +91,9 @@ def _check_provenance(workdir, mesh, devices):
 
 
 def test_parameters_are_really_sharded(caplog):
-    from spade_jax import models, sharding
-    from spade_jax.config import ModelConfig
+    from spade_jax.model import models
+    from spade_jax.train import sharding
+    from spade_jax.model.config import ModelConfig
     from spade_jax.train import state as state_lib
     # a vocabulary of 9: its table's 'vocab' axis cannot be split over tensor = 2
     cfg = synthetic.small_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
@@ -188,7 +189,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     """Two train steps with 4 micro-batches of 2 (one row per data-parallel device) equal two
     with one batch of 8: the engine's step, state and shardings as the loop builds them
     (spade_jax.train.job)."""
-    from spade_jax import sharding
+    from spade_jax.train import sharding
     from spade_jax.train import job as job_lib
     common = {"model.dropout": 0.0, "model.num_heads": 4, "mesh.data": 2, "mesh.fsdp": 1,
               "mesh.tensor": 4, "batch_size": 8}

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from spade_jax import runtime
+from spade_jax.runtime import process
 
 CONFIG = SimpleNamespace(batch_size=8, model=SimpleNamespace(max_len=16384))
 
@@ -26,17 +26,17 @@ def test_a_step_larger_than_the_memory_left_is_refused_naming_the_fields():
     with pytest.raises(MemoryError, match=r"the train step needs .* GiB per device .* only "
                                           r"0\.0 GiB is available .*batch_size \(8.*max_len "
                                           r"\(16384\)"):
-        runtime.check_step_memory(compiled, "the train step", CONFIG, available=need // 2)
+        process.check_step_memory(compiled, "the train step", CONFIG, available=need // 2)
 
 
 def test_a_step_that_fits_or_an_unknown_limit_passes():
     compiled = _outer_product_sum()
-    runtime.check_step_memory(compiled, "the train step", CONFIG, available=2 ** 40)
-    runtime.check_step_memory(compiled, "the train step", CONFIG, available=None)
+    process.check_step_memory(compiled, "the train step", CONFIG, available=2 ** 40)
+    process.check_step_memory(compiled, "the train step", CONFIG, available=None)
 
 
 def test_available_memory_on_cpu_is_positive_and_below_the_machine_total():
-    available = runtime.available_memory()
+    available = process.available_memory()
     with open("/proc/meminfo") as f:
         total = int(next(line for line in f if line.startswith("MemTotal")).split()[1]) * 1024
     assert 0 < available <= total

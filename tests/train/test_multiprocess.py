@@ -1,5 +1,5 @@
 """A pod slice on one machine: several JAX processes (localhost coordinator, gloo CPU collectives)
-running the real entry points, started by spade_jax.local_cluster.
+running the real entry points, started by spade_jax.runtime.local_cluster.
 
 Shown here: 2 processes x 4 devices train ListOps and the LM exactly like 1 process x 8 devices
 and write one results.json; every validation / test example is scored once; kill -9 of every
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from spade_jax import local_cluster
-from spade_jax.runtime import EXIT_PREEMPTED
+from spade_jax.runtime import local_cluster
+from spade_jax.runtime.process import EXIT_PREEMPTED
 from spade_jax.train import metrics
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The workdir path layer (spade_jax.paths + the writers built on it) on local folders and on a
+"""The workdir path layer (spade_jax.runtime.paths + the writers built on it) on local folders and on a
 gs:// URL, the latter served by fsspec's in-memory filesystem registered for the gs protocol
 (the same epath code path as Google Cloud Storage through gcsfs, without a network)."""
 import json
@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from spade_jax import paths
+from spade_jax.runtime import paths
 from spade_jax.train import metrics, workdir as workdir_lib
 from spade_jax.train.defaults import default_config
 

@@ -7,11 +7,11 @@ variant, comma-separated:
 
     configs/listops.py                       the paper-scale run (family spade, variant full)
     configs/listops.py:quick                 a CPU run
-    configs/text.py:model=transformer,quick  another family (spade_jax.families), quick
+    configs/text.py:model=transformer,quick  another family (spade_jax.model.families), quick
     configs/pathx.py:smoke                   seconds, for tests
 
 A config is built in layers: the engine's defaults (spade_jax.train.defaults), the task's fields
-(`task_fields`), the family's model fields (spade_jax.families.model_fields), then `full`; the
+(`task_fields`), the family's model fields (spade_jax.model.families.model_fields), then `full`; the
 quick variant applies on top of `full` the task kind's shared quick dict, the file's `quick` and
 its per-family quick dict; the smoke variant the shared smoke dict and the file's `smoke`. Every
 layer goes through `set_dotted`, the one way to change a field by name: the key must name an
@@ -25,8 +25,8 @@ from typing import Callable, Optional, Sequence
 import ml_collections
 from ml_collections.config_flags import config_path
 
-from spade_jax import families as registry
-from spade_jax.errors import ConfigError, PathError, check_dotted
+from spade_jax.model import families as registry
+from spade_jax.runtime.errors import ConfigError, PathError, check_dotted
 from spade_jax.train.defaults import default_config
 
 VARIANTS = ("full", "quick", "smoke")
@@ -78,7 +78,7 @@ def build(task: str, arg: Optional[str], *, families: Sequence[str],
     """The config of `task` for the family and variant that `arg` names (see the module
     docstring for the layers).
 
-    families: the family names the task accepts (spade_jax.families).
+    families: the family names the task accepts (spade_jax.model.families).
     task_fields(config): adds and sets what the task needs beyond the engine's defaults (data
       fields, the model's head, vocabulary, length), in place.
     full, quick, smoke: the config file's dotted-key dicts; quick_common, smoke_common: what every

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from spade_jax import axes
-from spade_jax.ssm import hippo, kernels
+from spade_jax.model import axes
+from spade_jax.model.ssm import hippo, kernels
 
 SSM_PARAM_NAMES = ("A_re", "A_im", "P", "B", "log_dt")
 # mode='chunked': steps per chunk, the fastest of 64 / 128 / 256 on the 2-core CPU (issue 22;
@@ -62,7 +62,7 @@ def _local_fft_conv(u, k):
 
 def _fft_conv(u, k):
     """`_local_fft_conv`, run per batch shard when a mesh is set (see
-    spade_jax.sharding.model_context) and the rules split activations' batch axis.
+    spade_jax.train.sharding.model_context) and the rules split activations' batch axis.
 
     XLA's partitioners do not split an FFT over its batch axes: they gather the whole batch
     onto every device first, so each device would compute every example's FFTs. Under
@@ -93,7 +93,7 @@ class S4Layer(nn.Module):
         on the CPU).
       discretization: 'bilinear' or 'zoh'; None picks 'bilinear' for dplr (its only option) and
         'zoh' for diag.
-      ssm_init: the initial (Lambda, B) (spade_jax.ssm.hippo): 'legs' (HiPPO-LegS; S4's DPLR form, or
+      ssm_init: the initial (Lambda, B) (spade_jax.model.ssm.hippo): 'legs' (HiPPO-LegS; S4's DPLR form, or
         its diagonal part for kernel='diag': S4D-LegS), 'lin' (S4D-Lin) or 'inv' (S4D-Inv); the
         last two for kernel='diag' only (they have no low-rank term P).
       b_clip: the imaginary part of the initial B~ clipped to [-b_clip, b_clip] (None: not

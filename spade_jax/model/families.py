@@ -1,7 +1,7 @@
 """The registry of token mixers and model families: the one place that says what each is.
 
 A mixer kind ('global', 'window', 'chunk', 'full', 's4') is a `Mixer`: the Flax module a Block
-runs (spade_jax.layers), its forward FLOPs (spade_jax.flops), whether it decodes one token at a
+runs (spade_jax.model.layers), its forward FLOPs (spade_jax.model.flops), whether it decodes one token at a
 time against a cache, and which form of the shared relative-position bias it takes.
 
 A model family ('spade', 'spade_chunk', 'transformer', 'local', 's4') is a `Family`: the mixer
@@ -19,9 +19,9 @@ mixer, its module).
 import dataclasses
 from typing import Callable, Mapping, Optional
 
-from spade_jax import flops, layers
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError
+from spade_jax.model import flops, layers
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,11 +6,11 @@
         -> one group of bars per task, one bar per model (mean, error bar = std, n runs)
 
 matplotlib is imported here only (the Agg backend: no screen needed); the figures are written
-through spade_jax.paths, so a workdir on object storage works too.
+through spade_jax.runtime.paths, so a workdir on object storage works too.
 """
 import io
 
-from spade_jax import paths
+from spade_jax.runtime import paths
 
 
 def _pyplot():

@@ -17,8 +17,8 @@ import numpy as np
 from absl import flags, logging
 from jax.experimental import multihost_utils
 
-from spade_jax import accelerators, allocator, host
-from spade_jax.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, UserError
+from spade_jax.runtime import accelerators, allocator, host
+from spade_jax.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, UserError
 
 EXIT_PREEMPTED = 75
 
@@ -51,7 +51,7 @@ def start_process() -> None:
     if backend == "cpu" and allocator.active() is None and allocator.wanted():
         logging.warning("CPU run with the system's malloc: steps can take up to 1.7x longer "
                         "than with jemalloc (apt install libjemalloc2; the entry points then "
-                        "preload it themselves; see spade_jax/allocator.py)")
+                        "preload it themselves; see spade_jax/runtime/allocator.py)")
 
 
 STARTUP_TIMEOUT_S = 120  # default of SPADE_JAX_STARTUP_TIMEOUT: joining the other processes
@@ -111,7 +111,7 @@ def _explicit_cluster(env, other_platform: bool) -> dict:
             f"{', '.join(f'{v}={given[v]}' for v in given)} is set but {', '.join(missing)} "
             f"is not: a multi-process run needs all three (the coordinator's host:port, the "
             f"number of processes, and this process's index 0 .. N-1; python -m "
-            f"spade_jax.local_cluster sets them). Unset {', '.join(given)} for one process.")
+            f"spade_jax.runtime.local_cluster sets them). Unset {', '.join(given)} for one process.")
     out = {}
     for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
         if var in given:

@@ -1,5 +1,5 @@
 """Accelerator attention kernels behind `ModelConfig.attention_impl`, with the semantics of the
-portable blocked kernels in spade_jax.attention (the default, 'blocked').
+portable blocked kernels in spade_jax.model.attention (the default, 'blocked').
 
   'splash'  TPU: Pallas splash attention (jax.experimental.pallas.ops.tpu.splash_attention) with a
             LocalMask of the window; it skips the blocks the mask leaves empty. Window, chunk and
@@ -8,7 +8,7 @@ portable blocked kernels in spade_jax.attention (the default, 'blocked').
             whose sliding window is left-only: causal window, chunk and full attention only,
             bfloat16 / float16, head_dim a multiple of 8 up to 128 (256 on Hopper).
 
-Conventions as in spade_jax.attention: q, k, v (batch, length, heads, head_dim); mask (batch,
+Conventions as in spade_jax.model.attention: q, k, v (batch, length, heads, head_dim); mask (batch,
 length) bool, True for real key tokens; q scaled by `scale` (default head_dim ** -0.5) in q's
 dtype; the output has q's dtype, and a query that sees no key gets exactly zero.
 
@@ -38,7 +38,7 @@ import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec as P
 
-from spade_jax import attention, axes
+from spade_jax.model import attention, axes
 
 Array = jax.Array
 
@@ -75,7 +75,7 @@ def has_visible_key(valid: Array, window: tuple[int | None, int | None]) -> Arra
 
 def target_platform() -> str:
     """The platform the traced program is for: that of the mesh set by
-    spade_jax.sharding.model_context (the devices a job is compiled for, e.g. a TPU topology's
+    spade_jax.train.sharding.model_context (the devices a job is compiled for, e.g. a TPU topology's
     compile-only devices on a CPU host), else JAX's default backend."""
     mesh = jax.sharding.get_abstract_mesh()
     device = None if mesh.empty else mesh.abstract_device
@@ -121,7 +121,7 @@ def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, 
     """Windowed attention through Pallas splash attention (TPU).
 
     Query i sees key j iff mask[j] and i - left <= j <= i + right (window = (left, right), None
-    for unbounded), as `spade_jax.attention.local_attention` with (radius, radius) / (radius, 0)
+    for unbounded), as `spade_jax.model.attention.local_attention` with (radius, radius) / (radius, 0)
     and `full_attention` with (None, None) / (None, 0).
 
     Args:
@@ -154,7 +154,7 @@ def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, 
 
 def _shard_specs(shape) -> tuple | None:
     """(q/k/v spec, mask spec) that split a splash call over the mesh set by
-    spade_jax.sharding.model_context: the batch over the mesh axes of the activations' batch
+    spade_jax.train.sharding.model_context: the batch over the mesh axes of the activations' batch
     rule and the heads over those of the heads rule (each only where it divides the size;
     length and head_dim stay whole). None when no mesh is set or nothing is split.
 
@@ -254,7 +254,7 @@ def attend(impl: str, kind: str, q: Array, k: Array, v: Array, *, radius: int, c
            causal: bool, mask: Array | None = None, scale: float | None = None) -> Array:
     """Attention of one kind ('window', 'chunk', 'full') through an accelerator kernel
     (`impl` 'splash' or 'cudnn'); the same visibility as the blocked kernels of that kind.
-    Chunk attention reshapes the chunks into the batch axis (spade_jax.attention.in_chunks)."""
+    Chunk attention reshapes the chunks into the batch axis (spade_jax.model.attention.in_chunks)."""
     win = window_of(kind, radius, causal)
     if impl == "splash":
         fn = partial(splash_attention, window=win, scale=scale)

@@ -3,28 +3,28 @@
     pre-LN:  h = x + Dropout(Mixer(LN(x)));   y = h + Dropout(FFN(LN(h)))
     post-LN: h = LN(x + Dropout(Mixer(x)));   y = LN(h + Dropout(FFN(h)))
 
-Mixers (`kind`; registered in spade_jax.families, which Block builds them from):
+Mixers (`kind`; registered in spade_jax.model.families, which Block builds them from):
   'global'  SPADE's global mixer: an S4 branch and a local-attention branch on the same input,
             each LayerNormed, merged by `combine` ('concat' -> Linear(2d -> d), 'add'); or
             'stack': local attention applied to S4's output (no inner LayerNorms).
   'window'  local (sliding-window) attention, 'chunk' chunked attention, 'full' full attention.
   's4'      S4 -> GELU -> Linear (the S4-only baseline; same FFN and residuals as the others).
-Activations are (batch, length, d_model) with logical axes axes.ACT_SEQUENCE (spade_jax.axes).
+Activations are (batch, length, d_model) with logical axes axes.ACT_SEQUENCE (spade_jax.model.axes).
 
 Decoding (`decode=True`, causal models): the input is one token (batch, 1, d_model) and each
 mixer keeps what it needs in the 'cache' collection, with the same parameters as the parallel
 forward: S4 its recurrent state (S4Layer.init_state / step), window attention a ring buffer of
 radius + 1 keys and values, chunk attention chunk_size, full attention max_len (preallocated).
-The first call with an empty cache only creates it (and returns zeros); see spade_jax.decode.
+The first call with an empty cache only creates it (and returns zeros); see spade_jax.model.decode.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spade_jax import attention, attention_accel, axes
-from spade_jax.config import ModelConfig
-from spade_jax.ssm import S4Layer
+from spade_jax.model import attention, attention_accel, axes
+from spade_jax.model.config import ModelConfig
+from spade_jax.model.ssm import S4Layer
 
 
 def dense(features, axes, dtype, name=None, use_bias=True):
@@ -70,8 +70,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with Q/K/V/O projections (no bias).
 
     kind: 'full', 'window' (radius from the config) or 'chunk' (chunk_size from the config).
-    The kernel is the config's attention_impl: the blocked kernels of spade_jax.attention, or an
-    accelerator kernel of spade_jax.attention_accel (which take no bias).
+    The kernel is the config's attention_impl: the blocked kernels of spade_jax.model.attention, or an
+    accelerator kernel of spade_jax.model.attention_accel (which take no bias).
     __call__(x (B, L, d), mask (B, L) bool or None, bias, decode) -> (B, L, d). `bias` is the
     shared relative-position bias in the form the kind takes: (1, heads, L, L) for full, (heads,
     2*radius+1) for window; None for none (chunk attention takes no bias). Decoding (x (B, 1, d),
@@ -215,7 +215,7 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """One layer: mixer `kind` (a spade_jax.families.MIXERS name) + FFN, pre- or post-LN (see
+    """One layer: mixer `kind` (a spade_jax.model.families.MIXERS name) + FFN, pre- or post-LN (see
     the module docstring).
 
     __call__(x (B, L, d), mask (B, L) or None, bias, deterministic, decode) -> (B, L, d).
@@ -228,7 +228,7 @@ class Block(nn.Module):
     def __call__(self, x, mask, bias, deterministic: bool, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        from spade_jax import families  # the registry sits above this module (it names the mixers)
+        from spade_jax.model import families  # the registry sits above this module (it names the mixers)
         mixer = families.mixer(self.kind).build(cfg, "mixer")
         ffn = FeedForward(cfg, name="ffn")
         drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)

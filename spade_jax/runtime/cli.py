@@ -1,6 +1,6 @@
 """How every entry point runs: user errors as one short message, bugs with their traceback.
 
-A user error (`spade_jax.errors.UserError`: a bad flag, config value, file or folder) prints
+A user error (`spade_jax.runtime.errors.UserError`: a bad flag, config value, file or folder) prints
 `error: <message>` on stderr, one paragraph without a traceback, and exits with status 2
 (`errors.EXIT_USER_ERROR`). `--verbosity=1` (absl entry points) or SPADE_JAX_TRACEBACK=1 prints
 the traceback above it. Any other exception is a bug: Python prints its traceback as usual.
@@ -30,7 +30,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags.config_flags import is_config_flag
 
-from spade_jax import errors
+from spade_jax.runtime import errors
 
 HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 

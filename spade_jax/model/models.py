@@ -1,7 +1,7 @@
 """Model families and heads, built from a ModelConfig.
 
 Every family shares the token embedding, positions and heads; only the blocks differ (the
-mixer of each layer: ModelConfig.layer_kinds, from the registry in spade_jax.families), so the
+mixer of each layer: ModelConfig.layer_kinds, from the registry in spade_jax.model.families), so the
 suite compares like with like.
 
   Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id,
@@ -16,17 +16,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from spade_jax import adaptive, attention, axes, sharding
-from spade_jax.config import ModelConfig
-from spade_jax.errors import ConfigError
-from spade_jax.layers import block_class, dense, layer_norm
+from spade_jax.model import adaptive, attention, axes
+from spade_jax.train import sharding
+from spade_jax.model.config import ModelConfig
+from spade_jax.runtime.errors import ConfigError
+from spade_jax.model.layers import block_class, dense, layer_norm
 
 
 class Embed(nn.Embed):
     """nn.Embed whose table is gathered whole at the lookup (sharding.gathered): ids (...) ->
     (..., d_model); (B, L) token ids come out split over the batch like every activation. The
     tables here are small: LRA's vocabularies and positions; the LM's embedding is
-    spade_jax.adaptive's."""
+    spade_jax.model.adaptive's."""
 
     def __call__(self, inputs):
         rows = jnp.take(sharding.gathered(self.embedding).astype(self.dtype), inputs, axis=0)
@@ -64,7 +65,7 @@ class Encoder(nn.Module):
     Without a mask, padding is tokens == pad_id (pixel tasks, where 0 is a real value, pass an
     all-True mask). The LM's embedding is an AdaptiveInput (one plain band without cutoffs).
     decode=True (causal models): tokens (B, 1), the next token of each row; the blocks keep their
-    state in the 'cache' collection (see spade_jax.decode); mask and max_len do not apply.
+    state in the 'cache' collection (see spade_jax.model.decode); mask and max_len do not apply.
     """
 
     config: ModelConfig
@@ -203,7 +204,7 @@ class LanguageModel(nn.Module):
       targets given: the negative log-likelihood of each target (B, L) float32, computed without
         materialising (B, L, vocab_size) when the softmax is adaptive.
     decode=True: tokens (B, 1), the next token of each row; the state lives in the 'cache'
-    collection (spade_jax.decode drives it).
+    collection (spade_jax.model.decode drives it).
     With tie_embeddings the output layer shares the input embedding (its transpose; adaptive:
     the band embeddings and projections); untied and without cutoffs it is a Dense layer.
     """

@@ -2,7 +2,7 @@
 
 Everything that checks input raises `UserError` (or one of its subclasses) with a message that
 says what is wrong, where (file and line, config field, step) and what to do. The entry points
-run through `spade_jax.cli`, which prints such an error as one paragraph, `error: <message>`,
+run through `spade_jax.runtime.cli`, which prints such an error as one paragraph, `error: <message>`,
 without a traceback, and exits with `EXIT_USER_ERROR`. Any other exception is a bug and keeps
 its traceback.
 
@@ -11,7 +11,7 @@ are ValueErrors, `PathError` is a FileNotFoundError (an OSError).
 """
 import difflib
 
-EXIT_USER_ERROR = 2  # 0: finished; 75 (spade_jax.runtime.EXIT_PREEMPTED): rerun to resume
+EXIT_USER_ERROR = 2  # 0: finished; 75 (spade_jax.runtime.process.EXIT_PREEMPTED): rerun to resume
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports it (128 + 2)
 
 

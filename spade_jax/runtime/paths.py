@@ -20,7 +20,7 @@ import time
 
 from etils import epath
 
-from spade_jax.errors import DataError, PathError
+from spade_jax.runtime.errors import DataError, PathError
 
 URL_SCHEMES = ("gs://", "s3://", "az://")
 

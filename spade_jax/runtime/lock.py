@@ -30,8 +30,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from spade_jax import paths, runtime
-from spade_jax.errors import ConfigError, PathError, UserError
+from spade_jax.runtime import paths, process
+from spade_jax.runtime.errors import ConfigError, PathError, UserError
 
 LOCK_FILE = ".lock.json"
 HEARTBEAT_S = 30.0
@@ -195,7 +195,7 @@ def hold(workdir, stack) -> None:
             stack.enter_context(WorkdirLock(workdir))
         except UserError as e:
             error = e
-    if runtime.multi_process():
+    if process.multi_process():
         from jax.experimental import multihost_utils
         failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
         if failed and error is None:

@@ -10,23 +10,23 @@ from typing import Optional
 
 import ml_collections
 
-from spade_jax.errors import ConfigError, closest
+from spade_jax.runtime.errors import ConfigError, closest
 
 HEADS = ("classify", "retrieval", "lm")
-ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.attention_accel
+ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.model.attention_accel
 MAX_LEN = 2**21  # the longest sequence (model.max_len, the data's length) accepted: 128 x Path-X
 
 
 def _registry():
-    """spade_jax.families, imported on first use: the registry sits above this module (its
+    """spade_jax.model.families, imported on first use: the registry sits above this module (its
     entries name the Flax mixers, which are built from a ModelConfig)."""
-    from spade_jax import families
+    from spade_jax.model import families
     return families
 
 
 @dataclasses.dataclass(frozen=True)
 class S4Config:
-    """The S4 layer inside `spade` global blocks and `s4` blocks (see spade_jax.ssm.S4Layer)."""
+    """The S4 layer inside `spade` global blocks and `s4` blocks (see spade_jax.model.ssm.S4Layer)."""
 
     d_state: int = 64
     kernel: str = "dplr"  # 'dplr' (S4) | 'diag' (S4D)
@@ -46,7 +46,7 @@ class ModelConfig:
 
     family: 'spade' (global S4 + local-attention blocks at `global_layers`, local attention
       elsewhere), 'transformer' (full attention), 'local' (local attention only), 's4' (S4 only):
-      the families registered in spade_jax.families (not their variants, e.g. spade_chunk).
+      the families registered in spade_jax.model.families (not their variants, e.g. spade_chunk).
     local_attention: 'window' (each token sees +-radius) or 'chunk' (non-overlapping chunks of
       chunk_size), for the spade and local families.
     combine: how a global block merges its S4 and attention branches: 'concat' (Linear(2d -> d)),
@@ -64,8 +64,8 @@ class ModelConfig:
       tie_embeddings the input and output share the band embeddings and projections.
     adaptive_dropout: dropout inside the adaptive softmax's tail clusters (fairseq 0.2).
     remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
-    attention_impl: the kernel behind window, chunk and full attention (spade_jax.attention_accel):
-      'blocked' (the portable jnp kernels of spade_jax.attention; any backend), 'splash' (TPU
+    attention_impl: the kernel behind window, chunk and full attention (spade_jax.model.attention_accel):
+      'blocked' (the portable jnp kernels of spade_jax.model.attention; any backend), 'splash' (TPU
       Pallas splash attention; bidirectional or causal) or 'cudnn' (GPU cuDNN fused attention;
       causal only, dtype bfloat16, head_dim a multiple of 8 up to 256). Neither accelerator
       kernel takes the relative-position bias: with them, position must be 'none' or 'learned'
@@ -235,7 +235,7 @@ class ModelConfig:
 
     def layer_kinds(self) -> tuple:
         """The mixer of each layer ('global' (S4 beside local attention), 'window', 'chunk',
-        'full', 's4', ...), as the family's registry entry gives it (spade_jax.families)."""
+        'full', 's4', ...), as the family's registry entry gives it (spade_jax.model.families)."""
         return _registry().layer_kinds(self)
 
     def relative_bias_kinds(self) -> dict:

@@ -9,9 +9,9 @@ activations, softmax, embedding lookups (each O(L·d), far below the matmuls).
 """
 import math
 
-from spade_jax.adaptive import bands
-from spade_jax.config import ModelConfig
-from spade_jax.ssm import kernels
+from spade_jax.model.adaptive import bands
+from spade_jax.model.config import ModelConfig
+from spade_jax.model.ssm import kernels
 
 
 def attention_keys(cfg: ModelConfig, kind: str, length: int) -> int:
@@ -78,9 +78,9 @@ def forward_flops(cfg: ModelConfig, length: int) -> dict:
 
     Returns {'per_sequence': ..., 'per_step_fixed': ...}: the second part (S4 kernels) is paid
     once per step whatever the batch size. Each layer is its FFN plus its mixer's formula
-    (spade_jax.families).
+    (spade_jax.model.families).
     """
-    from spade_jax import families  # the registry sits above this module (it names the formulas)
+    from spade_jax.model import families  # the registry sits above this module (it names the formulas)
     d, f = cfg.d_model, cfg.d_ff
     per_seq, fixed = 0.0, 0.0
     for kind in cfg.layer_kinds():

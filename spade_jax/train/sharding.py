@@ -8,7 +8,7 @@ On several TPU slices joined over the data-centre network (multislice), the data
 slices: `config.mesh.dcn_data` of them (0: as many as the devices form) times the data size
 within a slice, so only the data-parallel gradient reduction crosses the slower network (as
 MaxText's dcn_data_parallelism); fsdp and tensor stay within a slice.
-Model code names array axes logically (spade_jax.axes: parameters 'embed', 'mlp', ...;
+Model code names array axes logically (spade_jax.model.axes: parameters 'embed', 'mlp', ...;
 activations 'activation_batch', 'activation_embed', ...); `config.logical_axis_rules` maps those
 names to mesh axes. The batch is split over data x fsdp.
 """
@@ -22,8 +22,8 @@ from absl import logging
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from spade_jax import axes
-from spade_jax.errors import ConfigError
+from spade_jax.model import axes
+from spade_jax.runtime.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -103,7 +103,7 @@ def rules_from_config(rules) -> tuple:
     for name, targets in rules:
         if name not in axes.NAMES:
             raise ConfigError(f"config.logical_axis_rules names the logical axis {name!r}, which no "
-                              f"array has; the names are {list(axes.NAMES)} (spade_jax/axes.py; "
+                              f"array has; the names are {list(axes.NAMES)} (spade_jax/model/axes.py; "
                               "activations are 'activation_*')")
         if isinstance(targets, (list, tuple)):
             targets = tuple(targets)

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax import axes, sharding
+from spade_jax.model import axes
+from spade_jax.train import sharding
 
 LOGITS_BUDGET = 1 << 25  # elements of one materialised (rows, band) logits block: 128 MiB f32
 
@@ -41,7 +42,7 @@ def bands(vocab_size: int, cutoffs, d_model: int, factor: int):
 
 
 def _param(module, name, init, names, shape):
-    """A float32 parameter whose axes carry the logical `names` (spade_jax.axes)."""
+    """A float32 parameter whose axes carry the logical `names` (spade_jax.model.axes)."""
     return module.param(name, nn.with_logical_partitioning(init, names), shape, jnp.float32)
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import tempfile
 
-from spade_jax.errors import ConfigError
+from spade_jax.runtime.errors import ConfigError
 
 GiB = 2**30
 

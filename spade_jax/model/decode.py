@@ -1,6 +1,6 @@
 """Autoregressive decoding of a LanguageModel through its recurrent view, and sampling.
 
-The cache is the model's 'cache' collection (see spade_jax.layers): per S4 layer its recurrent
+The cache is the model's 'cache' collection (see spade_jax.model.layers): per S4 layer its recurrent
 state (B, H, n) plus the discretised system, per window-attention layer a ring buffer of
 radius + 1 keys and values (B, radius + 1, heads, head_dim), per chunk-attention layer chunk_size
 entries, per full-attention layer max_len entries. For the spade, local and s4 families every
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax import models
-from spade_jax.config import ModelConfig
+from spade_jax.model import models
+from spade_jax.model.config import ModelConfig
 
 
 def decoding_model(cfg: ModelConfig, max_len: int | None = None) -> models.LanguageModel:

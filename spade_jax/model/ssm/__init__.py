@@ -1,4 +1,4 @@
 """State-space layers: HiPPO initialisation, S4/S4D kernels, and the S4Layer module."""
-from spade_jax.ssm.layer import SSM_PARAM_NAMES, S4Layer
+from spade_jax.model.ssm.layer import SSM_PARAM_NAMES, S4Layer
 
 __all__ = ["S4Layer", "SSM_PARAM_NAMES"]

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax import axes
+from spade_jax.model import axes
 
 Array = jax.Array
 

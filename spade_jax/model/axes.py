@@ -3,7 +3,7 @@
 Parameters and activations have separate names (as in MaxText), because they are sharded
 differently: under FSDP a parameter's `EMBED` axis is split over the 'fsdp' mesh axis, while an
 activation's `ACT_EMBED` axis stays whole (its batch axis already uses 'fsdp').
-`spade_jax.sharding.DEFAULT_RULES` maps every name here to mesh axes; `config.logical_axis_rules`
+`spade_jax.train.sharding.DEFAULT_RULES` maps every name here to mesh axes; `config.logical_axis_rules`
 overrides that mapping per experiment.
 """
 

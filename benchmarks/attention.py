@@ -48,7 +48,7 @@ def attention_fn(impl: str, radius: int, chunk: int, causal: bool, peer_root=Non
     import jax
 
     from spade_jax.model import attention, attention_accel
-    window = attention_accel.window_of("window", radius, causal)
+    window = (radius, 0 if causal else radius)  # window attention's keys (AttentionKind.window)
     if impl == "splash":
         return lambda q, k, v: attention_accel.splash_attention(q, k, v, window=window)
     if impl == "cudnn":

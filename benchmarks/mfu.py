@@ -11,7 +11,7 @@ process it measures the float32 matmul peak (benchmarks.roofline.matmul_rates) b
 timing the step (compile apart; median after warm-up) and keeps the higher reading, then asks XLA
 for its FLOP count.
 
-  analytic FLOPs   spade_jax.model.flops.train_step_flops: 3 x forward; local attention by the keys
+  analytic FLOPs   spade_jax.model.families.train_step_flops: 3 x forward; local attention by the keys
                    actually computed, the S4 FFT convolution per sequence and the S4 kernel
                    generation once per step (the breakdown table shows each term, forward)
   XLA FLOPs        compiled.cost_analysis()['flops'] of the training step and of the forward
@@ -50,15 +50,15 @@ def xla_flops(compiled):
 def forward_breakdown(cfg, length: int, batch: int) -> dict:
     """Analytic forward FLOPs of one step of `batch` sequences, by term (spade_jax.model.flops)."""
     from spade_jax.model import flops
-    kinds = cfg.layer_kinds()
-    total = flops.forward_flops(cfg, length)
+    kinds = families.layer_kinds(cfg)
+    total = families.forward_flops(cfg, length)
     s4_layers = sum(k in ("global", "s4") for k in kinds)
     attention = 0.0
     for kind in kinds:
-        if kind != "s4":
-            mixer = cfg.local_attention if kind == "global" else kind
+        attends = families.mixer(kind).attends(cfg)  # the attention kind the layer runs
+        if attends is not None:
             # scores and weighted values: 2 matmuls of 2 FLOPs per multiply-add
-            attention += 2 * 2 * length * flops.attention_keys(cfg, mixer, length) * cfg.d_model
+            attention += 2 * 2 * length * attends.keys(cfg, length) * cfg.d_model
     terms = {"attention scores and values": attention * batch,
              "S4 FFT convolution": s4_layers * flops.s4_conv_flops(cfg, length) * batch,
              "S4 kernel generation (once per step)": s4_layers * flops.s4_kernel_flops(cfg, length)}
@@ -76,7 +76,6 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
 
     from benchmarks import roofline
     from lra.tasks import LRATask
-    from spade_jax.model import flops
     from spade_jax.train import sharding
     from spade_jax.train import job as job_lib
 
@@ -116,7 +115,7 @@ def measure(config: dict, length: int, batch: int, peak_sizes, repeats: int, war
         forward = jax.jit(lambda p, inputs, mask: job.model.apply({"params": p}, inputs, mask))
         forward_xla = xla_flops(forward.lower(holder[0].params, placed["inputs"],
                                               placed["mask"]).compile())
-    analytic = flops.train_step_flops(cfg, length, batch)
+    analytic = families.train_step_flops(cfg, length, batch)
     devices = jax.device_count()
     return dict(stats, compile_s=compile_s, tokens=batch * length, peak_flops=peak,
                 peak_matmuls=peak_rows, devices=devices, analytic_flops=analytic,

@@ -37,7 +37,7 @@ def measure(model: dict, length: int, batch: int, repeats: int, warmup: int,
     import jax
     import optax
 
-    from spade_jax.model import flops, models
+    from spade_jax.model import models
     from spade_jax.model.config import ModelConfig
 
     cfg = ModelConfig.from_config(dict(model, max_len=length))
@@ -53,9 +53,9 @@ def measure(model: dict, length: int, batch: int, repeats: int, warmup: int,
 
     stats = timing.time_jitted(jax.value_and_grad(loss), params, tokens, labels,
                                repeats=repeats, warmup=warmup, deadline=deadline)
-    return dict(stats, tokens=batch * length, layers=list(cfg.layer_kinds()),
+    return dict(stats, tokens=batch * length, layers=list(families.layer_kinds(cfg)),
                 params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
-                analytic_flops=flops.train_step_flops(cfg, length, batch))
+                analytic_flops=families.train_step_flops(cfg, length, batch))
 
 
 COLUMNS = [("scope", lambda r: r["scope"]), ("family", lambda r: r["family"])] + \

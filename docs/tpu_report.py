@@ -95,13 +95,15 @@ def entries() -> list:
 
 # Side by side on the Path-X SPADE step (the TPU defaults). S4's chunked mode exists for the
 # diagonal kernel (S4D) only, so it is compared with S4D by FFT; the relative-position bias is
-# off in the last two, since splash takes none: their difference is the kernel's alone.
+# off in the last two, since splash takes none: their difference is the kernel's alone (the
+# blocked one named: the default, 'auto', would pick splash there).
 COMPARISONS = (
     ("recipe (S4 DPLR by FFT, blocked attention, float32)", ()),
     ("S4D by FFT", (("model.s4.kernel", "diag"),)),
     ("S4D chunked", (("model.s4.kernel", "diag"), ("model.s4.mode", "chunked"))),
     ("bfloat16 compute", (("model.dtype", "bfloat16"),)),
-    ("no bias, blocked attention", (("model.position", "none"),)),
+    ("no bias, blocked attention", (("model.position", "none"),
+                                    ("model.attention_impl", "blocked"))),
     ("no bias, splash attention", (("model.position", "none"),
                                    ("model.attention_impl", "splash"))),
 )

@@ -37,7 +37,7 @@ def main(FLAGS):
     labels = jax.random.randint(key_labels, (FLAGS.batch,), 0, cfg.num_classes)
     params = jax.jit(model.init)(key_init, tokens[:, :8])["params"]
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    print(f"{FLAGS.family}: layers {cfg.layer_kinds()}, d_model {cfg.d_model}, "
+    print(f"{FLAGS.family}: layers {families.layer_kinds(cfg)}, d_model {cfg.d_model}, "
           f"{count:,} parameters, batch {FLAGS.batch} x length {FLAGS.length}, "
           f"devices {jax.devices()}")
 

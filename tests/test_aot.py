@@ -201,6 +201,18 @@ def test_two_slices_have_the_memory_per_chip_of_one(four_chips, tmp_path, capsys
 
 
 @needs_libtpu
+def test_auto_attention_is_splash_for_a_tpu_where_no_bias_is_taken():
+    """model.attention_impl='auto' (the default): splash when the traced program is for TPU
+    devices and the layer takes no relative-position bias; blocked otherwise."""
+    from spade_jax.model import attention_accel
+    devices = accelerators.topology_devices(accelerators.parse("v5litepod-4"))
+    with sharding.model_context(sharding.make_mesh({"data": -1}, devices), sharding.DEFAULT_RULES):
+        assert attention_accel.resolve("auto", takes_bias=False) == "splash"
+        assert attention_accel.resolve("auto", takes_bias=True) == "blocked"
+    assert attention_accel.resolve("auto", takes_bias=False) == "blocked"  # this CPU
+
+
+@needs_libtpu
 def test_the_data_axis_spans_the_slices():
     devices = accelerators.topology_devices(accelerators.parse("v5litepod-4"), slices=2)
     mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 1}, devices)

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from spade_jax.model import axes
-from spade_jax.train import sharding
 
 LOGITS_BUDGET = 1 << 25  # elements of one materialised (rows, band) logits block: 128 MiB f32
 
@@ -77,16 +76,16 @@ class AdaptiveInput(nn.Module):
     def __call__(self, tokens):
         """tokens (...) -> (..., d_model); (B, L) tokens come out split over the batch like every
         activation. The tables and projections are gathered whole at the lookup
-        (sharding.gathered)."""
+        (axes.gathered)."""
         out = jnp.zeros(tokens.shape + (self.d_model,), self.dtype)
         for (start, size, _), table, proj in zip(self.bands, self.embeddings, self.projections):
             in_band = (tokens >= start) & (tokens < start + size)
-            e = jnp.take(sharding.gathered(table), jnp.clip(tokens - start, 0, size - 1), axis=0
+            e = jnp.take(axes.gathered(table), jnp.clip(tokens - start, 0, size - 1), axis=0
                          ).astype(self.dtype)
             if proj is not None:
-                e = jnp.dot(e, sharding.gathered(proj).astype(self.dtype))
+                e = jnp.dot(e, axes.gathered(proj).astype(self.dtype))
             out = out + jnp.where(in_band[..., None], e, 0)
-        return sharding.looked_up(out * jnp.asarray(np.sqrt(self.d_model), self.dtype), tokens)
+        return axes.looked_up(out * jnp.asarray(np.sqrt(self.d_model), self.dtype), tokens)
 
 
 def _cross_entropy(h, table, targets, dtype):

@@ -12,6 +12,7 @@ All three kernels go through one masked-softmax core, `_attend`.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any, Callable
 
@@ -311,21 +312,59 @@ def in_chunks(attend: Callable[..., Array], q: Array, k: Array, v: Array, *, chu
     return out.reshape(batch, nc * chunk, *out.shape[2:])[:, :length]
 
 
-def ring_positions(index: Array, size: int, kind: str) -> tuple[Array, Array]:
+@dataclasses.dataclass(frozen=True)
+class AttentionKind:
+    """One kind of attention: which keys each query sees, and what follows from that. Each is
+    an entry of the mixer registry (spade_jax.model.families), which passes it to the modules;
+    a new kind is one entry plus its kernel.
+
+    name: the mixer kind ('window', 'chunk', 'full', ...).
+    window(cfg) -> (left, right): query i sees keys i - left .. i + right (None: unbounded on
+      that side), within its chunk when `chunk` gives one. The accelerator kernels
+      (spade_jax.model.attention_accel) run from this and `chunk` alone.
+    chunk(cfg) -> the length of the chunks that confine queries and keys, or None.
+    blocked(q, k, v, cfg, mask, bias) -> (batch, length, heads, head_dim): the portable kernel.
+    keys(cfg, length) -> the keys each query is scored against by `blocked` (FLOP counts).
+    cache(cfg) -> the slots of its decoding cache (see `decode_slots`).
+    bias(cfg) -> the form of the shared relative-position bias it takes when position is
+      'relative': 'dense' ((1, heads, L, L); decoding: offsets up to max_len - 1), 'window'
+      ((heads, 2 * radius + 1) offsets), or None.
+    """
+
+    name: str
+    window: Callable[[Any], tuple]
+    chunk: Callable[[Any], int | None]
+    blocked: Callable[..., Array]
+    keys: Callable[[Any, int], int]
+    cache: Callable[[Any], int]
+    bias: Callable[[Any], str | None]
+
+    def decode_slots(self, cfg) -> str:
+        """How its decoding cache holds positions (`ring_positions`): 'chunk' (the current
+        chunk), 'grow' (every position from 0: the cache bounds the text) or 'ring' (the last
+        `cache` positions)."""
+        if self.chunk(cfg) is not None:
+            return "chunk"
+        return "grow" if self.window(cfg)[0] is None else "ring"
+
+
+def ring_positions(index: Array, size: int, slots_kind: str) -> tuple[Array, Array]:
     """Decoding caches: the position held by each of `size` cache slots once the token at
     position `index` has been written, and whether the query at `index` may see it.
 
-    kind 'window': a ring buffer of radius + 1 slots (slot = position % size) holding the last
-    radius + 1 positions; 'chunk': the slots of the current chunk (slot = position % chunk);
-    'full': slot = position (a preallocated, growing cache). Returns (positions (size,) int32,
-    visible (size,) bool).
+    slots_kind 'ring': a ring buffer (slot = position % size) holding the last `size`
+    positions (window attention: radius + 1); 'chunk': the slots of the current chunk (slot =
+    position % chunk); 'grow': slot = position (a preallocated cache of every position, full
+    attention). Returns (positions (size,) int32, visible (size,) bool).
     """
     slots = jnp.arange(size, dtype=jnp.int32)
-    if kind == "window":
+    if slots_kind == "ring":
         positions = index - (index - slots) % size
         return positions, positions >= 0
-    if kind == "chunk":
+    if slots_kind == "chunk":
         return index - index % size + slots, slots <= index % size
+    if slots_kind != "grow":
+        raise ValueError(f"slots_kind must be 'ring', 'chunk' or 'grow', got {slots_kind!r}")
     return slots, slots <= index
 
 

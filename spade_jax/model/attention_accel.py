@@ -1,5 +1,6 @@
 """Accelerator attention kernels behind `ModelConfig.attention_impl`, with the semantics of the
-portable blocked kernels in spade_jax.model.attention (the default, 'blocked').
+portable blocked kernels in spade_jax.model.attention ('blocked'; 'auto' picks per layer and
+platform, see `resolve`).
 
   'splash'  TPU: Pallas splash attention (jax.experimental.pallas.ops.tpu.splash_attention) with a
             LocalMask of the window; it skips the blocks the mask leaves empty. Window, chunk and
@@ -50,17 +51,6 @@ SPLASH_BLOCK = 128
 SPLASH_INTERPRET: bool | None = None
 
 
-def window_of(kind: str, radius: int, causal: bool) -> tuple[int | None, int | None]:
-    """The (left, right) key window of an attention kind, None for unbounded on that side:
-    'window' -> (radius, radius) ((radius, 0) causal); 'full' and 'chunk' (within each chunk)
-    -> (None, None) ((None, 0) causal)."""
-    if kind == "window":
-        return radius, 0 if causal else radius
-    if kind in ("full", "chunk"):
-        return None, 0 if causal else None
-    raise ValueError(f"unknown attention kind {kind!r}")
-
-
 def has_visible_key(valid: Array, window: tuple[int | None, int | None]) -> Array:
     """(batch, length) bool: whether query i sees at least one valid key j with
     i - left <= j <= i + right, from running sums of `valid` (batch, length) bool; O(length)."""
@@ -80,6 +70,16 @@ def target_platform() -> str:
     mesh = jax.sharding.get_abstract_mesh()
     device = None if mesh.empty else mesh.abstract_device
     return jax.default_backend() if device is None else device.platform
+
+
+def resolve(impl: str, takes_bias: bool) -> str:
+    """The kernel a layer runs for model.attention_impl `impl`: `impl` itself, except 'auto':
+    'splash' where the traced program is for a TPU and the layer takes no relative-position
+    bias, 'blocked' otherwise (the choice rests on XLA's TPU compile report, docs/tpu.md,
+    until a TPU measures it)."""
+    if impl != "auto":
+        return impl
+    return "splash" if not takes_bias and target_platform() == "tpu" else "blocked"
 
 
 def _splash_interpret(interpret: bool | None) -> bool:
@@ -250,18 +250,20 @@ def cudnn_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, i
     return out.astype(q.dtype)
 
 
-def attend(impl: str, kind: str, q: Array, k: Array, v: Array, *, radius: int, chunk: int,
-           causal: bool, mask: Array | None = None, scale: float | None = None) -> Array:
-    """Attention of one kind ('window', 'chunk', 'full') through an accelerator kernel
-    (`impl` 'splash' or 'cudnn'); the same visibility as the blocked kernels of that kind.
-    Chunk attention reshapes the chunks into the batch axis (spade_jax.model.attention.in_chunks)."""
-    win = window_of(kind, radius, causal)
+def attend(impl: str, window: tuple[int | None, int | None], q: Array, k: Array, v: Array, *,
+           chunk: int | None = None, mask: Array | None = None,
+           scale: float | None = None) -> Array:
+    """Attention through an accelerator kernel (`impl` 'splash' or 'cudnn') with the visibility
+    of an attention kind (spade_jax.model.attention.AttentionKind): query i sees keys
+    i - left .. i + right (window = (left, right), None unbounded), within chunks of `chunk`
+    positions when given (the chunks reshaped into the batch axis,
+    spade_jax.model.attention.in_chunks)."""
     if impl == "splash":
-        fn = partial(splash_attention, window=win, scale=scale)
+        fn = partial(splash_attention, window=window, scale=scale)
     elif impl == "cudnn":
-        fn = partial(cudnn_attention, window=win, scale=scale)
+        fn = partial(cudnn_attention, window=window, scale=scale)
     else:
         raise ValueError(f"attention impl must be 'splash' or 'cudnn' here, got {impl!r}")
-    if kind == "chunk":
+    if chunk is not None:
         return attention.in_chunks(fn, q, k, v, chunk=chunk, mask=mask)
     return fn(q, k, v, mask=mask)

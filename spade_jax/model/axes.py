@@ -1,4 +1,5 @@
-"""Logical axis names: the one list of the names model code gives to array axes.
+"""Logical axis names: the one list of the names model code gives to array axes, and the two
+constraints of a lookup that use them (`gathered`, `looked_up`).
 
 Parameters and activations have separate names (as in MaxText), because they are sharded
 differently: under FSDP a parameter's `EMBED` axis is split over the 'fsdp' mesh axis, while an
@@ -6,6 +7,7 @@ activation's `ACT_EMBED` axis stays whole (its batch axis already uses 'fsdp').
 `spade_jax.train.sharding.DEFAULT_RULES` maps every name here to mesh axes; `config.logical_axis_rules`
 overrides that mapping per experiment.
 """
+import flax.linen as nn
 
 # Parameter axes.
 EMBED = "embed"  # d_model
@@ -32,3 +34,16 @@ ACT_SEQUENCE = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
 # Every logical name (config.logical_axis_rules may map only these).
 NAMES = (EMBED, MLP, HEADS, HEAD_DIM, VOCAB, CLASSES, RELPOS_BUCKETS, SSM_STATE, SSM_OUT,
          ACT_BATCH, ACT_LENGTH, ACT_EMBED, ACT_MLP, ACT_HEADS, ACT_HEAD_DIM)
+
+
+def gathered(x):
+    """x constrained to be whole on every device (an embedding table or its projection at a
+    lookup: with a table's 'embed' axis split over fsdp, XLA split the looked-up rows over their
+    features and then rematerialised the whole activation to split it over the batch)."""
+    return nn.with_logical_constraint(x, (None,) * x.ndim)
+
+
+def looked_up(rows, ids):
+    """Rows looked up for token ids: (B, L, d) for (B, L) ids is split like every activation
+    (ACT_SEQUENCE); other shapes are returned as they are."""
+    return nn.with_logical_constraint(rows, ACT_SEQUENCE) if ids.ndim == 2 else rows

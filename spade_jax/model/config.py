@@ -13,15 +13,8 @@ import ml_collections
 from spade_jax.runtime.errors import ConfigError, closest
 
 HEADS = ("classify", "retrieval", "lm")
-ATTENTION_IMPLS = ("blocked", "splash", "cudnn")  # see spade_jax.model.attention_accel
+ATTENTION_IMPLS = ("blocked", "auto", "splash", "cudnn")  # see spade_jax.model.attention_accel
 MAX_LEN = 2**21  # the longest sequence (model.max_len, the data's length) accepted: 128 x Path-X
-
-
-def _registry():
-    """spade_jax.model.families, imported on first use: the registry sits above this module (its
-    entries name the Flax mixers, which are built from a ModelConfig)."""
-    from spade_jax.model import families
-    return families
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +40,8 @@ class ModelConfig:
     family: 'spade' (global S4 + local-attention blocks at `global_layers`, local attention
       elsewhere), 'transformer' (full attention), 'local' (local attention only), 's4' (S4 only):
       the families registered in spade_jax.model.families (not their variants, e.g. spade_chunk).
-    local_attention: 'window' (each token sees +-radius) or 'chunk' (non-overlapping chunks of
-      chunk_size), for the spade and local families.
+    local_attention: an attention kind of the registry: 'window' (each token sees +-radius) or
+      'chunk' (non-overlapping chunks of chunk_size), for the spade and local families.
     combine: how a global block merges its S4 and attention branches: 'concat' (Linear(2d -> d)),
       'add' ((g + l) / 2) or 'stack' (local attention applied to the S4 output, without the
       inner LayerNorms, as the reference's stacked layer).
@@ -64,11 +57,14 @@ class ModelConfig:
       tie_embeddings the input and output share the band embeddings and projections.
     adaptive_dropout: dropout inside the adaptive softmax's tail clusters (fairseq 0.2).
     remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
-    attention_impl: the kernel behind window, chunk and full attention (spade_jax.model.attention_accel):
-      'blocked' (the portable jnp kernels of spade_jax.model.attention; any backend), 'splash' (TPU
-      Pallas splash attention; bidirectional or causal) or 'cudnn' (GPU cuDNN fused attention;
-      causal only, dtype bfloat16, head_dim a multiple of 8 up to 256). Neither accelerator
-      kernel takes the relative-position bias: with them, position must be 'none' or 'learned'
+    attention_impl: the kernel behind window, chunk and full attention
+      (spade_jax.model.attention_accel): 'blocked' (the portable jnp kernels of
+      spade_jax.model.attention; any backend), 'auto' (the default: splash where the program is
+      for a TPU and the layer takes no relative-position bias, blocked otherwise; XLA's TPU
+      compile report puts splash at 0.55-0.66x the blocked kernel's step, docs/tpu.md), 'splash' (TPU Pallas
+      splash attention; bidirectional or causal) or 'cudnn' (GPU cuDNN fused attention; causal
+      only, dtype bfloat16, head_dim a multiple of 8 up to 256). Neither accelerator kernel
+      takes the relative-position bias: with them, position must be 'none' or 'learned'
       wherever an attention layer would take the bias. Decoding and family 's4' ignore it.
     """
 
@@ -105,11 +101,13 @@ class ModelConfig:
     adaptive_dropout: float = 0.0
     dtype: str = "float32"  # compute dtype; parameters are always float32
     remat: str = "none"
-    attention_impl: str = "blocked"
+    attention_impl: str = "auto"
 
     def __post_init__(self):
-        choices = dict(family=_registry().model_families(), activation=("gelu", "relu"), norm=("pre", "post"),
-                       local_attention=("window", "chunk"), combine=("concat", "add", "stack"),
+        # model.family and model.local_attention are the registry's to check
+        # (spade_jax.model.families.check), as is what depends on a family
+        choices = dict(activation=("gelu", "relu"), norm=("pre", "post"),
+                       combine=("concat", "add", "stack"),
                        position=("relative", "learned", "none"), head=HEADS,
                        pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
                        remat=("none", "full", "dots"), input_encoder=("embed", "linear"),
@@ -136,10 +134,6 @@ class ModelConfig:
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"model.pad_id ({self.pad_id}) must be a token id below vocab_size "
                              f"({self.vocab_size})")
-        bad = [i for i in self.global_layers if not 0 <= i < self.num_layers]
-        if self.family == "spade" and (bad or not self.global_layers):
-            raise ConfigError(f"model.global_layers must name layers in [0, {self.num_layers}) and "
-                             f"not be empty for family 'spade', got {self.global_layers}")
         if self.s4.d_state < 2 or self.s4.d_state % 2:
             raise ConfigError(f"model.s4.d_state must be even and >= 2, got {self.s4.d_state}")
         self._check_s4()
@@ -158,8 +152,7 @@ class ModelConfig:
         if self.pooling == "cls" and self.causal:
             raise ConfigError("model.pooling='cls' reads position 0, which a causal model cannot "
                              "fill with the sequence; use pooling='mean'")
-        if self.attention_impl != "blocked":
-            self._check_attention_impl()
+        self._check_attention_impl()
 
     def _check_s4(self):
         s4 = self.s4
@@ -187,15 +180,9 @@ class ModelConfig:
                               f"dt_max={s4.dt_max}")
 
     def _check_attention_impl(self):
-        impl = self.attention_impl
-        if self.relative_bias_kinds():
-            raise ConfigError(
-                f"model.attention_impl={impl!r} cannot add the relative-position bias that "
-                f"model.position='relative' gives the {sorted(self.relative_bias_kinds())} "
-                "attention layers: the kernel takes no additive score bias (only as a dense "
-                "(L, L) array, which it exists to avoid). Set model.position to 'none' or "
-                "'learned', or model.attention_impl='blocked'")
-        if impl != "cudnn":
+        """What the accelerator kernels need of the config itself (against the layers' bias:
+        spade_jax.model.families.check)."""
+        if self.attention_impl != "cudnn":
             return
         if not self.causal:
             raise ConfigError("model.attention_impl='cudnn' needs model.causal=True: cuDNN's "
@@ -232,22 +219,6 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
-
-    def layer_kinds(self) -> tuple:
-        """The mixer of each layer ('global' (S4 beside local attention), 'window', 'chunk',
-        'full', 's4', ...), as the family's registry entry gives it (spade_jax.model.families)."""
-        return _registry().layer_kinds(self)
-
-    def relative_bias_kinds(self) -> dict:
-        """{layer kind: the form of the shared relative-position bias it takes} for the kinds of
-        this model that take one ('dense' for full attention, 'window' for window attention and
-        the global mixer when its local attention is the window; chunk attention and S4 take
-        none); empty unless position='relative'."""
-        if self.position != "relative":
-            return {}
-        registry = _registry()
-        forms = {kind: registry.mixer(kind).relative_bias(self) for kind in self.layer_kinds()}
-        return {kind: form for kind, form in forms.items() if form is not None}
 
     @classmethod
     def from_config(cls, config) -> "ModelConfig":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax.model import models
+from spade_jax.model import families, models
 from spade_jax.model.config import ModelConfig
 
 
@@ -31,7 +31,7 @@ def decoding_model(cfg: ModelConfig, max_len: int | None = None) -> models.Langu
     if cfg.head != "lm":
         raise ValueError(f"decoding needs model.head='lm', got {cfg.head!r}")
     changes = {"remat": "none"}
-    if max_len is not None and max_len > cfg.max_len and "full" in cfg.layer_kinds():
+    if max_len is not None and max_len > cfg.max_len and families.grows(cfg):
         changes["max_len"] = max_len
     return models.LanguageModel(dataclasses.replace(cfg, **changes))
 
@@ -39,7 +39,7 @@ def decoding_model(cfg: ModelConfig, max_len: int | None = None) -> models.Langu
 def capacity(model: models.LanguageModel) -> int | None:
     """How many tokens the cache holds: max_len when a layer attends to all previous tokens,
     None (unbounded) otherwise."""
-    return model.config.max_len if "full" in model.config.layer_kinds() else None
+    return model.config.max_len if families.grows(model.config) else None
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))

@@ -1,4 +1,5 @@
-"""Analytic FLOP counts of a model's forward pass, for MFU (training = 3 x forward).
+"""Analytic FLOP formulas of a model's parts, for MFU (training = 3 x forward); the total of a
+model is spade_jax.model.families.forward_flops (each layer's mixer formula from the registry).
 
 Counted: every matmul (2 FLOPs per multiply-add), attention by the keys actually computed (the
 blocked local attention computes 3 blocks of radius + 1 keys per query, 2 when causal; chunk
@@ -12,15 +13,6 @@ import math
 from spade_jax.model.adaptive import bands
 from spade_jax.model.config import ModelConfig
 from spade_jax.model.ssm import kernels
-
-
-def attention_keys(cfg: ModelConfig, kind: str, length: int) -> int:
-    """Keys each query is scored against by the implementation of `kind`."""
-    if kind == "full":
-        return length
-    if kind == "chunk":
-        return min(cfg.chunk_size, length)
-    return (2 if cfg.causal else 3) * (cfg.radius + 1)  # window (blocked)
 
 
 def _rfft(n: int) -> float:
@@ -49,18 +41,17 @@ def s4_kernel_flops(cfg: ModelConfig, length: int) -> float:
             + 2 * 2 * channels * h * n2 * blocks * steps + h * channels * _rfft(2 * length))
 
 
-def attention_flops(cfg: ModelConfig, kind: str, length: int) -> float:
-    """Per sequence: the q, k, v, o projections and the scores and weighted values of the
-    attention `kind` ('window', 'chunk' or 'full')."""
+def attention_flops(cfg: ModelConfig, kind, length: int) -> float:
+    """Per sequence: the q, k, v, o projections and the scores and weighted values of an
+    attention kind (spade_jax.model.attention.AttentionKind: its `keys` per query)."""
     d = cfg.d_model
-    keys = attention_keys(cfg, kind, length)
-    return 4 * 2 * length * d * d + 2 * 2 * length * keys * d
+    return 4 * 2 * length * d * d + 2 * 2 * length * kind.keys(cfg, length) * d
 
 
-def global_mixer_flops(cfg: ModelConfig, length: int) -> tuple:
-    """SPADE's global mixer: (per sequence: local attention + S4 convolution [+ the concat
-    projection], per step: the S4 kernel)."""
-    per_seq = attention_flops(cfg, cfg.local_attention, length) + s4_conv_flops(cfg, length)
+def global_mixer_flops(cfg: ModelConfig, local, length: int) -> tuple:
+    """SPADE's global mixer with the local attention kind `local`: (per sequence: local
+    attention + S4 convolution [+ the concat projection], per step: the S4 kernel)."""
+    per_seq = attention_flops(cfg, local, length) + s4_conv_flops(cfg, length)
     if cfg.combine == "concat":
         per_seq += 2 * length * 2 * cfg.d_model * cfg.d_model
     return per_seq, s4_kernel_flops(cfg, length)
@@ -73,30 +64,22 @@ def s4_mixer_flops(cfg: ModelConfig, length: int) -> tuple:
             s4_kernel_flops(cfg, length))
 
 
-def forward_flops(cfg: ModelConfig, length: int) -> dict:
-    """Forward FLOPs of one sequence of `length` tokens through the encoder and the head.
+def ffn_flops(cfg: ModelConfig, length: int) -> float:
+    """Per sequence: one block's feed-forward network (two matmuls)."""
+    return 2 * 2 * length * cfg.d_model * cfg.d_ff
 
-    Returns {'per_sequence': ..., 'per_step_fixed': ...}: the second part (S4 kernels) is paid
-    once per step whatever the batch size. Each layer is its FFN plus its mixer's formula
-    (spade_jax.model.families).
-    """
-    from spade_jax.model import families  # the registry sits above this module (it names the formulas)
-    d, f = cfg.d_model, cfg.d_ff
-    per_seq, fixed = 0.0, 0.0
-    for kind in cfg.layer_kinds():
-        mixer_seq, mixer_fixed = families.mixer(kind).flops(cfg, length)
-        per_seq += 2 * 2 * length * d * f  # FFN
-        per_seq += mixer_seq
-        fixed += mixer_fixed
+
+def head_flops(cfg: ModelConfig, length: int) -> float:
+    """Per sequence: the head (the LM's logits, adaptive or plain; the retrieval pair's MLP,
+    half per sequence; the classifier)."""
+    d = cfg.d_model
     if cfg.head == "lm" and cfg.adaptive_cutoffs:
-        per_seq += length * adaptive_flops_per_token(cfg)
-    elif cfg.head == "lm":
-        per_seq += 2 * length * d * cfg.vocab_size
-    elif cfg.head == "retrieval":
-        per_seq += (2 * 4 * d * d + 2 * d * cfg.num_classes) / 2  # the pair's MLP, per sequence
-    else:
-        per_seq += 2 * d * cfg.num_classes
-    return {"per_sequence": per_seq, "per_step_fixed": fixed}
+        return length * adaptive_flops_per_token(cfg)
+    if cfg.head == "lm":
+        return 2 * length * d * cfg.vocab_size
+    if cfg.head == "retrieval":
+        return (2 * 4 * d * d + 2 * d * cfg.num_classes) / 2
+    return 2 * d * cfg.num_classes
 
 
 def adaptive_flops_per_token(cfg: ModelConfig) -> float:
@@ -108,9 +91,3 @@ def adaptive_flops_per_token(cfg: ModelConfig) -> float:
     head = 2 * d * (parts[0][1] + len(parts) - 1)
     tails = sum(2 * (d * dim + dim * size) for _, size, dim in parts[1:])
     return inputs + head + tails
-
-
-def train_step_flops(cfg: ModelConfig, length: int, sequences: int) -> float:
-    """Model FLOPs of one training step: 3 x forward (forward + backward)."""
-    f = forward_flops(cfg, length)
-    return 3.0 * (f["per_sequence"] * sequences + f["per_step_fixed"])

@@ -1,9 +1,7 @@
-"""Blocks: every layer is a token mixer followed by a feed-forward network, with residuals.
+"""The layers a block is made of: the token mixers, the feed-forward network, projections and
+norms (a block, mixer + FFN with residuals, is spade_jax.model.models.Block).
 
-    pre-LN:  h = x + Dropout(Mixer(LN(x)));   y = h + Dropout(FFN(LN(h)))
-    post-LN: h = LN(x + Dropout(Mixer(x)));   y = LN(h + Dropout(FFN(h)))
-
-Mixers (`kind`; registered in spade_jax.model.families, which Block builds them from):
+Mixers (registered in spade_jax.model.families by kind, which builds them):
   'global'  SPADE's global mixer: an S4 branch and a local-attention branch on the same input,
             each LayerNormed, merged by `combine` ('concat' -> Linear(2d -> d), 'add'); or
             'stack': local attention applied to S4's output (no inner LayerNorms).
@@ -69,18 +67,19 @@ def layer_norm(dtype, name=None):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with Q/K/V/O projections (no bias).
 
-    kind: 'full', 'window' (radius from the config) or 'chunk' (chunk_size from the config).
-    The kernel is the config's attention_impl: the blocked kernels of spade_jax.model.attention, or an
-    accelerator kernel of spade_jax.model.attention_accel (which take no bias).
+    kind: an attention kind (spade_jax.model.attention.AttentionKind, from the mixer registry):
+    which keys each query sees, its portable kernel and its decoding cache. The kernel is the
+    config's attention_impl: 'blocked' (the kind's kernel of spade_jax.model.attention), an
+    accelerator kernel of spade_jax.model.attention_accel (which take no bias), or 'auto': splash
+    when the program is for a TPU and the layer takes no bias, blocked otherwise.
     __call__(x (B, L, d), mask (B, L) bool or None, bias, decode) -> (B, L, d). `bias` is the
-    shared relative-position bias in the form the kind takes: (1, heads, L, L) for full, (heads,
-    2*radius+1) for window; None for none (chunk attention takes no bias). Decoding (x (B, 1, d),
-    mask ignored): bias is a (heads, 2*R+1) offset table for full and window (R = max_len - 1
-    for full).
+    shared relative-position bias in the form the kind takes (kind.bias): (1, heads, L, L)
+    'dense', (heads, 2*radius+1) 'window'; None for none. Decoding (x (B, 1, d), mask ignored):
+    bias is a (heads, 2*R+1) offset table (R = max_len - 1 for 'dense').
     """
 
     config: ModelConfig
-    kind: str
+    kind: attention.AttentionKind
 
     @nn.compact
     def __call__(self, x, mask=None, bias=None, decode: bool = False):
@@ -91,34 +90,23 @@ class SelfAttention(nn.Module):
         heads_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
         q, k, v = (nn.with_logical_constraint(proj(n)(x), heads_axes)
                    for n in ("query", "key", "value"))
+        impl = attention_accel.resolve(cfg.attention_impl, takes_bias=bias is not None)
         if decode:
             out = self._decode(q, k, v, bias)
-        elif cfg.attention_impl != "blocked":
-            if bias is not None:  # ModelConfig refuses this combination
-                raise ValueError(f"attention_impl={cfg.attention_impl!r} takes no "
-                                 "relative-position bias")
-            out = attention_accel.attend(cfg.attention_impl, self.kind, q, k, v,
-                                         radius=cfg.radius, chunk=cfg.chunk_size,
-                                         causal=cfg.causal, mask=mask)
-        elif self.kind == "full":
-            out = attention.full_attention(q, k, v, causal=cfg.causal, mask=mask, bias=bias)
-        elif self.kind == "window":
-            out = attention.local_attention(q, k, v, radius=cfg.radius, causal=cfg.causal,
-                                            mask=mask, bias=bias)
-        elif self.kind == "chunk":
-            out = attention.chunk_attention(q, k, v, chunk=cfg.chunk_size, causal=cfg.causal,
-                                            mask=mask)
+        elif impl != "blocked":
+            if bias is not None:  # ModelConfig and the registry refuse this combination
+                raise ValueError(f"attention_impl={impl!r} takes no relative-position bias")
+            out = attention_accel.attend(impl, self.kind.window(cfg), q, k, v,
+                                         chunk=self.kind.chunk(cfg), mask=mask)
         else:
-            raise ValueError(f"unknown attention kind {self.kind!r}")
+            out = self.kind.blocked(q, k, v, cfg, mask, bias)
         return Projection((cfg.num_heads, cfg.head_dim, cfg.d_model),
                           (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 2, dtype, name="out")(out)
 
     def _decode(self, q, k, v, bias):
         """One token against the cache (see attention.ring_positions for the slots)."""
         cfg = self.config
-        if self.kind not in ("full", "window", "chunk"):
-            raise ValueError(f"unknown attention kind {self.kind!r}")
-        size = {"full": cfg.max_len, "window": cfg.radius + 1, "chunk": cfg.chunk_size}[self.kind]
+        size = self.kind.cache(cfg)
         ready = self.has_variable("cache", "index")
         shape = (k.shape[0], size) + k.shape[2:]
         keys = self.variable("cache", "keys", jnp.zeros, shape, k.dtype)
@@ -129,7 +117,7 @@ class SelfAttention(nn.Module):
         if q.shape[1] != 1:
             raise ValueError(f"decoding takes one token at a time, got length {q.shape[1]}")
         i = index.value
-        positions, visible = attention.ring_positions(i, size, self.kind)
+        positions, visible = attention.ring_positions(i, size, self.kind.decode_slots(cfg))
         slot = i % size
         keys.value = jax.lax.dynamic_update_slice_in_dim(keys.value, k, slot, axis=1)
         values.value = jax.lax.dynamic_update_slice_in_dim(values.value, v, slot, axis=1)
@@ -167,16 +155,18 @@ class GlobalMixer(nn.Module):
     ('concat': Linear([g, l]); 'add': (g + l) / 2), or, with combine='stack', LocalAttn(S4(u))
     with no inner LayerNorm (the reference's stacked form, spade_layer.py).
 
-    The local attention is the config's `local_attention` kind ('window' or 'chunk').
+    local: the attention kind of the local branch (the config's `local_attention`, looked up in
+    the registry by spade_jax.model.families).
     """
 
     config: ModelConfig
+    local: attention.AttentionKind
 
     @nn.compact
     def __call__(self, u, mask=None, bias=None, decode: bool = False):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        local = SelfAttention(cfg, cfg.local_attention, name="attention")
+        local = SelfAttention(cfg, self.local, name="attention")
         if cfg.combine == "stack":
             return local(_run_s4(self, cfg, u, mask, decode), mask, bias, decode)
         g = layer_norm(dtype, "norm_s4")(_run_s4(self, cfg, u, mask, decode))
@@ -212,43 +202,3 @@ class FeedForward(nn.Module):
         h = nn.relu(h) if cfg.activation == "relu" else nn.gelu(h)
         h = nn.Dropout(cfg.ffn_dropout)(h, deterministic=deterministic)
         return dense(cfg.d_model, (axes.MLP, axes.EMBED), dtype, "wo")(h)
-
-
-class Block(nn.Module):
-    """One layer: mixer `kind` (a spade_jax.model.families.MIXERS name) + FFN, pre- or post-LN (see
-    the module docstring).
-
-    __call__(x (B, L, d), mask (B, L) or None, bias, deterministic, decode) -> (B, L, d).
-    """
-
-    config: ModelConfig
-    kind: str
-
-    @nn.compact
-    def __call__(self, x, mask, bias, deterministic: bool, decode: bool = False):
-        cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
-        from spade_jax.model import families  # the registry sits above this module (it names the mixers)
-        mixer = families.mixer(self.kind).build(cfg, "mixer")
-        ffn = FeedForward(cfg, name="ffn")
-        drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
-        if cfg.norm == "pre":
-            h = x + drop(mixer(layer_norm(dtype, "norm_mixer")(x), mask, bias, decode))
-            y = h + drop(ffn(layer_norm(dtype, "norm_ffn")(h), deterministic))
-        else:
-            h = layer_norm(dtype, "norm_mixer")(x + drop(mixer(x, mask, bias, decode)))
-            y = layer_norm(dtype, "norm_ffn")(h + drop(ffn(h, deterministic)))
-        return nn.with_logical_constraint(y, axes.ACT_SEQUENCE)
-
-
-REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole block in the backward pass
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-}
-
-
-def block_class(cfg: ModelConfig):
-    """Block, or Block under nn.remat with the config's named policy."""
-    if cfg.remat == "none":
-        return Block
-    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4, 5))

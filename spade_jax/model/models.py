@@ -1,7 +1,7 @@
 """Model families and heads, built from a ModelConfig.
 
 Every family shares the token embedding, positions and heads; only the blocks differ (the
-mixer of each layer: ModelConfig.layer_kinds, from the registry in spade_jax.model.families), so the
+mixer of each layer: families.layer_kinds, from the registry in spade_jax.model.families), so the
 suite compares like with like.
 
   Encoder            tokens (B, L) int -> features (B, L, d); padding = tokens == pad_id,
@@ -16,22 +16,65 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from spade_jax.model import adaptive, attention, axes
-from spade_jax.train import sharding
+import jax
+
+from spade_jax.model import adaptive, attention, axes, families
 from spade_jax.model.config import ModelConfig
+from spade_jax.model.layers import FeedForward, dense, layer_norm
 from spade_jax.runtime.errors import ConfigError
-from spade_jax.model.layers import block_class, dense, layer_norm
+
+
+class Block(nn.Module):
+    """One layer: mixer `kind` (a spade_jax.model.families.MIXERS name) + FFN, with residuals:
+
+        pre-LN:  h = x + Dropout(Mixer(LN(x)));   y = h + Dropout(FFN(LN(h)))
+        post-LN: h = LN(x + Dropout(Mixer(x)));   y = LN(h + Dropout(FFN(h)))
+
+
+    __call__(x (B, L, d), mask (B, L) or None, bias, deterministic, decode) -> (B, L, d).
+    """
+
+    config: ModelConfig
+    kind: str
+
+    @nn.compact
+    def __call__(self, x, mask, bias, deterministic: bool, decode: bool = False):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        mixer = families.mixer(self.kind).build(cfg, "mixer")
+        ffn = FeedForward(cfg, name="ffn")
+        drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+        if cfg.norm == "pre":
+            h = x + drop(mixer(layer_norm(dtype, "norm_mixer")(x), mask, bias, decode))
+            y = h + drop(ffn(layer_norm(dtype, "norm_ffn")(h), deterministic))
+        else:
+            h = layer_norm(dtype, "norm_mixer")(x + drop(mixer(x, mask, bias, decode)))
+            y = layer_norm(dtype, "norm_ffn")(h + drop(ffn(h, deterministic)))
+        return nn.with_logical_constraint(y, axes.ACT_SEQUENCE)
+
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+def block_class(cfg: ModelConfig):
+    """Block, or Block under nn.remat with the config's named policy."""
+    if cfg.remat == "none":
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], static_argnums=(4, 5))
 
 
 class Embed(nn.Embed):
-    """nn.Embed whose table is gathered whole at the lookup (sharding.gathered): ids (...) ->
+    """nn.Embed whose table is gathered whole at the lookup (axes.gathered): ids (...) ->
     (..., d_model); (B, L) token ids come out split over the batch like every activation. The
     tables here are small: LRA's vocabularies and positions; the LM's embedding is
     spade_jax.model.adaptive's."""
 
     def __call__(self, inputs):
-        rows = jnp.take(sharding.gathered(self.embedding).astype(self.dtype), inputs, axis=0)
-        return sharding.looked_up(rows, inputs)
+        rows = jnp.take(axes.gathered(self.embedding).astype(self.dtype), inputs, axis=0)
+        return axes.looked_up(rows, inputs)
 
 
 def _embedding(num, cfg: ModelConfig, name):
@@ -80,8 +123,8 @@ class Encoder(nn.Module):
             self.embed = ValueEncoder(cfg, name="embed")
         else:
             self.embed = _embedding(cfg.vocab_size, cfg, "embed")
-        kinds = cfg.layer_kinds()
-        if cfg.relative_bias_kinds():
+        kinds = families.layer_kinds(cfg)
+        if families.relative_bias_kinds(cfg):
             self.relpos = attention.RelativePositionBias(
                 num_heads=cfg.num_heads, num_buckets=cfg.relpos_buckets,
                 max_distance=cfg.relpos_max_distance, bidirectional=not cfg.causal, name="relpos")
@@ -141,11 +184,11 @@ class Encoder(nn.Module):
 
     def _relative_biases(self, length, decode: bool) -> dict:
         """{layer kind: the shared relative-position bias in the form it takes} (see
-        ModelConfig.relative_bias_kinds), each form computed once: 'dense' (1, heads, L, L) (a
+        spade_jax.model.families.relative_bias_kinds), each form computed once: 'dense' (1, heads, L, L) (a
         (heads, 2*(max_len-1)+1) offset table when decoding), 'window' a (heads, 2*radius+1)
         offset table."""
         cfg = self.config
-        forms = cfg.relative_bias_kinds()
+        forms = families.relative_bias_kinds(cfg)
         tables = {}
         if "dense" in forms.values():
             tables["dense"] = (self.relpos.offsets(cfg.max_len - 1) if decode
@@ -235,6 +278,7 @@ HEADS = {"classify": SequenceClassifier, "retrieval": RetrievalClassifier, "lm":
 
 
 def build_model(config) -> nn.Module:
-    """The model for a ModelConfig, a ConfigDict or a dict of its fields."""
+    """The model for a ModelConfig, a ConfigDict or a dict of its fields (checked, the registry's
+    checks included: spade_jax.model.families.check)."""
     cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_config(config)
-    return HEADS[cfg.head](cfg)
+    return HEADS[families.check(cfg).head](cfg)

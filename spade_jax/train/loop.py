@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from spade_jax.model import flops
+from spade_jax.model import families
 from spade_jax.runtime import lock, paths, process
 from spade_jax.train import sharding
 from spade_jax.train import checkpoint, job as job_lib, metrics as metrics_lib, provenance
@@ -154,7 +154,7 @@ class _Run:
             self.writer, self.console, learning_rate=self.job.learning_rate,
             log_every=engine.log_every, num_steps=engine.num_train_steps, start_step=self.step,
             tokens_per_batch=sum(np.size(x) for x in inputs) * jax.process_count(),
-            step_flops=flops.train_step_flops(self.model_cfg, inputs[0].shape[1], rows),
+            step_flops=families.train_step_flops(self.model_cfg, inputs[0].shape[1], rows),
             peak_flops=(engine.peak_flops or metrics_lib.measure_peak_flops())
             * jax.device_count())
 

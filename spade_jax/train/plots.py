@@ -11,6 +11,7 @@ through spade_jax.runtime.paths, so a workdir on object storage works too.
 import io
 
 from spade_jax.runtime import paths
+from spade_jax.train import metrics
 
 
 def _pyplot():
@@ -48,7 +49,6 @@ def curve_points(records: list, split: str, name: str) -> tuple:
 def learning_curve(workdir, *, title: str, validation: str = "accuracy"):
     """WORKDIR/learning_curve.png from WORKDIR/metrics.jsonl (see curve_figure). Returns the
     image's path."""
-    from spade_jax.train import metrics
     fig = curve_figure(metrics.read_records(workdir), title=title, validation=validation)
     return _save(fig, paths.workdir_path(workdir) / "learning_curve.png")
 

@@ -126,19 +126,6 @@ def model_context(mesh: Mesh, rules):
         yield
 
 
-def gathered(x):
-    """x constrained to be whole on every device (an embedding table or its projection at a
-    lookup: with a table's 'embed' axis split over fsdp, XLA split the looked-up rows over their
-    features and then rematerialised the whole activation to split it over the batch)."""
-    return nn.with_logical_constraint(x, (None,) * x.ndim)
-
-
-def looked_up(rows, ids):
-    """Rows looked up for token ids: (B, L, d) for (B, L) ids is split like every activation
-    (axes.ACT_SEQUENCE); other shapes are returned as they are."""
-    return nn.with_logical_constraint(rows, axes.ACT_SEQUENCE) if ids.ndim == 2 else rows
-
-
 def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
 

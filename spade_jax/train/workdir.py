@@ -17,14 +17,22 @@ def _path(workdir):
     return paths.workdir_path(workdir) / "config.json"
 
 
+# Model fields that choose how the same function is computed, not which model: a run may resume
+# with another value (another attention kernel, another rematerialisation).
+HOW_COMPUTED = ("attention_impl", "remat")
+
+
 def check(workdir, config) -> None:
     """Raises ConfigError when WORKDIR/config.json holds another model config (the fields that
-    differ named); nothing is written."""
+    differ named; HOW_COMPUTED aside); nothing is written."""
     path = _path(workdir)
     if not path.exists():
         return
     previous = paths.read_json(path, expect=dict).get("model", {})
     current = json.loads(config.to_json_best_effort())["model"]
+    for name in HOW_COMPUTED:
+        previous.pop(name, None)
+        current.pop(name, None)
     if previous != current:
         diff = sorted(k for k in set(previous) | set(current)
                       if previous.get(k) != current.get(k))

@@ -17,7 +17,7 @@ import pytest
 
 from spade_jax.model import attention as att
 from spade_jax.model import attention_accel as accel
-from spade_jax.model import models
+from spade_jax.model import families, models
 from spade_jax.model.config import ModelConfig, default_model_config
 
 H, D = 2, 16
@@ -60,14 +60,16 @@ def test_splash_interpreted_matches_blocked(monkeypatch, kind, causal, length, r
     batch = 2 if real else 1
     q, k, v = _qkv(batch, length)
     mask = None if real is None else jnp.arange(length)[None, :] < jnp.array(real)[:, None]
-    splash_fn = lambda q, k, v: accel.attend("splash", kind, q, k, v, radius=radius, chunk=chunk,
-                                             causal=causal, mask=mask)
+    cfg = ModelConfig(radius=radius or 1, chunk_size=chunk or 1, causal=causal)
+    spec = families.mixer(kind).attention  # the kind's window and chunks, from the registry
+    splash_fn = lambda q, k, v: accel.attend("splash", spec.window(cfg), q, k, v,
+                                             chunk=spec.chunk(cfg), mask=mask)
     blocked_fn = lambda q, k, v: _blocked(kind, radius, chunk, causal)(q, k, v, mask=mask)
 
     out, expected = jax.jit(splash_fn)(q, k, v), blocked_fn(q, k, v)
     np.testing.assert_allclose(out, expected, atol=2e-5, rtol=1e-5)
     if kind == "window" and real is not None:
-        empty = np.asarray(~accel.has_visible_key(mask, accel.window_of(kind, radius, causal)))
+        empty = np.asarray(~accel.has_visible_key(mask, spec.window(cfg)))
         assert empty.any()  # padded queries beyond the radius: exactly zero, as blocked gives
         assert np.all(np.asarray(out)[empty] == 0.0)
 
@@ -96,8 +98,7 @@ def test_splash_is_split_over_the_batch_and_heads_of_a_mesh(monkeypatch):
     local = accel._splash_local
     monkeypatch.setattr(accel, "_splash_local",
                         lambda q, *a, **kw: seen.append(q.shape) or local(q, *a, **kw))
-    fn = lambda q, k, v: accel.attend("splash", "window", q, k, v, radius=20, chunk=0,
-                                      causal=False, mask=mask)
+    fn = lambda q, k, v: accel.attend("splash", (20, 20), q, k, v, mask=mask)
     loss = lambda q, k, v: jnp.sum(fn(q, k, v) ** 2)
     with sharding.model_context(mesh, sharding.DEFAULT_RULES):
         out, grads = jax.jit(lambda *x: (fn(*x), jax.grad(loss, argnums=(0, 1, 2))(*x)))(q, k, v)
@@ -154,7 +155,9 @@ def test_cudnn_arguments_give_the_blocked_causal_attention(kind):
     q, k, v = _qkv(2, length)
     real = np.array([40, 23])
     mask = jnp.arange(length)[None, :] < jnp.asarray(real)[:, None]
-    args = accel.cudnn_arguments(window=accel.window_of(kind, radius, True), mask=mask)
+    args = accel.cudnn_arguments(
+        window=families.mixer(kind).attention.window(ModelConfig(radius=radius, causal=True)),
+        mask=mask)
     assert args["is_causal"] and args["local_window_size"] == ((radius, 0) if kind == "window"
                                                                  else None)
     np.testing.assert_array_equal(args["key_value_seq_lengths"], real)
@@ -196,7 +199,9 @@ def test_model_with_splash_matches_blocked(monkeypatch, family, local_attention,
 
 def test_default_config_exposes_attention_impl():
     config = default_model_config()
-    assert config.attention_impl == "blocked"
+    assert config.attention_impl == "auto"
+    assert accel.resolve("auto", takes_bias=False) == "blocked"  # this CPU
+    assert accel.resolve("splash", takes_bias=False) == "splash"
     config.attention_impl = "splash"
     config.position = "none"
     assert ModelConfig.from_config(config).attention_impl == "splash"
@@ -216,9 +221,9 @@ def test_experiment_configs_select_the_kernel():
     lm.model.vocab_size = 267_735  # set from the data at run time
     lm.model.attention_impl = "cudnn"
     with pytest.raises(ValueError, match="cannot add the relative-position bias"):
-        ModelConfig.from_config(lm.model)
+        models.build_model(lm.model)  # the registry's check: which layers take the bias
     lm.model.position = "none"
-    assert ModelConfig.from_config(lm.model).attention_impl == "cudnn"
+    assert families.check(ModelConfig.from_config(lm.model)).attention_impl == "cudnn"
     text = _experiment_config("text")
     text.model.update(attention_impl="cudnn", position="none")
     with pytest.raises(ValueError, match="needs model.causal=True"):
@@ -228,8 +233,8 @@ def test_experiment_configs_select_the_kernel():
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(attention_impl="flash"), r"model.attention_impl must be one of \('blocked', 'splash', "
-                                   r"'cudnn'\), got 'flash'"),
+    (dict(attention_impl="flash"), r"model.attention_impl must be one of \('blocked', 'auto', "
+                                   r"'splash', 'cudnn'\), got 'flash'"),
     # The default position is 'relative': its bias cannot go into either kernel.
     (dict(attention_impl="splash"), r"attention_impl='splash' cannot add the relative-position "
                                     r"bias .*\['global', 'window'\].*model.position"),
@@ -244,7 +249,7 @@ def test_experiment_configs_select_the_kernel():
 ])
 def test_config_refuses(fields, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(**fields)
+        families.check(ModelConfig(**fields))
 
 
 @pytest.mark.parametrize("fields", [
@@ -256,4 +261,4 @@ def test_config_refuses(fields, message):
     dict(attention_impl="splash", family="s4"),
 ])
 def test_config_accepts(fields):
-    assert ModelConfig(**fields).attention_impl == fields["attention_impl"]
+    assert families.check(ModelConfig(**fields)).attention_impl == fields["attention_impl"]

@@ -207,11 +207,11 @@ def test_xla_flops_reads_a_dict_or_a_list_of_dicts():
 
 
 def test_forward_breakdown_adds_up_to_the_analytic_count():
-    from spade_jax.model import flops
+    from spade_jax.model import families
     cfg = ModelConfig(family="spade", d_model=128, num_heads=4, d_ff=256, radius=127,
                       max_len=4096)
     terms = mfu.forward_breakdown(cfg, 4096, 32)
-    total = flops.forward_flops(cfg, 4096)
+    total = families.forward_flops(cfg, 4096)
     assert terms["total"] == pytest.approx(32 * total["per_sequence"] + total["per_step_fixed"])
     assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(terms["total"])
     assert all(v > 0 for v in terms.values())

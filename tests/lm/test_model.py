@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from spade_jax.model import adaptive, decode, flops, models
+from spade_jax.model import adaptive, decode, families, models
 from spade_jax.model.config import ModelConfig, S4Config
 
 LM = dict(vocab_size=50, d_model=16, num_heads=2, d_ff=32, num_layers=2, radius=3, chunk_size=4,
@@ -153,7 +153,7 @@ def test_adaptive_flops_match_xla():
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens[:, :8])
     cost = jax.jit(lambda v, t: model.apply(v, t, None, t)).lower(variables, tokens).cost_analysis()
     xla = (cost[0] if isinstance(cost, list) else cost)["flops"]  # of the lowered program
-    count = flops.forward_flops(cfg, 64)
+    count = families.forward_flops(cfg, 64)
     analytic = 2 * count["per_sequence"] + count["per_step_fixed"]
     assert 0.9 < xla / analytic < 1.3
 

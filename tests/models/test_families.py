@@ -67,7 +67,7 @@ def test_every_family_builds_and_traces_for_every_task(path):
         variables, out = jax.eval_shape(functools.partial(_init_and_forward, model), _inputs(cfg))
         assert out.shape == _expected_shape(cfg), (family, out.shape)
         _check_layers(cfg, nn.unbox(variables)["params"])
-        assert flops.forward_flops(cfg, LENGTH)["per_sequence"] > 0
+        assert families.forward_flops(cfg, LENGTH)["per_sequence"] > 0
 
 
 # Real init and forward of every family (the default run traces every family x task above, and
@@ -90,7 +90,7 @@ def test_every_family_runs_init_and_a_forward(path):
 def test_lm_families_are_those_whose_mixers_all_decode():
     for name in families.FAMILIES:
         cfg = ModelConfig(**families.model_fields(name), causal=True)
-        decodes = all(families.mixer(kind).decodes for kind in cfg.layer_kinds())
+        decodes = all(families.mixer(kind).decodes for kind in families.layer_kinds(cfg))
         assert (name in families.lm_families()) == decodes
     assert {"spade", "transformer", "local", "s4"} <= set(families.lm_families())
 
@@ -129,17 +129,20 @@ def test_a_family_of_registered_mixers_is_one_call(registry):
     assert "s4_then_full" in registry.lm_families()  # S4 and full attention both decode
     for path in (os.path.join(ROOT, "configs", "text.py"), LM_CONFIG):
         cfg, model = _model(path, "s4_then_full")
-        assert cfg.layer_kinds() == ("s4", "full") and cfg.relative_bias_kinds() == {"full": "dense"}
+        assert registry.layer_kinds(cfg) == ("s4", "full")
+        assert registry.relative_bias_kinds(cfg) == {"full": "dense"}
         variables, out = jax.eval_shape(functools.partial(_init_and_forward, model), _inputs(cfg))
         assert out.shape == _expected_shape(cfg)
         mixers = nn.unbox(variables)["params"]["encoder"]
         assert set(mixers["layer_0"]["mixer"]) == {"s4", "out"}
         assert set(mixers["layer_1"]["mixer"]) == {"query", "key", "value", "out"}
     hybrid = ModelConfig(family="s4_then_full", num_layers=2)
-    mixed, s4 = flops.forward_flops(hybrid, 64), flops.forward_flops(ModelConfig(family="s4", num_layers=2), 64)
+    mixed = registry.forward_flops(hybrid, 64)
+    s4 = registry.forward_flops(ModelConfig(family="s4", num_layers=2), 64)
     s4_seq, s4_fixed = flops.s4_mixer_flops(hybrid, 64)
     assert mixed["per_sequence"] == pytest.approx(
-        s4["per_sequence"] - s4_seq + flops.attention_flops(hybrid, "full", 64), rel=1e-12)
+        s4["per_sequence"] - s4_seq
+        + flops.attention_flops(hybrid, registry.mixer("full").attention, 64), rel=1e-12)
     assert mixed["per_step_fixed"] == pytest.approx(s4["per_step_fixed"] - s4_fixed, rel=1e-12)
 
 
@@ -148,7 +151,7 @@ def test_a_new_mixer_and_family_are_two_calls(registry):
     LRA configs accept it, the model runs it, the FLOP count uses its formula, and the LM, whose
     families must decode, refuses it."""
     with pytest.raises(ConfigError, match="model.family"):
-        ModelConfig(family="toy")
+        registry.check(ModelConfig(family="toy"))
     with pytest.raises(ConfigError, match="unknown model family 'toy'.*spade_chunk"):
         config_builder.load(LRA_CONFIGS[0], "model=toy")
     registry.register(registry.Mixer("mean", lambda cfg, name: MeanMixer(cfg, name=name),
@@ -156,13 +159,13 @@ def test_a_new_mixer_and_family_are_two_calls(registry):
     registry.register(registry.Family(
         "toy", lambda cfg: ("s4",) + ("mean",) * (cfg.num_layers - 1)))
     cfg, model = _model(os.path.join(ROOT, "configs", "listops.py"), "toy")
-    assert cfg.family == "toy" and cfg.layer_kinds() == ("s4", "mean")
+    assert cfg.family == "toy" and registry.layer_kinds(cfg) == ("s4", "mean")
     variables, out = _init_and_forward(model, _inputs(cfg))
     assert out.shape == _expected_shape(cfg) and np.isfinite(out).all()
     assert set(nn.unbox(variables)["params"]["encoder"]["layer_1"]["mixer"]) == {"out"}
 
     s4 = ModelConfig(**{**vars(cfg), "family": "s4"})
-    toy, base = flops.forward_flops(cfg, 100), flops.forward_flops(s4, 100)
+    toy, base = registry.forward_flops(cfg, 100), registry.forward_flops(s4, 100)
     s4_seq, s4_fixed = flops.s4_mixer_flops(cfg, 100)
     assert toy["per_sequence"] == pytest.approx(
         base["per_sequence"] - s4_seq + _mean_flops(cfg, 100)[0], rel=1e-12)

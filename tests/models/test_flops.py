@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from spade_jax.model import flops, models
+from spade_jax.model import families, models
 from spade_jax.model.config import ModelConfig
 
 
@@ -21,8 +21,8 @@ def test_analytic_forward_flops_match_xla(kw):
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens[:, :8])
     cost = jax.jit(model.apply).lower(variables, tokens).compile().cost_analysis()
     xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
-    count = flops.forward_flops(cfg, length)
+    count = families.forward_flops(cfg, length)
     analytic = batch * count["per_sequence"] + count["per_step_fixed"]
     # XLA also counts the elementwise work (softmax, norms, activations) that we leave out.
     assert 0.95 < xla / analytic < 1.25
-    assert flops.train_step_flops(cfg, length, batch) == pytest.approx(3 * analytic)
+    assert families.train_step_flops(cfg, length, batch) == pytest.approx(3 * analytic)

@@ -33,12 +33,13 @@ def init(cfg, *inputs):
 
 
 def test_layer_kinds_per_family():
-    assert small(family="spade", num_layers=3).layer_kinds() == ("global", "window", "window")
-    assert small(family="spade", num_layers=3, global_layers=(1,), local_attention="chunk"
-                 ).layer_kinds() == ("chunk", "global", "chunk")
-    assert small(family="transformer").layer_kinds() == ("full", "full")
-    assert small(family="local", local_attention="chunk").layer_kinds() == ("chunk", "chunk")
-    assert small(family="s4").layer_kinds() == ("s4", "s4")
+    kinds = lambda **kw: families.layer_kinds(small(**kw))  # noqa: E731
+    assert kinds(family="spade", num_layers=3) == ("global", "window", "window")
+    assert kinds(family="spade", num_layers=3, global_layers=(1,),
+                 local_attention="chunk") == ("chunk", "global", "chunk")
+    assert kinds(family="transformer") == ("full", "full")
+    assert kinds(family="local", local_attention="chunk") == ("chunk", "chunk")
+    assert kinds(family="s4") == ("s4", "s4")
 
 
 def _long(kw):
@@ -181,10 +182,15 @@ def test_config_from_configdict_and_errors():
         ModelConfig.from_config(ml_collections.ConfigDict({"heads": 4}))
     with pytest.raises(ValueError, match="divisible by model.num_heads"):
         small(d_model=10, num_heads=4)
+    # what depends on the family is checked by the registry (models.build_model calls it)
     with pytest.raises(ValueError, match="model.global_layers"):
-        small(global_layers=(2,))
-    with pytest.raises(ValueError, match="model.family"):
-        small(family="mega")
+        families.check(small(global_layers=(2,)))
+    with pytest.raises(ValueError, match="model.global_layers"):
+        models.build_model(small(global_layers=(2,)))
+    with pytest.raises(ValueError, match="model.family must be one of"):
+        families.check(small(family="mega"))
+    with pytest.raises(ValueError, match="model.local_attention must be one of"):
+        families.check(small(local_attention="dilated"))
     with pytest.raises(ValueError, match="causal"):
         small(head="lm")
     with pytest.raises(ValueError, match="max_len"):
@@ -246,14 +252,14 @@ def test_stack_combine_is_local_attention_of_the_s4_output_without_inner_norms()
     from spade_jax.model import layers
     cfg = small(family="spade", combine="stack", position="none")
     u = jax.random.normal(jax.random.PRNGKey(1), (2, 24, cfg.d_model))
-    mixer = layers.GlobalMixer(cfg)
+    mixer = layers.GlobalMixer(cfg, families.local_attention(cfg))
     params = jax.jit(mixer.init)(jax.random.PRNGKey(0), u)["params"]
     assert set(params) == {"s4", "attention"}  # no norm_s4 / norm_attention / combine
 
     @jax.jit
     def by_parts(params, u):
         s4_out = layers.s4_layer(cfg).apply({"params": params["s4"]}, u)
-        return layers.SelfAttention(cfg, cfg.local_attention).apply(
+        return layers.SelfAttention(cfg, families.local_attention(cfg)).apply(
             {"params": params["attention"]}, s4_out)
     np.testing.assert_allclose(jax.jit(mixer.apply)({"params": params}, u), by_parts(params, u),
                                rtol=1e-5, atol=1e-6)

@@ -185,7 +185,7 @@ def listops(args, budget_s, out_dir):
     command = [sys.executable, "-m", "lra.main", f"--config=configs/listops.py{variant}",
                f"--config.data_dir={data}", f"--workdir={workdir}",
                "--config.num_train_steps=1000000",
-               f"--config.max_wall_s={train_s:.0f}", "--config.progress_bar=False",
+               f"--config.max_wall_s={train_s:.0f}", "--config.show_steps=False",
                "--config.eval_every=1000" if args.quick else "--config.eval_every=200",
                "--config.max_eval_batches=20", "--config.checkpoint_every=0"]
     if args.quick:

@@ -82,7 +82,7 @@ SMOKE = {
     "seq_len": 32, "eval_context": 16, "batch_size": 4, "num_train_steps": 2,
     "optimizer.warmup_steps": 1, "optimizer.ssm_learning_rate": 1e-3, "eval_every": 0,
     "checkpoint_every": 0, "log_every": 1,
-    "eval_batch_size": 4, "max_eval_batches": 1, "progress_bar": False,
+    "eval_batch_size": 4, "max_eval_batches": 1, "show_steps": False,
     "async_checkpoints": False,
 }
 

@@ -38,7 +38,6 @@ ENGINE = {
     "mesh.tensor": "tensor-parallel axis size (-1: the rest)",
     "num_train_steps": "optimiser updates",
     "seed": "parameter initialisation, dropout and data order",
-    "progress_bar": "a tqdm bar on process 0",
     "optimizer.name": "'adamw' / 'adam' / 'sgd' (momentum, nesterov)",
     "optimizer.schedule": "after linear warmup: 'cosine' / 'linear' / 'constant'",
     "optimizer.end_lr_factor": "final learning rate / peak (cosine, linear)",

@@ -8,7 +8,8 @@ reproduction table.
 
 Each compile is one `python -m spade_jax.aot ... --json` process (a full Path-X step takes 2-5
 minutes on 2 cores; run it in the background). Its result is kept in docs/tpu_compiles.json,
-keyed by the config's hash (spade_jax.train.provenance.config_hash, overrides included), the
+keyed by the hash of what the compile depends on (the config, overrides included, less the
+fields of logging, data location and checkpoint cadence: `compile_hash`), the
 accelerator, slices, steps and the libtpu and jax versions: rerunning recompiles only the entries
 whose key changed (--force: all of them), and keeps the file after every compile, so a stopped
 run loses nothing. A recipe whose batch the slice's data-parallel devices do not divide is
@@ -34,7 +35,7 @@ from spade_jax.runtime import accelerators
 from spade_jax.train import config_builder
 from spade_jax.model import families
 from spade_jax.runtime.errors import ConfigError
-from spade_jax.train import defaults, job as job_lib, provenance
+from spade_jax.train import defaults, job as job_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "tpu.md")
@@ -137,7 +138,24 @@ def resolve(entry: Entry) -> tuple:
                 f"{mesh['tensor']}")
     with contextlib.redirect_stdout(io.StringIO()):  # (its note on the LM's vocabulary)
         job_lib.task_from_config(config)  # the LM's vocabulary, as the command sets it
-    return entry, provenance.config_hash(config), note
+    return entry, compile_hash(config), note
+
+
+# Fields that do not change the compiled steps or the report (where data lives, logging,
+# checkpoint cadence, the seed): a change there recompiles nothing.
+NOT_COMPILED = ("data_dir", "data_cache_dir", "generate", "show_steps", "log_every",
+                "eval_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
+                "max_wall_s", "profile_steps", "peak_flops", "seed", "max_eval_batches",
+                "skip_window", "max_skipped_fraction")
+
+
+def compile_hash(config) -> str:
+    """The hash of what a compile depends on: the config less NOT_COMPILED."""
+    values = json.loads(config.to_json_best_effort())
+    for name in NOT_COMPILED + ("provenance",):
+        values.pop(name, None)
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def versions() -> tuple:

@@ -25,7 +25,7 @@ SMOKE_COMMON = {
     "model.num_layers": 2, "model.d_model": 16, "model.num_heads": 2, "model.d_ff": 32,
     "model.radius": 3, "model.chunk_size": 8, "model.s4.d_state": 4, "batch_size": 2,
     "num_train_steps": 2, "eval_every": 0, "checkpoint_every": 0, "log_every": 1,
-    "max_eval_batches": 1, "progress_bar": False, "async_checkpoints": False,
+    "max_eval_batches": 1, "show_steps": False, "async_checkpoints": False,
 }
 # What the quick variants share (a 2-layer, 64-wide model); tasks set data, steps and the rest.
 QUICK_COMMON = {

@@ -20,6 +20,7 @@ import statistics
 import sys
 
 from lra.data.specs import TASKS
+from lra.published import PUBLISHED, PUBLISHED_LM, SOURCES, UNCONFIRMED
 from spade_jax.runtime import cli, paths
 from spade_jax.train import plots
 from spade_jax.runtime.errors import DataError, PathError, UserError
@@ -31,41 +32,6 @@ def __getattr__(name):
     if name == "TASK_ORDER":
         return tuple(TASKS)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# The columns of the papers' LRA table, which the published figures below follow.
-PAPER_COLUMNS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "avg")
-# Published test accuracies (%), from the papers (see ../shared/reference/lra.md); None = failed
-# or not reported.
-_PUBLISHED = {
-    "Transformer (LRA paper)": (36.37, 64.27, 57.46, 42.44, 71.40, None, 54.39),
-    "S4 (v2)": (59.60, 86.82, 90.90, 88.65, 94.20, 96.35, 86.09),
-    "S5": (62.15, 89.31, 91.40, 88.00, 95.33, 98.58, 87.46),
-    "MEGA": (63.14, 90.43, 91.25, 90.44, 96.01, 97.98, 88.21),
-    "MEGA-chunk": (58.76, 90.19, 90.97, 85.80, 94.41, 93.81, 85.66),
-    "SPADE (paper)": (60.50, 90.69, 91.17, 88.22, 96.23, 97.60, 87.40),
-    "SPADE (aggregator)": (None, 86.29, None, None, None, None, 87.4),
-}
-PUBLISHED = {name: dict(zip(PAPER_COLUMNS, values)) for name, values in _PUBLISHED.items()}
-# Published WikiText-103 perplexities (valid, test; None = not reported), from
-# ../shared/reference/wikitext103.md and spade.md.
-PUBLISHED_LM = {
-    "Adaptive-input Transformer (Baevski & Auli; the reference LM, 247M)": (17.97, 18.70),
-    "Transformer-XL": (None, 18.30),
-    "S4": (None, 20.95),
-    "MEGA": (None, 18.07),
-    "SPADE (aggregator)": (24.18, 24.55),
-}
-# Figures not confirmed against their paper: name -> (marker, why); shown beside the name and
-# as a footnote under each table that shows them.
-UNCONFIRMED = {
-    "SPADE (paper)": ("†", "unconfirmed: the per-task figures were recalled from the SPADE "
-                      "paper's LRA table (arXiv 2212.08136, Table 1) and not yet checked against "
-                      "it; their average (87.40) agrees with the aggregator's 87.4"),
-    "SPADE (aggregator)": ("‡", "unverified: a third-party aggregator's figures, not read from "
-                           "the paper (its LRA Text 86.29 disagrees with the 90.69 recalled from "
-                           "the paper)"),
-}
 
 
 def finish_run(workdir, config, results, majority):
@@ -256,6 +222,11 @@ def _footnotes(names) -> str:
                      if n in UNCONFIRMED)
 
 
+def _sources(names) -> str:
+    """Where each published row comes from (lra.published.SOURCES)."""
+    return "Sources: " + "; ".join(f"{n}: {SOURCES[n]}" for n in names) + "."
+
+
 def _duplicate_seeds(groups) -> list:
     """Lines naming the groups in which one config seed ran more than once."""
     lines = []
@@ -319,7 +290,8 @@ def _lra_tables(runs) -> str:
             + ("\n".join(notes) + "\n\n" if notes else "")
             + f"Wall time of each run (s, training and evaluation, the mean over seeds; total "
             f"over the tasks listed):\n\n{times}\n\n"
-            f"Published (test accuracy %):\n\n{published}\n\n{_footnotes(PUBLISHED)}\n\n"
+            f"Published (test accuracy %):\n\n{published}\n\n{_footnotes(PUBLISHED)}\n"
+            f"{_sources(PUBLISHED)}\n\n"
             f"Ours beside SPADE's published figures, S4, S5 and MEGA (test accuracy %):\n\n"
             f"{beside}\n\n{_footnotes(COMPARED)}\n")
 
@@ -346,7 +318,8 @@ def _lm_table(runs) -> str:
             f"ran):\n\n{header} runs (seeds) |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             + ("\n".join(notes) + "\n\n" if notes else "")
             + f"Published (WikiText-103 perplexity; adaptive input and softmax):\n\n"
-            f"{header}\n|---|---|---|\n{published}\n\n{_footnotes(PUBLISHED_LM)}\n")
+            f"{header}\n|---|---|---|\n{published}\n\n{_footnotes(PUBLISHED_LM)}\n"
+            f"{_sources(PUBLISHED_LM)}\n")
 
 
 def table(run_dirs) -> str:

@@ -102,8 +102,8 @@ def advice(report: dict, job, chip) -> list:
                          f"rows per chip per micro-batch); compile again to check")
         elif rows < 1:
             lines.append("not even one row per chip fits in this form")
-    if job.model_cfg.remat != "full":
-        lines.append(f"--config.model.remat=full (now {job.model_cfg.remat!r}): recompute "
+    if job.model_cfg.remat != "all":
+        lines.append(f"--config.model.remat=all (now {job.model_cfg.remat!r}): recompute "
                      f"activations in the backward pass instead of keeping them")
     if job.model_cfg.dtype != "bfloat16":
         lines.append("--config.model.dtype=bfloat16 (activations and matmuls)")

@@ -25,12 +25,6 @@ def tokenize(source):
     return np.array([VOCAB.get(w, OOV_ID) for w in words], dtype=np.int32)
 
 
-def detokenize(ids):
-    """Returns the space-joined symbols of ids (pad dropped, OOV as `<unk>`)."""
-    return " ".join(SYMBOLS[i - 1] if 0 < i <= len(SYMBOLS) else "<unk>"
-                    for i in np.asarray(ids) if i != PAD_ID)
-
-
 def split_path(data_dir, split):
     """Returns the path of the TSV for `split`, or raises DataError on a missing folder/file."""
     return files.find_files(data_dir, FOLDER, [FILES[split]], task="listops",

@@ -56,7 +56,8 @@ class ModelConfig:
       d_model // adaptive_factor**i dimensions. () = a plain embedding and softmax. With
       tie_embeddings the input and output share the band embeddings and projections.
     adaptive_dropout: dropout inside the adaptive softmax's tail clusters (fairseq 0.2).
-    remat: rematerialisation of each block: 'none', 'full' (save nothing) or 'dots' (save matmuls).
+    remat: rematerialisation of each block: 'none', 'all' (save nothing: recompute all of it in the
+      backward pass) or 'dots' (save the matmuls' outputs).
     attention_impl: the kernel behind window, chunk and full attention
       (spade_jax.model.attention_accel): 'blocked' (the portable jnp kernels of
       spade_jax.model.attention; any backend), 'auto' (the default: splash where the program is
@@ -110,7 +111,7 @@ class ModelConfig:
                        combine=("concat", "add", "stack"),
                        position=("relative", "learned", "none"), head=HEADS,
                        pooling=("mean", "cls"), dtype=("float32", "bfloat16"),
-                       remat=("none", "full", "dots"), input_encoder=("embed", "linear"),
+                       remat=("none", "all", "dots"), input_encoder=("embed", "linear"),
                        attention_impl=ATTENTION_IMPLS)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -54,7 +54,7 @@ class Block(nn.Module):
 
 
 REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "all": None,  # save nothing: recompute the whole block in the backward pass
     "dots": jax.checkpoint_policies.checkpoint_dots,
 }
 

@@ -82,7 +82,7 @@ class Engine:
     skip_window: int = _field(100, low=1)  # the last updates that max_skipped_fraction counts
     peak_flops: float = _field(0.0, low=0.0)  # per device, the MFU denominator; 0: measured (float32 matmul) at start
     profile_steps: tuple = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
-    progress_bar: bool = True
+    show_steps: bool = True  # process 0's per-step progress: a tqdm bar on a terminal, a line per logging step in a log; False: neither (evaluation lines stay)
     # > 0: stop training after this many seconds of this invocation (every host at the same
     # step), save, evaluate and report as at the end; results.json says stopped_on_budget
     max_wall_s: float = _field(0.0, low=0.0)

@@ -116,7 +116,7 @@ class _Run:
         self._compile()
         self.writer = metrics_lib.MetricsWriter(workdir)
         self.console = metrics_lib.Console(engine.num_train_steps, self.step,
-                                           engine.progress_bar)
+                                           engine.show_steps)
 
     def _restore(self) -> None:
         restored = self.ckpts.restore(self.ckpts.latest, self.abstract)

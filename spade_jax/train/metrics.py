@@ -112,7 +112,8 @@ class Console:
     ETA). Elsewhere (a pod's or SLURM's log file): one line per logging step, e.g.
     `step 500/2000 | loss 1.8123 | accuracy 35.20% | lr 1.0e-03 | 39,134 tok/s | MFU 12.3% |
     ETA 4m10s`. Evaluation lines (`validation at step 500: ...`) in both cases.
-    enabled=False (config.progress_bar) shows neither bar nor step lines."""
+    enabled=False (config.show_steps) shows neither bar nor step lines; the evaluation lines
+    stay."""
 
     def __init__(self, total: int, initial: int, enabled: bool, stream=None):
         self.total, self.enabled = total, enabled and jax.process_index() == 0

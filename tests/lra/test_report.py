@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lra import report
+from lra import published, report
 from spade_jax.runtime.errors import DataError, PathError
 
 
@@ -76,23 +76,28 @@ def test_spade_published_figures_beside_s4_s5_mega_marked_unconfirmed(runs):
     assert "| ListOps | 51.00 ± 1.41 (n=2) | 40.00 | 60.50 | 59.60 | 62.15 | 63.14 |" in text
     assert "| avg | - | - | 87.40 | 86.09 | 87.46 | 88.21 |" in text
     assert "† SPADE (paper): unconfirmed" in text and "‡ SPADE (aggregator): unverified" in text
+    assert "Sources: Transformer (LRA paper): Tay et al., Long Range Arena" in text
 
 
 def test_published_tables_match_the_reference():
-    """The figures of ../shared/reference/lra.md and wikitext103.md / spade.md."""
+    """The figures of lra/published.py, each with its source."""
     def figures(name):  # in the papers' column order: the six tasks, then the average
-        return tuple(report.PUBLISHED[name][column] for column in report.PAPER_COLUMNS)
+        return tuple(published.PUBLISHED[name][column] for column in published.PAPER_COLUMNS)
 
-    assert report.PAPER_COLUMNS[:6] == ("listops", "text", "retrieval", "image", "pathfinder",
+    assert published.PAPER_COLUMNS[:6] == ("listops", "text", "retrieval", "image", "pathfinder",
                                         "pathx")
     assert figures("MEGA") == (63.14, 90.43, 91.25, 90.44, 96.01, 97.98, 88.21)
     assert figures("S5") == (62.15, 89.31, 91.40, 88.00, 95.33, 98.58, 87.46)
     assert figures("MEGA-chunk") == (58.76, 90.19, 90.97, 85.80, 94.41, 93.81, 85.66)
     assert figures("SPADE (paper)") == (60.50, 90.69, 91.17, 88.22, 96.23, 97.60, 87.40)
-    assert set(report.UNCONFIRMED) == {"SPADE (paper)", "SPADE (aggregator)"}
-    lm = report.PUBLISHED_LM
+    assert set(published.UNCONFIRMED) == {"SPADE (paper)", "SPADE (aggregator)"}
+    lm = published.PUBLISHED_LM
     assert lm["SPADE (aggregator)"] == (24.18, 24.55) and lm["MEGA"] == (None, 18.07)
     assert [v for k, v in lm.items() if k.startswith("Adaptive-input")] == [(17.97, 18.70)]
+    # every row names where it comes from, and the report prints it
+    assert set(published.SOURCES) == set(published.PUBLISHED) | set(published.PUBLISHED_LM)
+    assert all("arXiv:" in s or "aggregator" in s or "same paper" in s
+               for s in published.SOURCES.values())
 
 
 def test_lm_runs_get_their_own_table(runs):

@@ -147,7 +147,7 @@ def test_every_parameter_has_logical_axis_names():
             assert len(leaf.names) == leaf.value.ndim
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
+@pytest.mark.parametrize("remat", ["all", "dots"])
 def test_remat_gives_the_same_gradients(remat):
     cfg = small()
     tokens = tokens_for(cfg)

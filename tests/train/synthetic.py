@@ -89,7 +89,7 @@ def small_config(**overrides):
     c.eval_every = 3
     c.checkpoint_every = 2
     c.async_checkpoints = False
-    c.progress_bar = False
+    c.show_steps = False
     c.peak_flops = 1e11
     for key, value in overrides.items():
         target = c

@@ -60,6 +60,6 @@ def test_unknown_section_fields_and_bad_combinations():
     with pytest.raises(ConfigError, match="logical axis 'batch', which no array has"):
         defaults.validate(config, 8, 1)
     config.logical_axis_rules = [list(rule) for rule in sharding.DEFAULT_RULES]
-    del config["progress_bar"]
-    with pytest.raises(ConfigError, match="no field config.progress_bar"):
+    del config["show_steps"]
+    with pytest.raises(ConfigError, match="no field config.show_steps"):
         defaults.validate(config, 8, 1)

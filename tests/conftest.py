@@ -49,6 +49,11 @@ else:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+if os.environ.get("SPADE_JAX_TEST_EXTRAS") == "1":  # a seventh task and a sixth family
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.extras import registrations  # noqa: E402
+    registrations.register()
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 

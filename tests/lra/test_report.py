@@ -37,6 +37,12 @@ def _lm_run(root, name, seed, valid, test):
     return str(run)
 
 
+def _row(name, by_task, last):
+    """A row of the tables: one cell per registered task ('-' where `by_task` has none)."""
+    return (f"| {name} | " + " | ".join(by_task.get(t, "-") for t in report.TASK_ORDER)
+            + f" | {last} |")
+
+
 @pytest.fixture
 def runs(tmp_path):
     runs = [_lra_run(tmp_path, "listops-0", "listops", "spade", 0, 0.50),
@@ -58,20 +64,22 @@ def test_seeds_are_grouped_with_mean_std_and_count(runs):
     text = report.table(runs)
     assert text.startswith(report.TABLE_START)
     # ListOps: 50 and 52 over seeds 0 and 1 (sample std 1.41); Text: one seed, its value alone.
-    assert "| spade | 51.00 ± 1.41 (n=2) | 80.00 | - | - | - | - | - |" in text
-    assert "| s4 (quick) | 40.00 | - | - | - | - | - | - |" in text
-    assert "| majority class | 20.00 | 20.00 | - | - | - | - | - |" in text
-    assert "| spade | 100 | 300 | - | - | - | - | 400 |" in text  # mean wall time over seeds
+    assert _row("spade", {"listops": "51.00 ± 1.41 (n=2)", "text": "80.00"}, "-") in text
+    assert _row("s4 (quick)", {"listops": "40.00"}, "-") in text
+    assert _row("majority class", {"listops": "20.00", "text": "20.00"}, "-") in text
+    assert _row("spade", {"listops": "100", "text": "300"}, "400") in text  # mean wall time
     assert "note:" not in text  # two distinct seeds
 
 
 def test_spade_published_figures_beside_s4_s5_mega_marked_unconfirmed(runs):
     text = report.table(runs)
-    assert "| SPADE (paper) † | 60.50 | 90.69 | 91.17 | 88.22 | 96.23 | 97.60 | 87.40 |" in text
-    assert "| SPADE (aggregator) ‡ | - | 86.29 | - | - | - | - | 87.40 |" in text
-    assert "| S4 (v2) | 59.60 | 86.82 | 90.90 | 88.65 | 94.20 | 96.35 | 86.09 |" in text
-    assert "| Transformer (LRA paper) | 36.37 | 64.27 | 57.46 | 42.44 | 71.40 | fail | 54.39 |" \
-        in text
+    paper = dict(zip(published.PAPER_COLUMNS, "60.50 90.69 91.17 88.22 96.23 97.60".split()))
+    assert _row("SPADE (paper) †", paper, "87.40") in text
+    assert _row("SPADE (aggregator) ‡", {"text": "86.29"}, "87.40") in text
+    s4 = dict(zip(published.PAPER_COLUMNS, "59.60 86.82 90.90 88.65 94.20 96.35".split()))
+    assert _row("S4 (v2)", s4, "86.09") in text
+    lra = dict(zip(published.PAPER_COLUMNS, "36.37 64.27 57.46 42.44 71.40 fail".split()))
+    assert _row("Transformer (LRA paper)", lra, "54.39") in text
     assert "| task | spade | s4 (quick) | SPADE (paper) † | S4 (v2) | S5 | MEGA |" in text
     assert "| ListOps | 51.00 ± 1.41 (n=2) | 40.00 | 60.50 | 59.60 | 62.15 | 63.14 |" in text
     assert "| avg | - | - | 87.40 | 86.09 | 87.46 | 88.21 |" in text

@@ -11,6 +11,7 @@ version and flags, so a hit is the executable a fresh compile would give.
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,22 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 else:
     _CACHE = None  # the controller's (or the user's): not ours to delete
+
+# Several tests signal the processes they start (SIGHUP to a launcher, SIGINT to a training run)
+# and wait for them to react. A suite started with those signals ignored (under nohup, or as
+# `pytest &` in a script) would pass "ignored" on to every child, where a shell cannot trap them
+# and Python raises no KeyboardInterrupt, and those tests would hang. Ignored signals stay
+# ignored across exec, caught ones return to the default: so this process (and each xdist
+# worker, told through the environment) catches them with a handler that does nothing. The
+# suite stays as deaf to them as it was started, and its children start with the defaults.
+_DEAF = "SPADE_JAX_TESTS_DEAF_TO"
+for _name in filter(None, os.environ.get(_DEAF, "").split(",")):
+    signal.signal(getattr(signal, _name), lambda *_: None)
+_deaf = [n for n in ("SIGHUP", "SIGINT") if signal.getsignal(getattr(signal, n)) == signal.SIG_IGN]
+if _deaf:
+    os.environ[_DEAF] = ",".join(sorted(set(_deaf + os.environ.get(_DEAF, "").split(",")) - {""}))
+    for _name in _deaf:
+        signal.signal(getattr(signal, _name), lambda *_: None)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

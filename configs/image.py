@@ -32,7 +32,7 @@ Other families: configs/image.py:model=s4 (spade_chunk, transformer, local), wit
 """
 from lra import configs
 
-FULL = {
+PAPER = {
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 8, "model.d_model": 160, "model.num_heads": 2, "model.d_ff": 320,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.0, "model.s4.d_state": 64,
@@ -43,8 +43,8 @@ FULL = {
     "optimizer.ssm_learning_rate": 1e-3, "eval_every": 4_500, "checkpoint_every": 4_500,
     "log_every": 100,
 }
-# The baselines' own recipes (the full variant only: quick and smoke derive from FULL).
-FULL_BY_FAMILY = {
+# The baselines' own recipes (the paper variant only: quick and smoke derive from PAPER).
+PAPER_BY_FAMILY = {
     "s4": {
         "model.num_layers": 6, "model.d_model": 512, "model.d_ff": 256, "model.dropout": 0.1,
         "model.s4.d_state": 64, "model.norm": "post",
@@ -83,5 +83,5 @@ QUICK_BY_FAMILY = {"transformer": {"num_train_steps": 200, "eval_every": 100,
 
 
 def get_config(arg=None):
-    return configs.build("image", arg, full=FULL, quick=QUICK, smoke=SMOKE,
-                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("image", arg, paper=PAPER, quick=QUICK, smoke=SMOKE,
+                         paper_by_family=PAPER_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

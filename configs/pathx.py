@@ -38,7 +38,7 @@ from lra import configs
 
 IMAGE_SIZE = 128  # pixels per side: data_options.image_size of every variant
 
-FULL = {
+PAPER = {
     "data_options": {"image_size": IMAGE_SIZE},  # pathfinder128: 16384 pixels
     "model.input_encoder": "linear",  # pixel values through Linear(1 -> d), as S4
     "model.num_layers": 4, "model.d_model": 64, "model.num_heads": 2, "model.d_ff": 128,
@@ -50,8 +50,8 @@ FULL = {
     "optimizer.ssm_learning_rate": 1e-3,
     "eval_every": 5_000, "checkpoint_every": 2_000, "log_every": 200,
 }
-# The baselines' own recipes (the full variant only: quick and smoke derive from FULL).
-FULL_BY_FAMILY = {
+# The baselines' own recipes (the paper variant only: quick and smoke derive from PAPER).
+PAPER_BY_FAMILY = {
     "s4": {
         "model.num_layers": 6, "model.d_model": 256, "model.d_ff": 128, "model.dropout": 0.0,
         "model.s4.d_state": 64, "model.norm": "pre",
@@ -102,5 +102,5 @@ QUICK_BY_FAMILY = {"transformer": {"batch_size": 1, "num_train_steps": 10, "eval
 
 
 def get_config(arg=None):
-    return configs.build("pathx", arg, full=FULL, quick=QUICK, smoke=SMOKE,
-                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("pathx", arg, paper=PAPER, quick=QUICK, smoke=SMOKE,
+                         paper_by_family=PAPER_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

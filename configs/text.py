@@ -34,7 +34,7 @@ takes no relative bias; cudnn is for causal models only).
 """
 from lra import configs
 
-FULL = {
+PAPER = {
     "data_options": {"max_length": 4096},
     "model.num_layers": 4, "model.d_model": 128, "model.num_heads": 2, "model.d_ff": 256,
     "model.radius": 127, "model.chunk_size": 128, "model.dropout": 0.1, "model.s4.d_state": 64,
@@ -45,8 +45,8 @@ FULL = {
     "optimizer.ssm_learning_rate": 1e-3, "eval_every": 1_000, "checkpoint_every": 1_000,
     "log_every": 100,
 }
-# The baselines' own recipes (the full variant only: quick and smoke derive from FULL).
-FULL_BY_FAMILY = {
+# The baselines' own recipes (the paper variant only: quick and smoke derive from PAPER).
+PAPER_BY_FAMILY = {
     "s4": {
         "model.num_layers": 6, "model.d_model": 256, "model.d_ff": 128, "model.dropout": 0.0,
         "model.s4.d_state": 4, "model.norm": "pre",
@@ -87,5 +87,5 @@ QUICK_BY_FAMILY = {"transformer": {"num_train_steps": 500, "eval_every": 250,
 
 
 def get_config(arg=None):
-    return configs.build("text", arg, full=FULL, quick=QUICK, smoke=SMOKE,
-                         full_by_family=FULL_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)
+    return configs.build("text", arg, paper=PAPER, quick=QUICK, smoke=SMOKE,
+                         paper_by_family=PAPER_BY_FAMILY, quick_by_family=QUICK_BY_FAMILY)

@@ -46,7 +46,7 @@ Accelerator kernels (spade_jax.model.attention_accel): --config.model.attention_
 from lm import configs
 from spade_jax.runtime.errors import ConfigError
 
-FULL = {
+PAPER = {
     "model.num_layers": 16, "model.d_model": 1024, "model.num_heads": 8, "model.d_ff": 4096,
     "model.activation": "relu", "model.norm": "pre", "model.dropout": 0.3,
     "model.ffn_dropout": 0.1, "model.radius": 511, "model.relpos_buckets": 32,
@@ -104,5 +104,5 @@ def get_config(arg=None):
                           f"configs/wikitext103.py:s4_lr=documented)")
     rest = ",".join(p for p in parts if not p.startswith("s4_lr="))
     chosen = S4_LR[choices[0]] if choices else {}
-    return configs.build(rest, full={**FULL, **S4_LR["ran"], **chosen}, quick={**QUICK, **chosen},
+    return configs.build(rest, paper={**PAPER, **S4_LR["ran"], **chosen}, quick={**QUICK, **chosen},
                          smoke={**SMOKE, **chosen})

@@ -1,6 +1,6 @@
 """Writes docs/configs.md, the configuration reference, from the code: every field of the engine's
 `default_config()` and of the model (`default_model_config()`) with its default and the comment
-beside it in the source, then each experiment config's FULL / QUICK / SMOKE overrides.
+beside it in the source, then each experiment config's PAPER / QUICK / SMOKE overrides.
 
     python -m docs.config_reference            # rewrites docs/configs.md
     python -m docs.config_reference --check    # exit 1 if docs/configs.md is out of date
@@ -17,7 +17,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, "docs", "configs.md")
-VARIANTS = ("FULL", "QUICK", "SMOKE")
+VARIANTS = ("PAPER", "QUICK", "SMOKE")
 # `name = value  # comment` (engine: `c.name = ...`; dataclasses: `name: type = ...`)
 COMMENTED = re.compile(r"^\s*(?:c\.)?(\w+)\s*(?::[^=]+)?=[^#]*#\s*(.+)$")
 # `    name: text` (and `    a, b: text`) entries of a docstring, continued by deeper lines
@@ -132,11 +132,11 @@ def _fields_table(values: dict, comments: dict, prefix: str = "") -> list:
 def _variant_table(module) -> list:
     dicts = {v: _flatten(getattr(module, v, {}) or {}) for v in VARIANTS}
     keys = list(dict.fromkeys(k for v in VARIANTS for k in dicts[v]))
-    lines = ["| field | full | quick | smoke |", "|---|---|---|---|"]
+    lines = ["| field | paper | quick | smoke |", "|---|---|---|---|"]
     for key in keys:
         cells = [_cell(dicts[v][key]) if key in dicts[v] else "" for v in VARIANTS]
         lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
-    for name, column in (("FULL_BY_FAMILY", "full"), ("QUICK_BY_FAMILY", "quick")):
+    for name, column in (("PAPER_BY_FAMILY", "paper"), ("QUICK_BY_FAMILY", "quick")):
         for family, overrides in (getattr(module, name, None) or {}).items():
             values = ", ".join(f"`{k}` = {_cell(v)}" for k, v in _flatten(overrides).items())
             lines += ["", f"{column.capitalize()} variant of family `{family}` (`{name}`), on "
@@ -164,8 +164,8 @@ def render() -> str:
         "",
         "An experiment config is built in layers: the engine's defaults below, then the task's "
         "fields (vocabulary, classes, length: `lra.configs.build` / `lm.configs.build`), then the "
-        "config file's `FULL` dict; the `:quick` and `:smoke` variants apply their dicts on top "
-        "of `FULL` (for LRA tasks after the shared `QUICK_COMMON` / `SMOKE_COMMON`). "
+        "config file's `PAPER` dict; the `:quick` and `:smoke` variants apply their dicts on top "
+        "of `PAPER` (for LRA tasks after the shared `QUICK_COMMON` / `SMOKE_COMMON`). "
         "`:model=<family>` sets the family fields.",
         "",
         "## Engine (`spade_jax.train.defaults.default_config()`)",

@@ -142,8 +142,8 @@ def resolve(entry: Entry) -> tuple:
 
 
 # Fields that do not change the compiled steps or the report (where data lives, logging,
-# checkpoint cadence, the seed): a change there recompiles nothing.
-NOT_COMPILED = ("data_dir", "data_cache_dir", "generate", "show_steps", "log_every",
+# checkpoint cadence, the seed, the variant's name): a change there recompiles nothing.
+NOT_COMPILED = ("variant", "data_dir", "data_cache_dir", "generate", "show_steps", "log_every",
                 "eval_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
                 "max_wall_s", "profile_steps", "peak_flops", "seed", "max_eval_batches",
                 "skip_window", "max_skipped_fraction")

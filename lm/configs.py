@@ -1,7 +1,7 @@
 """WikiText LM configs: what the language-modelling task adds to the shared builder
 (spade_jax.train.config_builder).
 
-`configs/wikitext103.py` calls `build(arg, full=..., quick=..., smoke=...)`; the config-path
+`configs/wikitext103.py` calls `build(arg, paper=..., quick=..., smoke=...)`; the config-path
 argument picks the family and the variant:
 
     configs/wikitext103.py                        the SPADE recipe (real WikiText-103)
@@ -27,11 +27,11 @@ def parse_arg(arg) -> tuple:
     return config_builder.parse_arg(arg, families.lm_families())
 
 
-def build(arg, *, full: dict, quick: dict, smoke: dict) -> ml_collections.ConfigDict:
+def build(arg, *, paper: dict, quick: dict, smoke: dict) -> ml_collections.ConfigDict:
     """The config for the family and variant named in `arg`: the engine's defaults, the LM
-    fields, then `full`, then (quick / smoke) the variant's changes, as dotted keys."""
+    fields, then `paper`, then (quick / smoke) the variant's changes, as dotted keys."""
     return config_builder.build("wikitext103", arg, families=families.lm_families(),
-                                task_fields=_task_fields, full=full, quick=quick, smoke=smoke)
+                                task_fields=_task_fields, paper=paper, quick=quick, smoke=smoke)
 
 
 def _task_fields(c: ml_collections.ConfigDict) -> None:

@@ -25,7 +25,7 @@ def data_dir(config) -> str:
     """config.data_dir, or for quick / smoke variants without one the embedded stand-in."""
     if config.data_dir:
         return config.data_dir
-    if config.variant == "full":
+    if config.variant == "paper":
         raise DataError(f"config.data_dir is not set: {FULL_DATA}")
     return corpus_lib.default_dir()
 

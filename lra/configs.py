@@ -1,6 +1,6 @@
 """LRA experiment configs: what an LRA task adds to the shared builder (spade_jax.train.config_builder).
 
-Each `configs/<task>.py` calls `build(task, arg, full=..., quick=..., smoke=...)` with its own
+Each `configs/<task>.py` calls `build(task, arg, paper=..., quick=..., smoke=...)` with its own
 hyperparameters; the config-path argument chooses the family and the variant, big_vision style:
 
     configs/listops.py                       paper-scale SPADE run
@@ -34,21 +34,21 @@ QUICK_COMMON = {
 }
 
 
-def build(task: str, arg, *, full: dict, quick: dict, smoke: dict,
-          full_by_family: dict | None = None,
+def build(task: str, arg, *, paper: dict, quick: dict, smoke: dict,
+          paper_by_family: dict | None = None,
           quick_by_family: dict | None = None) -> ml_collections.ConfigDict:
     """The config of `task` for the family and variant named in `arg`.
 
-    full_by_family: {family: overrides} on top of `full` in that family's full variant only
+    paper_by_family: {family: overrides} on top of `paper` in that family's paper variant only
       (the baselines' own published recipes; see docs/recipes.md).
     quick_by_family: {family: overrides} applied on top of `quick` for that family's quick
       variant (e.g. fewer steps for the transformer, whose full attention is slower on CPU, to
       keep every quick run within its 10-minute budget).
     """
     c = config_builder.build(task, arg, families=tuple(families.FAMILIES),
-                             task_fields=lambda c: _task_fields(c, task), full=full, quick=quick,
+                             task_fields=lambda c: _task_fields(c, task), paper=paper, quick=quick,
                              smoke=smoke, quick_common=QUICK_COMMON, smoke_common=SMOKE_COMMON,
-                             full_by_family=full_by_family, quick_by_family=quick_by_family)
+                             paper_by_family=paper_by_family, quick_by_family=quick_by_family)
     # model.max_len follows the data's length, also when --config.data_options.* changes it; a
     # derived reference (ml_collections), so that setting model.max_len itself changes only it
     # (a plain reference would write the new value back into data_options)

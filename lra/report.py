@@ -188,8 +188,8 @@ def collect(run_dirs):
 
 
 def _name(r) -> str:
-    variant = r.get("variant", "full")
-    return str(r["model"]) + ("" if variant in ("full", None) else f" ({variant})")
+    variant = r.get("variant", "paper")  # ('full': the paper variant's name before 2026-12)
+    return str(r["model"]) + ("" if variant in ("paper", "full", None) else f" ({variant})")
 
 
 def _stats(values):

@@ -36,7 +36,7 @@ def resolve_data_dir(config) -> str:
                             f"{RELEASE_LAYOUT}")
         return config.data_dir
     spec = get_spec(config.task)
-    if config.variant == "full" or not config.generate or spec.generator is None:
+    if config.variant == "paper" or not config.generate or spec.generator is None:
         raise DataError(
             f"{config.task}: config.data_dir is not set. The full configs train on the real data: "
             f"download the LRA release and pass --config.data_dir=DATA_DIR, with {RELEASE_LAYOUT}\n"

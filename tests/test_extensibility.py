@@ -38,7 +38,7 @@ def test_the_extras_register_a_seventh_task_and_a_sixth_family_that_run(tmp_path
         assert registrations.TASK in TASKS and registrations.FAMILY in families.FAMILIES
         registrations.write(str(tmp_path), 12, 0, digits=8)
         config = configs.build(registrations.TASK, f"model={registrations.FAMILY},smoke",
-                               full={}, quick={}, smoke={})
+                               paper={}, quick={}, smoke={})
         task = tasks.LRATask(registrations.TASK, str(tmp_path))
         batch = next(task.train_iterator(batch_size=2, seed=0, shard_index=0, shard_count=1))
         cfg = ModelConfig.from_config(config.model)

@@ -46,7 +46,7 @@ def test_learning_curve_file_from_metrics_jsonl(tmp_path):
 def test_run_title():
     assert plots.run_title("listops", "spade", "quick", 212_000, 1200) == \
         "listops / spade (quick): 0.21M parameters, 1,200 steps"
-    assert plots.run_title("text", "s4", "full", None, None) == "text / s4"
+    assert plots.run_title("text", "s4", "paper", None, None) == "text / s4"
 
 
 def test_bars_one_cluster_per_group_with_counts_and_the_reference(tmp_path):

@@ -1,4 +1,4 @@
-"""The recipes table (docs/recipes.md) and the configs' full variants agree, field by field.
+"""The recipes table (docs/recipes.md) and the configs' paper variants agree, field by field.
 
 A change to a config's budget (layers, width, batch, steps, learning rates, ...) must be made in
 docs/recipes.md too, and the other way round; each config's docstring names its recipe's source.
@@ -82,10 +82,10 @@ def _matches(cell, value):
 
 
 @pytest.mark.parametrize("row", _recipe_rows())
-def test_full_variant_matches_the_recipe_table(row):
+def test_paper_variant_matches_the_recipe_table(row):
     task, family = row["task"], row["family"]
     config = _config_module(task).get_config(f"model={family}")
-    assert config.variant == "full"
+    assert config.variant == "paper"
     for column, cell in row.items():
         if column in ("task", "family", "recipe"):
             continue

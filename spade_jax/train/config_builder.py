@@ -1,18 +1,18 @@
 """Experiment configs, big_vision style: the one builder that lra.configs and lm.configs share.
 
-A config file (configs/<task>.py) holds its hyperparameters as dicts of dotted keys (FULL, QUICK,
+A config file (configs/<task>.py) holds its hyperparameters as dicts of dotted keys (PAPER, QUICK,
 SMOKE) and its `get_config(arg)` calls its task's builder (lra.configs.build, lm.configs.build),
 which calls `build` here. The argument after the file's ':' picks the model family and the
 variant, comma-separated:
 
-    configs/listops.py                       the paper-scale run (family spade, variant full)
+    configs/listops.py                       the paper-scale run (family spade, variant paper)
     configs/listops.py:quick                 a CPU run
     configs/text.py:model=transformer,quick  another family (spade_jax.model.families), quick
     configs/pathx.py:smoke                   seconds, for tests
 
 A config is built in layers: the engine's defaults (spade_jax.train.defaults), the task's fields
-(`task_fields`), the family's model fields (spade_jax.model.families.model_fields), then `full`; the
-quick variant applies on top of `full` the task kind's shared quick dict, the file's `quick` and
+(`task_fields`), the family's model fields (spade_jax.model.families.model_fields), then `paper`; the
+quick variant applies on top of `paper` the task kind's shared quick dict, the file's `quick` and
 its per-family quick dict; the smoke variant the shared smoke dict and the file's `smoke`. Every
 layer goes through `set_dotted`, the one way to change a field by name: the key must name an
 existing field (a typo is a ConfigError naming the closest fields) and a dict value replaces a
@@ -29,7 +29,7 @@ from spade_jax.model import families as registry
 from spade_jax.runtime.errors import ConfigError, PathError, check_dotted
 from spade_jax.train.defaults import default_config
 
-VARIANTS = ("full", "quick", "smoke")
+VARIANTS = ("paper", "quick", "smoke")
 
 
 def _usage(families: Sequence[str]) -> str:
@@ -39,9 +39,9 @@ def _usage(families: Sequence[str]) -> str:
 
 
 def parse_arg(arg: Optional[str], families: Sequence[str]) -> tuple:
-    """'model=s4,quick' -> ('s4', 'quick'); the defaults are ('spade', 'full'). `families`: the
+    """'model=s4,quick' -> ('s4', 'quick'); the defaults are ('spade', 'paper'). `families`: the
     names this task accepts. A ConfigError names the part not understood, or the family."""
-    family, variant = "spade", "full"
+    family, variant = "spade", "paper"
     for part in filter(None, (arg or "").split(",")):
         key, equals, value = part.partition("=")
         if key == "model" and value:
@@ -71,9 +71,9 @@ def set_dotted(config, values: dict, prefix: str = "config"):
 
 
 def build(task: str, arg: Optional[str], *, families: Sequence[str],
-          task_fields: Callable[[ml_collections.ConfigDict], None], full: dict, quick: dict,
+          task_fields: Callable[[ml_collections.ConfigDict], None], paper: dict, quick: dict,
           smoke: dict, quick_common: Optional[dict] = None, smoke_common: Optional[dict] = None,
-          full_by_family: Optional[dict] = None,
+          paper_by_family: Optional[dict] = None,
           quick_by_family: Optional[dict] = None) -> ml_collections.ConfigDict:
     """The config of `task` for the family and variant that `arg` names (see the module
     docstring for the layers).
@@ -81,14 +81,14 @@ def build(task: str, arg: Optional[str], *, families: Sequence[str],
     families: the family names the task accepts (spade_jax.model.families).
     task_fields(config): adds and sets what the task needs beyond the engine's defaults (data
       fields, the model's head, vocabulary, length), in place.
-    full, quick, smoke: the config file's dotted-key dicts; quick_common, smoke_common: what every
+    paper, quick, smoke: the config file's dotted-key dicts; quick_common, smoke_common: what every
       file of the task kind shares (applied before the file's quick / smoke).
-    full_by_family: {family: dotted-key dict} applied after `full` in that family's full
-      variant only (a baseline's own published recipe; quick and smoke derive from `full`).
+    paper_by_family: {family: dotted-key dict} applied after `paper` in that family's paper
+      variant only (a baseline's own published recipe; quick and smoke derive from `paper`).
     quick_by_family: {family: dotted-key dict} applied last in that family's quick variant.
     """
     family, variant = parse_arg(arg, families)
-    for name, by_family in (("full_by_family", full_by_family),
+    for name, by_family in (("paper_by_family", paper_by_family),
                             ("quick_by_family", quick_by_family)):
         unknown = sorted(set(by_family or {}) - set(families))
         if unknown:
@@ -98,9 +98,9 @@ def build(task: str, arg: Optional[str], *, families: Sequence[str],
     config.task, config.model_name, config.variant = task, family, variant
     task_fields(config)
     set_dotted(config, {f"model.{k}": v for k, v in registry.model_fields(family).items()})
-    layers = {"full": (full, (full_by_family or {}).get(family)),
-              "quick": (full, quick_common, quick, (quick_by_family or {}).get(family)),
-              "smoke": (full, smoke_common, smoke)}[variant]
+    layers = {"paper": (paper, (paper_by_family or {}).get(family)),
+              "quick": (paper, quick_common, quick, (quick_by_family or {}).get(family)),
+              "smoke": (paper, smoke_common, smoke)}[variant]
     for values in layers:
         set_dotted(config, values or {})
     return config

@@ -32,7 +32,7 @@ def _save(fig, path):
 
 def run_title(task: str, model: str, variant: str, parameters: int | None, steps: int | None) -> str:
     """'listops / spade (quick): 0.21M parameters, 1,200 steps' (the parts that are known)."""
-    title = f"{task} / {model}" + (f" ({variant})" if variant and variant != "full" else "")
+    title = f"{task} / {model}" + (f" ({variant})" if variant not in ("paper", "full", None) else "")
     facts = ([f"{parameters / 1e6:.2f}M parameters"] if parameters else []) + \
         ([f"{steps:,} steps"] if steps else [])
     return title + (": " + ", ".join(facts) if facts else "")

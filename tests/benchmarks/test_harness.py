@@ -185,7 +185,7 @@ def test_timed_calls_stop_at_the_deadline():
 def test_text_config_is_the_config_file_with_dotted_changes_checked():
     model = text_config.text_model("model=spade_chunk", **text_config.QUICK_MODEL)
     assert (model["d_model"], model["s4"]["d_state"], model["local_attention"]) == (32, 8, "chunk")
-    assert text_config.text_config("model=spade").model.d_model == 128  # configs/text.py's FULL
+    assert text_config.text_config("model=spade").model.d_model == 128  # configs/text.py's PAPER
     with pytest.raises(ConfigError, match=r"config\.model\.d_modl: .*closest: d_model"):
         text_config.text_model("model=spade", d_modl=8)
     with pytest.raises(ConfigError, match="model family"):

@@ -50,10 +50,10 @@ def test_every_family_and_variant_builds(family, variant):
     with pytest.raises(ValueError, match="unknown model family 'mega'"):
         _config("model=mega")
     with pytest.raises(ValueError, match="config.model.num_layer: .*closest: num_layers"):
-        configs.build("quick", full={"model.num_layer": 2}, quick={}, smoke={})
+        configs.build("quick", paper={"model.num_layer": 2}, quick={}, smoke={})
 
 
-def test_full_config_without_data_says_what_to_download():
+def test_paper_config_without_data_says_what_to_download():
     with pytest.raises(data.DataError, match=r"config.data_dir is not set.*wiki.train.tokens.*"
                                              r"wikitext-103-v1.*':quick'"):
         task_lib.data_dir(_config())

@@ -42,7 +42,7 @@ def cache(tmp_path_factory):
 def test_every_config_and_family_builds(path, family, variant):
     config = _load(path, f"model={family}" + (f",{variant}" if variant else ""))
     model = ModelConfig.from_config(config.model)
-    assert config.model_name == family and config.variant == (variant or "full")
+    assert config.model_name == family and config.variant == (variant or "paper")
     assert model.max_len >= 1 and model.num_classes >= 2
     docstring = open(path).read().split('"""')[1]
     assert f"python -m lra.main --config=configs/{os.path.basename(path)}" in docstring
@@ -58,21 +58,21 @@ def test_config_arguments_are_checked():
 
 
 def test_quick_overrides_by_family_apply_to_that_family_only():
-    full = {"num_train_steps": 1000}
+    paper = {"num_train_steps": 1000}
     quick = {"num_train_steps": 100, "batch_size": 4}
     by_family = {"transformer": {"num_train_steps": 10}}
-    built = {f: configs.build("listops", f"model={f},quick", full=full, quick=quick, smoke={},
+    built = {f: configs.build("listops", f"model={f},quick", paper=paper, quick=quick, smoke={},
                               quick_by_family=by_family) for f in ("spade", "transformer")}
     assert built["spade"].num_train_steps == 100
     assert (built["transformer"].num_train_steps, built["transformer"].batch_size) == (10, 4)
-    assert configs.build("listops", "model=transformer", full=full, quick=quick, smoke={},
-                         quick_by_family=by_family).num_train_steps == 1000  # full untouched
+    assert configs.build("listops", "model=transformer", paper=paper, quick=quick, smoke={},
+                         quick_by_family=by_family).num_train_steps == 1000  # the paper variant untouched
     with pytest.raises(ValueError, match="unknown families \\['mega'\\]"):
-        configs.build("listops", "quick", full=full, quick=quick, smoke={},
+        configs.build("listops", "quick", paper=paper, quick=quick, smoke={},
                       quick_by_family={"mega": {}})
 
 
-def test_full_config_without_data_says_where_the_release_goes(cache):
+def test_paper_config_without_data_says_where_the_release_goes(cache):
     config = _load(os.path.join(ROOT, "configs", "listops.py"))
     with pytest.raises(DataError, match=r"(?s)config.data_dir is not set.*listops-1000/basic_.*:quick"):
         resolve_data_dir(config)

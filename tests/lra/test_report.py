@@ -8,7 +8,7 @@ from lra import published, report
 from spade_jax.runtime.errors import DataError, PathError
 
 
-def _lra_run(root, name, task, model, seed, accuracy, variant="full", wall=100.0):
+def _lra_run(root, name, task, model, seed, accuracy, variant="paper", wall=100.0):
     run = root / name
     run.mkdir()
     (run / "results.json").write_text(json.dumps({

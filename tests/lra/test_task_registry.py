@@ -128,7 +128,7 @@ def test_a_registered_task_flows_through_every_module(toy, tmp_path, monkeypatch
         resolve_data_dir(config)
 
     # the configs read the spec's sizes
-    c = configs.build("toy", "smoke", full={}, quick={}, smoke={})
+    c = configs.build("toy", "smoke", paper={}, quick={}, smoke={})
     assert (c.model.vocab_size, c.model.num_classes, c.model.pad_id) == (10, 2, PAD)
 
     # lra.report: the task's column

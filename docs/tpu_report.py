@@ -259,6 +259,8 @@ def _step(result, name="train"):
 def _verdict(result) -> str:
     if result is None:
         return "not compiled yet"
+    if result.get("status") is None:  # ran out of time on this machine: no verdict
+        return (result.get("error") or "not compiled") + " here: no verdict"
     if "report" not in result:
         return "FAILS: " + (result.get("error") or "").splitlines()[-1][:160]
     steps = result["report"]["steps"]

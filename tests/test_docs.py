@@ -32,7 +32,7 @@ def test_config_reference_lists_every_field_and_config():
         if config.endswith(".py"):
             assert f"## `configs/{config}`" in text
     assert "| `model.s4.d_state` | `64` | S4 state size N (even) |" in text
-    assert "| `num_train_steps` | `125000` | `100` |  |" in text  # Path-X: full and quick
+    assert "| `num_train_steps` | `125000` | `100` |  |" in text  # Path-X: paper and quick
 
 
 @extras
@@ -46,3 +46,16 @@ def test_tpu_page_and_readme_column_are_what_the_kept_compiles_make():
     for path, text in tpu_report.pages().items():
         with open(path, encoding="utf-8") as f:
             assert f.read() == text, f"{path} is out of date: run python -m docs.tpu_report --render"
+
+
+def test_tpu_page_tells_a_refusal_from_a_compile_that_ran_out_of_time():
+    """A compile stopped by the sweep's time limit has no verdict; only the compiler's refusal
+    (or a job that does not fit) is a failure on the page."""
+    from docs import tpu_report
+    assert tpu_report._verdict(None) == "not compiled yet"
+    timed_out = {"status": None, "error": "not compiled within 1800 s", "wall_s": 1800}
+    assert tpu_report._verdict(timed_out) == "not compiled within 1800 s here: no verdict"
+    refused = {"status": 1, "error": "Traceback ...\nRESOURCE_EXHAUSTED: Ran out of memory"}
+    assert tpu_report._verdict(refused) == "FAILS: RESOURCE_EXHAUSTED: Ran out of memory"
+    report = {"steps": [{"step": "train", "fits": False}, {"step": "eval", "fits": True}]}
+    assert tpu_report._verdict({"status": 3, "report": report}) == "does NOT fit (train)"

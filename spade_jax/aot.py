@@ -14,7 +14,8 @@ their total against the chip's HBM ("fits, X GiB free" / "does not fit by X GiB"
 change); FLOPs and bytes moved; the compiler's step-time estimate (an estimate, never a
 measurement; shown only where it is sane) beside the roofline bound from the chip's published
 peak FLOP/s and HBM bandwidth; the hours the recipe's training steps take at that time; the
-collectives in the compiled program.
+collectives in the compiled program; where the train step's bytes go (its largest sources of
+memory traffic, by the model's module path, forward and backward).
 
 Needs libtpu (`pip install "jax[tpu]"`, installed by the test extra). Exit status: 0 every step
 fits; 3 (EXIT_DOES_NOT_FIT) a step does not fit; 2 a user error (a bad flag or config, an
@@ -120,7 +121,8 @@ def report_json(reports, job, accel, slices, config_arg) -> dict:
     chips, fits, hbm_per_chip_bytes, peak_memory_per_chip_bytes, flops_per_step,
     bytes_accessed_per_step (per chip), estimate_s (null when the compiler's estimate is
     unusable), roofline_s, step_s, time_basis, recipe_hours (train only), libtpu_version, the
-    memory parts (state_bytes, batch_bytes, temp_bytes, ...), collectives and compile_s."""
+    memory parts (state_bytes, batch_bytes, temp_bytes, ...), collectives, traffic (where the
+    bytes go: spade_jax.train.aot.traffic) and compile_s."""
     chips = accel.chips * slices
     common = {"accelerator": accel.name, "chips": chips,
               "hbm_per_chip_bytes": accel.chip.hbm_bytes,
@@ -149,6 +151,21 @@ def _collectives(report) -> str:
     found = report.get("collectives") or []
     return ", ".join(f"{c['kind']} x{c['count']} ({c['bytes'] / 2**20:,.1f} MiB)"
                      for c in found) or "none"
+
+
+def _decimal_bytes(n) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
+def _traffic(report, top: int = 8) -> list:
+    """The step's largest memory traffic by source (spade_jax.train.aot.traffic)."""
+    found = report["traffic"]
+    lines = [f"where the bytes go ({report['step']} step; {_decimal_bytes(found['bytes'])} "
+             f"counted of the compiler's {_decimal_bytes(report['bytes_accessed_per_step'])}, "
+             f"{_decimal_bytes(found['hbm_bytes'])} of them in HBM, the rest in on-chip VMEM):"]
+    lines += [f"  {_decimal_bytes(s['bytes']):>11}  (HBM {_decimal_bytes(s['hbm_bytes'])})  "
+              f"{s['source']}" for s in found["sources"][:top]]
+    return lines
 
 
 def render(result: dict, reports, job) -> str:
@@ -196,6 +213,9 @@ def render(result: dict, reports, job) -> str:
             lines.append(f"collectives ({report['step']}): {_collectives(report)}")
         if report.get("refused"):
             lines.append(f"the compiler ({report['step']}): {report['refused']['message']}")
+    train = next((r for r in reports if r["step"] == "train" and r.get("traffic")), None)
+    if train is not None:
+        lines += _traffic(train)
     train = next((r for r in result["steps"] if r["step"] == "train"), None)
     if train and train.get("recipe_hours") is not None:
         lines.append(f"recipe: {engine.num_train_steps:,} steps x {_seconds(train['step_s'])} "

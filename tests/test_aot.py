@@ -68,6 +68,37 @@ def test_collectives_are_read_from_the_optimised_hlo():
         {"kind": "collective-permute", "count": 1, "bytes": 6 * 4}]
 
 
+def test_the_memory_traffic_is_read_by_source_from_the_optimised_hlo():
+    """Operands and results as their tiled layouts store them; VMEM arrays (S(1)) in the total but
+    not in HBM's; an unnamed prefetch charged to the op that uses it; a called computation's
+    instructions not counted (the fusion that calls it is)."""
+    hlo = "\n".join([
+        "%f (x: f32[8,128]) -> f32[8,128] {",
+        "  %x = f32[8,128]{1,0} parameter(0)",
+        "  ROOT %n = f32[8,128]{1,0} negate(f32[8,128]{1,0} %x), metadata={op_name=\"inner\"}",
+        "}",
+        "ENTRY %main (p0: f32[8,128]) -> (f32[4,16]) {",
+        "  %p0 = f32[8,128]{1,0:T(8,128)} parameter(0)",
+        "  %cs = (f32[8,128]{1,0:T(8,128)S(1)}, f32[8,128]{1,0:T(8,128)}, u32[]{:S(2)}) "
+        "copy-start(%p0)",
+        "  %cd = f32[8,128]{1,0:T(8,128)S(1)} copy-done(%cs)",
+        "  %fusion.1 = f32[8,128]{1,0:T(8,128)} fusion(%cd, %p0), kind=kLoop, calls=%f, "
+        "metadata={op_name=\"jit(train_step)/transpose(jvp(SequenceClassifier))/encoder/"
+        "layer_1/mixer/dot_general\" stack_frame_id=3}",
+        "  %fusion.2 = f32[4,16]{1,0:T(8,128)} fusion(%fusion.1), kind=kLoop, calls=%f, "
+        "metadata={op_name=\"jit(train_step)/jvp(SequenceClassifier)/encoder/layer_0/ffn/wi/"
+        "dot_general\"}",
+        "  ROOT %t = (f32[4,16]{1,0:T(8,128)}) tuple(%fusion.2)",
+        "}"])
+    tile = 8 * 128 * 4  # one f32 (8, 128) tile; f32[4, 16] is stored as one whole tile too
+    assert aot_lib.traffic(hlo) == {
+        "bytes": 7 * tile, "hbm_bytes": 5 * tile, "sources": [
+            {"source": "bwd encoder/layer_1/mixer/dot_general", "bytes": 5 * tile,
+             "hbm_bytes": 3 * tile},  # the prefetch (2 tiles, 1 in HBM) and the fusion
+            {"source": "fwd encoder/layer_0/ffn/wi/dot_general", "bytes": 2 * tile,
+             "hbm_bytes": 2 * tile}]}
+
+
 def test_the_compilers_estimate_is_kept_only_where_sane():
     assert aot_lib.sane_estimate(-37.8, 0.1) is None  # seen for the full Path-X step
     assert aot_lib.sane_estimate(float("nan"), 0.1) is None
@@ -144,6 +175,14 @@ def test_smoke_job_compiles_for_four_v5e_chips_and_libtpu_stays_quiet(four_chips
     assert train["alias_bytes"] >= train["state_bytes"]
     assert train["recipe_hours"] == pytest.approx(train["step_s"] * 2 / 3600)
     assert [c["kind"] for c in train["collectives"]] == ["all-reduce"]  # the gradients
+    # where the bytes go: the sources account for the compiler's own figure (tiles included)
+    traffic = train["traffic"]
+    assert 0.5 < traffic["bytes"] / train["bytes_accessed_per_step"] < 1.5
+    assert 0 < traffic["hbm_bytes"] <= traffic["bytes"]
+    sources = [s["source"] for s in traffic["sources"]]
+    assert any(s.startswith("fwd encoder/layer_") for s in sources), sources
+    assert any(s.startswith("bwd encoder/layer_") for s in sources), sources
+    assert "where the bytes go (train step; " in done.stdout
     assert evaluation["recipe_hours"] is None
 
 

@@ -1,14 +1,15 @@
 """A job's steps compiled ahead of time for a device set (abstract TPU devices included) and
 what the compiler says of each: memory per chip and whether it fits, FLOPs and bytes per step,
-the compiler's own step-time estimate beside a roofline bound, the collectives.
+the compiler's own step-time estimate beside a roofline bound, the collectives, where the bytes
+go.
 
     job = spade_jax.train.job.build(config, task, devices=accelerators.topology_devices(accel))
     reports = compile_steps(job, accel.chip)      # [train, eval(, decode)] step reports
 
 Every figure is per chip (per device) and per step, read from the compiled executable:
 `memory_analysis()` (arguments, outputs, aliased donations, temporaries, code), `cost_analysis()`
-('flops', 'bytes accessed', 'optimal_seconds') and the optimised HLO text (collectives). Nothing
-runs. The compiler's 'optimal_seconds' is an estimate, never a measurement, and it is kept only
+('flops', 'bytes accessed', 'optimal_seconds') and the optimised HLO text (collectives, the
+memory traffic by source). Nothing runs. The compiler's 'optimal_seconds' is an estimate, never a measurement, and it is kept only
 where it is sane (positive and not below half the roofline bound; it came back negative for the
 full Path-X steps); otherwise the roofline bound alone stands, and `time_basis` says which.
 """
@@ -57,6 +58,124 @@ def collectives(hlo_text: str) -> list:
     return [found[k] for k in COLLECTIVES if k in found]
 
 
+# One instruction of an HLO module's text: name, result shape, opcode, the rest of the line.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s([a-z][a-z0-9\-]*)\((.*)$")
+_LAYOUT_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\](\{[^}]*\})?")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# Instructions that move nothing themselves: their arrays are counted where they are made or used.
+_NO_TRAFFIC = {"get-tuple-element", "bitcast", "parameter", "constant", "tuple", "after-all",
+               "copy-done", "slice-done"}
+
+
+def _padded(dims: list, layout: str) -> int:
+    """Elements of an array as its layout stores it: the minor dimensions of a tiled layout
+    (e.g. {1,0:T(8,128)}) rounded up to whole tiles, as the TPU reads and writes them."""
+    order, _, rest = (layout or "").strip("{}").partition(":")
+    tile = re.match(r"T\(([\d,]+)\)", rest)
+    if not dims or not tile or not order:
+        return math.prod(dims)
+    physical = [dims[int(i)] for i in reversed(order.split(","))]  # major to minor
+    sizes = [int(t) for t in tile.group(1).split(",")]
+    for k, size in enumerate(reversed(sizes)):
+        if k < len(physical):
+            physical[-1 - k] = -(-physical[-1 - k] // size) * size
+    return math.prod(physical)
+
+
+def _arrays(shape: str) -> list:
+    """[(bytes, in HBM)] of the arrays in `shape`, in order, as their layouts store them (whole
+    tiles). A layout's S(n) names another memory space than HBM (S(1): the TPU core's on-chip
+    VMEM), whose reads and writes cost no HBM bandwidth."""
+    out = []
+    for dtype, dims, layout in _LAYOUT_ARRAY.findall(shape):
+        dims = [int(d) for d in dims.split(",") if d]
+        out.append((_BYTES[dtype] * _padded(dims, layout), "S(" not in (layout or "")))
+    return out
+
+
+def _moved(opcode: str, shape: str, operand_shapes: list) -> tuple:
+    """(bytes, HBM bytes) one instruction reads and writes: its operands and results, or for an
+    asynchronous copy or slice, what it copies (copy-start's result is (destination, source,
+    context), slice-start's ((source), destination, context): a slice reads what it writes)."""
+    if opcode in ("copy-start", "slice-start"):
+        arrays = _arrays(shape)
+        if len(arrays) < 2:
+            return 0, 0
+        (first, first_hbm), (second, second_hbm) = arrays[:2]
+        size = second if opcode == "slice-start" else first
+        return 2 * size, size * first_hbm + size * second_hbm
+    arrays = _arrays(shape) + [a for s in operand_shapes for a in _arrays(s)]
+    return sum(size for size, _ in arrays), sum(size for size, in_hbm in arrays if in_hbm)
+
+
+def _source(op_name: str) -> str:
+    """'fwd' / 'bwd' and the model path of a JAX op name, e.g.
+    'jit(train_step)/transpose(jvp(SequenceClassifier))/encoder/layer_1/mixer/dot_general'
+    -> 'bwd encoder/layer_1/mixer/dot_general'; '' -> '(unnamed)'."""
+    if not op_name:
+        return "(unnamed)"
+    backward = "transpose(" in op_name
+    parts = [p for p in op_name.split("/")[1:] if p]
+    parts = [re.sub(r"^(?:transpose\(|jvp\(|jit\()+|\)+$", "", p) for p in parts]
+    if parts and parts[0][:1].isupper():  # the model class at the top
+        parts = parts[1:]
+    return ("bwd " if backward else "fwd ") + "/".join(p for p in parts if p)
+
+
+def traffic(hlo_text: str, top: int = 10) -> dict:
+    """Where a compiled step's memory traffic goes, from its optimised HLO module's text:
+    {'bytes', 'hbm_bytes', 'sources': [{'source', 'bytes', 'hbm_bytes'}, ...]}, the `top`
+    sources that move most.
+
+    Each instruction of the entry computation reads its operands and writes its results
+    ('bytes': every memory space, as the compiler's 'bytes accessed' counts them; 'hbm_bytes':
+    the arrays the compiler left in HBM, not in the on-chip VMEM); an asynchronous copy or slice
+    moves what it copies. Instructions are grouped by the JAX op that made them (an unnamed one,
+    such as the compiler's prefetch, by the first named instruction that uses it): forward or
+    backward, the module path, the primitive (see _source). An account, not the compiler's own
+    sum: a fusion that reads an operand twice counts it once, and a while loop's body once."""
+    lines = hlo_text.splitlines()
+    entry = next((i for i, line in enumerate(lines) if line.startswith("ENTRY")), None)
+    shapes, rows, users = {}, [], {}
+    for line in lines[entry + 1:] if entry is not None else []:
+        if line.startswith("}"):
+            break
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        name, shape, opcode, rest = match.groups()
+        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+        op_name = _OP_NAME.search(line)
+        shapes[name] = shape
+        rows.append((name, shape, opcode, operands, op_name.group(1) if op_name else ""))
+        for operand in operands:
+            users.setdefault(operand, []).append(len(rows) - 1)
+
+    def named_by(index, depth=0):  # the op name of a row, or of the first named row using it
+        name, _, opcode, _, op_name = rows[index]
+        if op_name and opcode not in _NO_TRAFFIC:
+            return op_name
+        for user in users.get(name, [])[:4] if depth < 6 else []:
+            found = named_by(user, depth + 1)
+            if found:
+                return found
+        return op_name
+
+    sources, total, total_hbm = {}, 0, 0
+    for index, (name, shape, opcode, operands, _) in enumerate(rows):
+        if opcode in _NO_TRAFFIC:
+            continue
+        moved, hbm = _moved(opcode, shape, [shapes.get(o, "") for o in operands])
+        if moved:
+            entry = sources.setdefault(_source(named_by(index)), [0, 0])
+            entry[0] += moved
+            entry[1] += hbm
+            total, total_hbm = total + moved, total_hbm + hbm
+    ranked = sorted(sources.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"bytes": total, "hbm_bytes": total_hbm,
+            "sources": [{"source": s, "bytes": b, "hbm_bytes": h} for s, (b, h) in ranked]}
+
+
 def tree_bytes_per_device(tree) -> int:
     """Bytes of one device's shard of every array in `tree` (ShapeDtypeStructs with shardings,
     or arrays)."""
@@ -100,6 +219,10 @@ def out_of_memory(error: Exception) -> dict | None:
             "available_bytes": size(_OOM_AVAILABLE.search(text)), "message": first[:500]}
 
 
+def _read_text(hlo_text: str) -> dict:
+    return {"collectives": collectives(hlo_text), "traffic": traffic(hlo_text)}
+
+
 def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> dict:
     """Compiles `lowered` and reads the compiler's answers (see the module docstring) for `chip`
     (spade_jax.runtime.accelerators.Chip; None: no fit verdict, no roofline). state_bytes /
@@ -131,7 +254,7 @@ def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> 
     report.update(flops_per_step=flops, bytes_accessed_per_step=moved,
                   transcendentals=float(cost.get("transcendentals", 0.0)),
                   compiler_optimal_s=cost.get("optimal_seconds"),
-                  collectives=collectives(compiled.as_text()))
+                  **_read_text(compiled.as_text()))
     if chip is not None:
         bound = roofline_s(flops, moved, chip)
         estimate = sane_estimate(cost.get("optimal_seconds"), bound)

@@ -63,11 +63,19 @@ if _deaf:
     for _name in _deaf:
         signal.signal(getattr(signal, _name), lambda *_: None)
 
+# The processes the tests start import this checkout: it goes first on their PYTHONPATH. Where
+# another checkout is installed in development mode (`pip install -e`), a script run by path
+# (tests/train/synthetic.py) would otherwise import that one, and a fresh clone tested on such a
+# machine would test two versions at once (found: a run's provenance named the other commit).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != ROOT])
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 if os.environ.get("SPADE_JAX_TEST_EXTRAS") == "1":  # a seventh task and a sixth family
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, ROOT)
     from tests.extras import registrations  # noqa: E402
     registrations.register()
 

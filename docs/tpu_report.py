@@ -279,8 +279,11 @@ def recipe_table(rows) -> list:
         train, evaluation = _step(result), _step(result, "eval")
         flop_byte = (f"{train['flops_per_step'] / train['bytes_accessed_per_step']:.1f}"
                      if train and train.get("bytes_accessed_per_step") else "-")
+        flags = "".join(f" --config.{k}={v}" for k, v in entry.overrides
+                        if not k.startswith("mesh."))
+        where = (f"{entry.slices} x " if entry.slices > 1 else "") + entry.accelerator
         lines.append(
-            f"| `{entry.config}` | {entry.accelerator} | {_verdict(result)} | "
+            f"| `{entry.config}{flags}` | {where} | {_verdict(result)} | "
             f"{_gib(train and train['peak_memory_per_chip_bytes'])} / "
             f"{_gib(evaluation and evaluation['peak_memory_per_chip_bytes'])} | "
             f"{_time(train and train.get('step_s'))} | {train and _basis(train) or '-'} | "
@@ -369,8 +372,9 @@ def render(selected, keys, results) -> str:
     out += ["", "## Two slices (multislice)", "",
             "The Path-X recipe on two v5litepod-8 slices joined over the data-centre network "
             "(`--slices=2`: the data axis spans the slices, `config.mesh.dcn_data`), at the "
-            "recipe's 16 rows per chip (batch 256), beside the one-slice recipe: the per-chip "
-            "memory should match.", "",
+            "recipe's 16 rows per chip (batch 256), beside the one-slice recipe: the batch per "
+            "chip is the same, so the memory per chip should be no more than one slice's; the "
+            "gradients' all-reduce now also crosses the slices.", "",
             *recipe_table([r for r in rows["recipes"]
                            if r[0].config == "configs/pathx.py:model=spade"] + rows["multislice"]),
             "",

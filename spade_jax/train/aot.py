@@ -9,9 +9,10 @@ go.
 Every figure is per chip (per device) and per step, read from the compiled executable:
 `memory_analysis()` (arguments, outputs, aliased donations, temporaries, code), `cost_analysis()`
 ('flops', 'bytes accessed', 'optimal_seconds') and the optimised HLO text (collectives, the
-memory traffic by source). Nothing runs. The compiler's 'optimal_seconds' is an estimate, never a measurement, and it is kept only
-where it is sane (positive and not below half the roofline bound; it came back negative for the
-full Path-X steps); otherwise the roofline bound alone stands, and `time_basis` says which.
+memory traffic by source). Nothing runs. The compiler's 'optimal_seconds' is an estimate, never
+a measurement, and it is kept only where it is sane (positive and not below half the roofline
+bound; it came back negative for the full Path-X steps); otherwise the roofline bound alone
+stands, and `time_basis` says which.
 """
 import math
 import re
@@ -167,9 +168,9 @@ def traffic(hlo_text: str, top: int = 10) -> dict:
             continue
         moved, hbm = _moved(opcode, shape, [shapes.get(o, "") for o in operands])
         if moved:
-            entry = sources.setdefault(_source(named_by(index)), [0, 0])
-            entry[0] += moved
-            entry[1] += hbm
+            tally = sources.setdefault(_source(named_by(index)), [0, 0])
+            tally[0] += moved
+            tally[1] += hbm
             total, total_hbm = total + moved, total_hbm + hbm
     ranked = sorted(sources.items(), key=lambda kv: -kv[1][0])[:top]
     return {"bytes": total, "hbm_bytes": total_hbm,
@@ -219,10 +220,6 @@ def out_of_memory(error: Exception) -> dict | None:
             "available_bytes": size(_OOM_AVAILABLE.search(text)), "message": first[:500]}
 
 
-def _read_text(hlo_text: str) -> dict:
-    return {"collectives": collectives(hlo_text), "traffic": traffic(hlo_text)}
-
-
 def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> dict:
     """Compiles `lowered` and reads the compiler's answers (see the module docstring) for `chip`
     (spade_jax.runtime.accelerators.Chip; None: no fit verdict, no roofline). state_bytes /
@@ -249,12 +246,12 @@ def analyse(name: str, lowered, chip, *, state_bytes: int, batch_bytes: int) -> 
                   alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
                   code_bytes=memory.generated_code_size_in_bytes,
                   peak_memory_per_chip_bytes=peak)
-    cost = _cost(compiled)
+    cost, text = _cost(compiled), compiled.as_text()
     flops, moved = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
     report.update(flops_per_step=flops, bytes_accessed_per_step=moved,
                   transcendentals=float(cost.get("transcendentals", 0.0)),
                   compiler_optimal_s=cost.get("optimal_seconds"),
-                  **_read_text(compiled.as_text()))
+                  collectives=collectives(text), traffic=traffic(text))
     if chip is not None:
         bound = roofline_s(flops, moved, chip)
         estimate = sane_estimate(cost.get("optimal_seconds"), bound)

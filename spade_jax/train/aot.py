@@ -29,7 +29,8 @@ _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s4": 1, "u4": 1, "f8e4m3fn": 1, "f8e5m2"
           "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4,
           "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
 _OP = re.compile(r"=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
-_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
+# An array in HLO text: dtype, dimensions and, where printed, its layout ({1,0:T(8,128)S(1)}).
+_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\](\{[^}]*\})?")
 # The TPU compiler's refusal when a program's temporaries cannot fit, e.g. "the total memory
 # required for HLO temporaries (48.10G) exceeds available HBM (30.75G)".
 _OOM_NEEDED = re.compile(r"required for [^(]*\((\d+(?:\.\d+)?)([KMGT])\)")
@@ -39,7 +40,7 @@ _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 def _array_bytes(text: str) -> list:
     return [_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-            for dtype, dims in _ARRAY.findall(text)]
+            for dtype, dims, _ in _ARRAY.findall(text)]
 
 
 def collectives(hlo_text: str) -> list:
@@ -61,7 +62,6 @@ def collectives(hlo_text: str) -> list:
 
 # One instruction of an HLO module's text: name, result shape, opcode, the rest of the line.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s([a-z][a-z0-9\-]*)\((.*)$")
-_LAYOUT_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\](\{[^}]*\})?")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 # Instructions that move nothing themselves: their arrays are counted where they are made or used.
 _NO_TRAFFIC = {"get-tuple-element", "bitcast", "parameter", "constant", "tuple", "after-all",
@@ -88,7 +88,7 @@ def _arrays(shape: str) -> list:
     tiles). A layout's S(n) names another memory space than HBM (S(1): the TPU core's on-chip
     VMEM), whose reads and writes cost no HBM bandwidth."""
     out = []
-    for dtype, dims, layout in _LAYOUT_ARRAY.findall(shape):
+    for dtype, dims, layout in _ARRAY.findall(shape):
         dims = [int(d) for d in dims.split(",") if d]
         out.append((_BYTES[dtype] * _padded(dims, layout), "S(" not in (layout or "")))
     return out

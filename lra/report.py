@@ -188,8 +188,7 @@ def collect(run_dirs):
 
 
 def _name(r) -> str:
-    variant = r.get("variant", "paper")  # ('full': the paper variant's name before 2026-12)
-    return str(r["model"]) + ("" if variant in ("paper", "full", None) else f" ({variant})")
+    return str(r["model"]) + plots.variant_suffix(r.get("variant"))
 
 
 def _stats(values):

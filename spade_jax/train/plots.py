@@ -30,9 +30,15 @@ def _save(fig, path):
     return paths.workdir_path(path)
 
 
+def variant_suffix(variant) -> str:
+    """' (quick)' after a run's name; nothing for the paper variant (recorded as 'full' before
+    2026-12) or an unrecorded one."""
+    return "" if variant in ("paper", "full", None) else f" ({variant})"
+
+
 def run_title(task: str, model: str, variant: str, parameters: int | None, steps: int | None) -> str:
     """'listops / spade (quick): 0.21M parameters, 1,200 steps' (the parts that are known)."""
-    title = f"{task} / {model}" + (f" ({variant})" if variant not in ("paper", "full", None) else "")
+    title = f"{task} / {model}" + variant_suffix(variant)
     facts = ([f"{parameters / 1e6:.2f}M parameters"] if parameters else []) + \
         ([f"{steps:,} steps"] if steps else [])
     return title + (": " + ", ".join(facts) if facts else "")

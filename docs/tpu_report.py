@@ -33,7 +33,9 @@ import jax
 
 from spade_jax.runtime import accelerators
 from spade_jax.train import config_builder
-from spade_jax.model import families
+from spade_jax.model import attention_flash, families
+from spade_jax.model.ssm import layer as ssm_layer
+from spade_jax.model.config import ModelConfig
 from spade_jax.runtime.errors import ConfigError
 from spade_jax.train import defaults, job as job_lib
 
@@ -99,7 +101,8 @@ def entries() -> list:
 # off in the last two, since splash takes none: their difference is the kernel's alone (the
 # blocked one named: the default, 'auto', would pick splash there).
 COMPARISONS = (
-    ("recipe (S4 DPLR by FFT, blocked attention, float32)", ()),
+    ("recipe (S4 DPLR by FFT, flash attention with the T5 bias, float32)", ()),
+    ("blocked attention with the T5 bias", (("model.attention_impl", "blocked"),)),
     ("S4D by FFT", (("model.s4.kernel", "diag"),)),
     ("S4D chunked", (("model.s4.kernel", "diag"), ("model.s4.mode", "chunked"))),
     ("bfloat16 compute", (("model.dtype", "bfloat16"),)),
@@ -150,10 +153,23 @@ NOT_COMPILED = ("variant", "data_dir", "data_cache_dir", "generate", "show_steps
 
 
 def compile_hash(config) -> str:
-    """The hash of what a compile depends on: the config less NOT_COMPILED."""
+    """The hash of what a compile depends on: the config less NOT_COMPILED, and the source of
+    this repository's own TPU code paths that it runs (the flash attention kernels, the S4
+    layer's DFT convolution): a change there compiles those entries again (the versions name
+    everything else)."""
     values = json.loads(config.to_json_best_effort())
     for name in NOT_COMPILED + ("provenance",):
         values.pop(name, None)
+    model = ModelConfig.from_config(config.model)
+    forms = set(families.relative_bias_kinds(model).values())
+    sources = []
+    if model.attention_impl == "flash" or (model.attention_impl == "auto" and "window" in forms):
+        sources.append(attention_flash.__file__)
+    if {"global", "s4"} & set(families.layer_kinds(model)):  # the mixers that run an S4 layer
+        sources.append(ssm_layer.__file__)
+    for path in sources:
+        with open(path, "rb") as f:
+            values[f"source:{os.path.basename(path)}"] = hashlib.sha256(f.read()).hexdigest()
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

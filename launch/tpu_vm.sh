@@ -448,7 +448,7 @@ PHASE=none
 cleanup() {
     local status=$?
     trap - EXIT
-    trap '' PIPE
+    trap '' PIPE HUP INT TERM  # a second signal must not cut the clean-up short either
     set +e  # a closed terminal must not stop the clean-up half-way
     case $PHASE in
         job)

@@ -240,15 +240,18 @@ def test_two_slices_have_the_memory_per_chip_of_one(four_chips, tmp_path, capsys
 
 
 @needs_libtpu
-def test_auto_attention_is_splash_for_a_tpu_where_no_bias_is_taken():
-    """model.attention_impl='auto' (the default): splash when the traced program is for TPU
-    devices and the layer takes no relative-position bias; blocked otherwise."""
+def test_auto_attention_on_a_tpu_is_flash_for_the_window_bias_and_splash_without_one():
+    """model.attention_impl='auto' (the default) where the traced program is for TPU devices:
+    flash for a layer that takes the window relative-position bias, splash for one that takes
+    none, blocked for a dense bias; blocked on this CPU whatever the layer."""
     from spade_jax.model import attention_accel
     devices = accelerators.topology_devices(accelerators.parse("v5litepod-4"))
     with sharding.model_context(sharding.make_mesh({"data": -1}, devices), sharding.DEFAULT_RULES):
-        assert attention_accel.resolve("auto", takes_bias=False) == "splash"
-        assert attention_accel.resolve("auto", takes_bias=True) == "blocked"
-    assert attention_accel.resolve("auto", takes_bias=False) == "blocked"  # this CPU
+        assert attention_accel.resolve("auto", None) == "splash"
+        assert attention_accel.resolve("auto", "window") == "flash"
+        assert attention_accel.resolve("auto", "dense") == "blocked"
+        assert attention_accel.resolve("blocked", "window") == "blocked"
+    assert attention_accel.resolve("auto", "window") == "blocked"  # this CPU
 
 
 @needs_libtpu

@@ -393,7 +393,10 @@ def relative_position_bucket(relative_position: Array, *, bidirectional: bool, n
     """T5 / LongT5 relative-position buckets.
 
     Args:
-      relative_position: int array of key_position - query_position, any shape.
+      relative_position: int array of key_position - query_position, any shape. A numpy array
+        is bucketed on the host in numpy (float32, as XLA does; equal over +-2M offsets for the
+        configs in use, tests/attention): the model's tables and the flash kernel's bias runs
+        are then one constant, whatever device the program is for.
       bidirectional: if True, half the buckets are for positive offsets (keys after the query) and
         half for negative; if False (causal), only offsets <= 0 are distinguished and every future
         offset falls into bucket 0.
@@ -401,24 +404,27 @@ def relative_position_bucket(relative_position: Array, *, bidirectional: bool, n
       max_distance: distances >= this share the last bucket (of their sign).
 
     Returns:
-      int32 array of bucket ids in [0, num_buckets), same shape as `relative_position`.
+      int32 array of bucket ids in [0, num_buckets), same shape as `relative_position` (numpy
+      for a numpy input).
     """
-    n = -jnp.asarray(relative_position, jnp.int32)
-    ret = jnp.zeros_like(n)
+    xp = np if isinstance(relative_position, np.ndarray) else jnp
+    n = -xp.asarray(relative_position, np.int32)
+    ret = xp.zeros_like(n)
     if bidirectional:
         num_buckets //= 2
-        ret = ret + (n < 0).astype(jnp.int32) * num_buckets
-        n = jnp.abs(n)
+        ret = ret + (n < 0).astype(np.int32) * num_buckets
+        n = xp.abs(n)
     else:
-        n = jnp.maximum(n, 0)
+        n = xp.maximum(n, 0)
     # Half the buckets are exact offsets; the rest are log-spaced up to max_distance.
     max_exact = num_buckets // 2
     is_small = n < max_exact
     large = max_exact + (
-        jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
-        / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
-    large = jnp.minimum(large, num_buckets - 1)
-    return ret + jnp.where(is_small, n, large)
+        xp.log(n.astype(np.float32) / np.float32(max_exact) + np.finfo(np.float32).eps)
+        / np.float32(np.log(max_distance / max_exact))
+        * np.float32(num_buckets - max_exact)).astype(np.int32)
+    large = xp.minimum(large, num_buckets - 1)
+    return ret + xp.where(is_small, n, large)
 
 
 class RelativePositionBias(nn.Module):

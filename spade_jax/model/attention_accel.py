@@ -2,6 +2,10 @@
 portable blocked kernels in spade_jax.model.attention ('blocked'; 'auto' picks per layer and
 platform, see `resolve`).
 
+  'flash'   TPU: the Pallas kernels of spade_jax.model.attention_flash, which take the window
+            form of the T5 relative-position bias (SPADE's recipes). Window, chunk and full
+            attention, bidirectional or causal.
+
   'splash'  TPU: Pallas splash attention (jax.experimental.pallas.ops.tpu.splash_attention) with a
             LocalMask of the window; it skips the blocks the mask leaves empty. Window, chunk and
             full attention, bidirectional or causal.
@@ -13,10 +17,10 @@ Conventions as in spade_jax.model.attention: q, k, v (batch, length, heads, head
 length) bool, True for real key tokens; q scaled by `scale` (default head_dim ** -0.5) in q's
 dtype; the output has q's dtype, and a query that sees no key gets exactly zero.
 
-Neither kernel takes an additive score bias (splash has none; cuDNN's is a dense (length,
+Splash and cuDNN take no additive score bias (splash has none; cuDNN's is a dense (length,
 length) array, the quadratic memory these kernels exist to avoid), so the T5 relative-position
-bias is not supported: ModelConfig refuses attention_impl != 'blocked' with
-position='relative' wherever an attention layer would take the bias.
+bias is not supported there: ModelConfig refuses them with position='relative' wherever an
+attention layer would take the bias, and 'flash' where a layer would take it dense.
 
 Padding masks:
   * splash: exact for any mask. Key validity goes in as segment ids (queries 0; keys 0 if real,
@@ -32,14 +36,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
-from jax.sharding import PartitionSpec as P
 
-from spade_jax.model import attention, axes
+from spade_jax.model import attention, attention_flash, platform
+from spade_jax.model.platform import kernel_shard_specs
 
 Array = jax.Array
 
@@ -63,35 +66,16 @@ def has_visible_key(valid: Array, window: tuple[int | None, int | None]) -> Arra
     return counts[:, hi + 1] - counts[:, lo] > 0
 
 
-def target_platform() -> str:
-    """The platform the traced program is for: that of the mesh set by
-    spade_jax.train.sharding.model_context (the devices a job is compiled for, e.g. a TPU topology's
-    compile-only devices on a CPU host), else JAX's default backend."""
-    mesh = jax.sharding.get_abstract_mesh()
-    device = None if mesh.empty else mesh.abstract_device
-    return jax.default_backend() if device is None else device.platform
-
-
-def resolve(impl: str, takes_bias: bool) -> str:
-    """The kernel a layer runs for model.attention_impl `impl`: `impl` itself, except 'auto':
-    'splash' where the traced program is for a TPU and the layer takes no relative-position
-    bias, 'blocked' otherwise (the choice rests on XLA's TPU compile report, docs/tpu.md,
-    until a TPU measures it)."""
-    if impl != "auto":
-        return impl
-    return "splash" if not takes_bias and target_platform() == "tpu" else "blocked"
-
-
-def _splash_interpret(interpret: bool | None) -> bool:
-    interpret = SPLASH_INTERPRET if interpret is None else interpret
-    if interpret is None:
-        backend = target_platform()
-        if backend != "tpu":
-            raise RuntimeError(
-                f"attention_impl='splash' needs a TPU (the JAX backend is {backend!r}); use "
-                "attention_impl='blocked', or interpret=True for a (slow) check on this backend")
-        return False
-    return bool(interpret)
+def resolve(impl: str, bias: str | None) -> str:
+    """The kernel a layer runs for model.attention_impl `impl`: `impl` itself, except 'auto',
+    which where the traced program is for a TPU picks 'flash' for a layer that takes the
+    window form of the relative-position bias (`bias` 'window', AttentionKind.bias), 'splash'
+    for one that takes none, and 'blocked' otherwise (a dense bias; any other platform). The
+    choice rests on XLA's TPU compile report (docs/tpu.md, docs/benchmarks.md) until a TPU
+    measures it."""
+    if impl != "auto" or platform.target_platform() != "tpu":
+        return "blocked" if impl == "auto" else impl
+    return {None: "splash", "window": "flash"}.get(bias, "blocked")
 
 
 def _splash_kernel(length: int, heads: int, window: tuple, block: int, interpret: bool):
@@ -136,13 +120,14 @@ def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, 
     Returns:
       (batch, length, heads, head_dim) in q.dtype; rows with no visible key are exactly 0.
     """
-    interpret = _splash_interpret(interpret)
+    interpret = platform.pallas_interpret(
+        "splash", SPLASH_INTERPRET if interpret is None else interpret)
     if block < 128 or block % 128:
         raise ValueError(f"splash block must be a positive multiple of 128, got {block}")
     valid = attention._key_valid(mask, q.shape[0], q.shape[1])
     local = partial(_splash_local, window=tuple(window), scale=scale, block=block,
                     interpret=interpret)
-    specs = _shard_specs(q.shape)
+    specs = kernel_shard_specs(q.shape)
     if specs is None:
         return local(q, k, v, valid)
     heads, rows = specs
@@ -150,31 +135,6 @@ def splash_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, 
     return jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(),
                          in_specs=(heads, heads, heads, rows), out_specs=heads,
                          check_vma=False)(q, k, v, valid)
-
-
-def _shard_specs(shape) -> tuple | None:
-    """(q/k/v spec, mask spec) that split a splash call over the mesh set by
-    spade_jax.train.sharding.model_context: the batch over the mesh axes of the activations' batch
-    rule and the heads over those of the heads rule (each only where it divides the size;
-    length and head_dim stay whole). None when no mesh is set or nothing is split.
-
-    A Pallas (Mosaic) kernel cannot be partitioned by XLA: under a multi-device mesh it must run
-    inside `jax.shard_map`, each device on its own examples and heads."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return None
-    batch_axes, _, head_axes, _ = nn.logical_to_mesh_axes(
-        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM))
-
-    def fitted(names, size):
-        names = (names,) if isinstance(names, str) else tuple(names or ())
-        split = int(np.prod([mesh.shape[a] for a in names])) if names else 1
-        return names if names and size % split == 0 else None
-
-    batch, heads = fitted(batch_axes, shape[0]), fitted(head_axes, shape[2])
-    if batch is None and heads is None:
-        return None
-    return P(batch, None, heads, None), P(batch, None)
 
 
 def _splash_local(q, k, v, valid, *, window, scale, block, interpret):
@@ -235,7 +195,7 @@ def cudnn_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, i
     Returns:
       (batch, length, heads, head_dim) in q.dtype; queries from the first padding token on are 0.
     """
-    backend = target_platform()
+    backend = platform.target_platform()
     if backend != "gpu":
         raise RuntimeError(f"attention_impl='cudnn' needs a GPU (the JAX backend is {backend!r}); "
                            "use attention_impl='blocked'")
@@ -251,19 +211,25 @@ def cudnn_attention(q: Array, k: Array, v: Array, *, window: tuple[int | None, i
 
 
 def attend(impl: str, window: tuple[int | None, int | None], q: Array, k: Array, v: Array, *,
-           chunk: int | None = None, mask: Array | None = None,
-           scale: float | None = None) -> Array:
-    """Attention through an accelerator kernel (`impl` 'splash' or 'cudnn') with the visibility
-    of an attention kind (spade_jax.model.attention.AttentionKind): query i sees keys
+           chunk: int | None = None, mask: Array | None = None, scale: float | None = None,
+           bias: Array | None = None, starts: tuple[int, ...] | None = None) -> Array:
+    """Attention through an accelerator kernel (`impl` 'flash', 'splash' or 'cudnn') with the
+    visibility of an attention kind (spade_jax.model.attention.AttentionKind): query i sees keys
     i - left .. i + right (window = (left, right), None unbounded), within chunks of `chunk`
     positions when given (the chunks reshaped into the batch axis,
-    spade_jax.model.attention.in_chunks)."""
-    if impl == "splash":
+    spade_jax.model.attention.in_chunks). `bias` (heads, runs) with its run `starts`: the
+    relative-position bias, taken by 'flash' alone (spade_jax.model.attention_flash)."""
+    if bias is not None and impl != "flash":
+        raise ValueError(f"attention impl {impl!r} takes no relative-position bias")
+    if impl == "flash":
+        fn = partial(attention_flash.flash_attention, window=window, scale=scale, bias=bias,
+                     starts=starts)
+    elif impl == "splash":
         fn = partial(splash_attention, window=window, scale=scale)
     elif impl == "cudnn":
         fn = partial(cudnn_attention, window=window, scale=scale)
     else:
-        raise ValueError(f"attention impl must be 'splash' or 'cudnn' here, got {impl!r}")
+        raise ValueError(f"attention impl must be 'flash', 'splash' or 'cudnn' here, got {impl!r}")
     if chunk is not None:
         return attention.in_chunks(fn, q, k, v, chunk=chunk, mask=mask)
     return fn(q, k, v, mask=mask)

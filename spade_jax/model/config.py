@@ -13,7 +13,7 @@ import ml_collections
 from spade_jax.runtime.errors import ConfigError, closest
 
 HEADS = ("classify", "retrieval", "lm")
-ATTENTION_IMPLS = ("blocked", "auto", "splash", "cudnn")  # see spade_jax.model.attention_accel
+ATTENTION_IMPLS = ("blocked", "auto", "flash", "splash", "cudnn")  # see spade_jax.model.attention_accel
 MAX_LEN = 2**21  # the longest sequence (model.max_len, the data's length) accepted: 128 x Path-X
 
 
@@ -60,13 +60,16 @@ class ModelConfig:
       backward pass) or 'dots' (save the matmuls' outputs).
     attention_impl: the kernel behind window, chunk and full attention
       (spade_jax.model.attention_accel): 'blocked' (the portable jnp kernels of
-      spade_jax.model.attention; any backend), 'auto' (the default: splash where the program is
-      for a TPU and the layer takes no relative-position bias, blocked otherwise; XLA's TPU
-      compile report puts splash at 0.55-0.66x the blocked kernel's step, docs/tpu.md), 'splash' (TPU Pallas
-      splash attention; bidirectional or causal) or 'cudnn' (GPU cuDNN fused attention; causal
-      only, dtype bfloat16, head_dim a multiple of 8 up to 256). Neither accelerator kernel
-      takes the relative-position bias: with them, position must be 'none' or 'learned'
-      wherever an attention layer would take the bias. Decoding and family 's4' ignore it.
+      spade_jax.model.attention; any backend), 'auto' (the default: on a TPU 'flash' for the
+      layers that take the window relative-position bias, 'splash' for those that take none,
+      'blocked' for a dense bias; 'blocked' elsewhere. By XLA's TPU compile report flash moves
+      half the bytes of the blocked Path-X step, splash 0.55-0.66x; docs/benchmarks.md,
+      docs/tpu.md), 'flash' (TPU Pallas kernels of spade_jax.model.attention_flash that take
+      the T5 bias of window attention; bidirectional or causal), 'splash' (TPU Pallas splash
+      attention; no bias) or 'cudnn' (GPU cuDNN fused attention; causal only, dtype bfloat16,
+      head_dim a multiple of 8 up to 256; no bias). With splash or cudnn, position must be
+      'none' or 'learned' wherever an attention layer would take the bias; with flash wherever
+      a full-attention layer would. Decoding and family 's4' ignore it.
     """
 
     family: str = "spade"

@@ -168,6 +168,13 @@ def check(cfg: ModelConfig) -> ModelConfig:
             f"that model.position='relative' gives the {sorted(relative_bias_kinds(cfg))} "
             "attention layers: the kernel takes no additive score bias (only as a dense (L, L) "
             "array, which it exists to avoid). Set model.position to 'none' or 'learned', or "
+            "model.attention_impl to 'blocked', 'flash' or 'auto'")
+    dense = sorted(kind for kind, form in relative_bias_kinds(cfg).items() if form == "dense")
+    if cfg.attention_impl == "flash" and dense:
+        raise ConfigError(
+            f"model.attention_impl='flash' takes the relative-position bias of window attention "
+            f"only, not the dense (L, L) bias of the {dense} attention layers that "
+            "model.position='relative' gives. Set model.position to 'none' or 'learned', or "
             "model.attention_impl to 'blocked' or 'auto'")
     return cfg
 

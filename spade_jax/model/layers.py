@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spade_jax.model import attention, attention_accel, axes
+from spade_jax.model import attention, attention_accel, attention_flash, axes
 from spade_jax.model.config import ModelConfig
 from spade_jax.model.ssm import S4Layer
 
@@ -70,8 +70,9 @@ class SelfAttention(nn.Module):
     kind: an attention kind (spade_jax.model.attention.AttentionKind, from the mixer registry):
     which keys each query sees, its portable kernel and its decoding cache. The kernel is the
     config's attention_impl: 'blocked' (the kind's kernel of spade_jax.model.attention), an
-    accelerator kernel of spade_jax.model.attention_accel (which take no bias), or 'auto': splash
-    when the program is for a TPU and the layer takes no bias, blocked otherwise.
+    accelerator kernel of spade_jax.model.attention_accel ('flash' takes the window bias, the
+    others none), or 'auto' (attention_accel.resolve: on a TPU flash for a window bias, splash
+    for none; blocked otherwise).
     __call__(x (B, L, d), mask (B, L) bool or None, bias, decode) -> (B, L, d). `bias` is the
     shared relative-position bias in the form the kind takes (kind.bias): (1, heads, L, L)
     'dense', (heads, 2*radius+1) 'window'; None for none. Decoding (x (B, 1, d), mask ignored):
@@ -90,14 +91,20 @@ class SelfAttention(nn.Module):
         heads_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
         q, k, v = (nn.with_logical_constraint(proj(n)(x), heads_axes)
                    for n in ("query", "key", "value"))
-        impl = attention_accel.resolve(cfg.attention_impl, takes_bias=bias is not None)
+        impl = attention_accel.resolve(cfg.attention_impl,
+                                       None if bias is None else self.kind.bias(cfg))
         if decode:
             out = self._decode(q, k, v, bias)
         elif impl != "blocked":
-            if bias is not None:  # ModelConfig and the registry refuse this combination
-                raise ValueError(f"attention_impl={impl!r} takes no relative-position bias")
+            starts = None
+            if bias is not None:  # a (heads, 2 * radius + 1) window table: 'flash' alone
+                starts = attention_flash.bucket_runs(
+                    cfg.radius, bidirectional=not cfg.causal, num_buckets=cfg.relpos_buckets,
+                    max_distance=cfg.relpos_max_distance)
+                bias = attention_flash.run_values(bias, starts)
             out = attention_accel.attend(impl, self.kind.window(cfg), q, k, v,
-                                         chunk=self.kind.chunk(cfg), mask=mask)
+                                         chunk=self.kind.chunk(cfg), mask=mask, bias=bias,
+                                         starts=starts)
         else:
             out = self.kind.blocked(q, k, v, cfg, mask, bias)
         return Projection((cfg.num_heads, cfg.head_dim, cfg.d_model),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spade_jax.model import models
+from spade_jax.model import models, platform
 from spade_jax.train import sharding
 from spade_jax.model.config import ModelConfig
 from spade_jax.runtime.errors import ConfigError, DataError
@@ -97,6 +97,7 @@ def build(config, task, devices=None, process_count: int | None = None) -> Job:
     model_cfg = ModelConfig.from_config(config.model)
     mesh = sharding.make_mesh(dataclasses.asdict(engine.mesh), devices)
     model = models.build_model(model_cfg)
+    platform.check_kernel(model_cfg.attention_impl, devices[0].platform)
     tx, learning_rate = optim.make_optimizer(engine.optimizer, engine.num_train_steps)
     # model.init sees one row per data-parallel device, so that work split over the batch
     # shards (the S4 convolution, splash attention) is split at initialisation as in the steps

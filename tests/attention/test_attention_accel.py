@@ -200,8 +200,8 @@ def test_model_with_splash_matches_blocked(monkeypatch, family, local_attention,
 def test_default_config_exposes_attention_impl():
     config = default_model_config()
     assert config.attention_impl == "auto"
-    assert accel.resolve("auto", takes_bias=False) == "blocked"  # this CPU
-    assert accel.resolve("splash", takes_bias=False) == "splash"
+    assert accel.resolve("auto", None) == accel.resolve("auto", "window") == "blocked"  # a CPU
+    assert accel.resolve("splash", None) == "splash"
     config.attention_impl = "splash"
     config.position = "none"
     assert ModelConfig.from_config(config).attention_impl == "splash"
@@ -233,8 +233,8 @@ def test_experiment_configs_select_the_kernel():
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(attention_impl="flash"), r"model.attention_impl must be one of \('blocked', 'auto', "
-                                   r"'splash', 'cudnn'\), got 'flash'"),
+    (dict(attention_impl="fused"), r"model.attention_impl must be one of \('blocked', 'auto', "
+                                   r"'flash', 'splash', 'cudnn'\), got 'fused'"),
     # The default position is 'relative': its bias cannot go into either kernel.
     (dict(attention_impl="splash"), r"attention_impl='splash' cannot add the relative-position "
                                     r"bias .*\['global', 'window'\].*model.position"),

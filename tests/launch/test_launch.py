@@ -439,17 +439,50 @@ def _wait_for(predicate, timeout=None):
         time.sleep(0.05)
 
 
+# Runs a command with SIGHUP, SIGINT and SIGTERM at their default dispositions: bash cannot trap a
+# signal that was ignored when it started (nohup, a background job, some CI runners), and the
+# launcher's traps are what these tests check.
+DEFAULT_SIGNALS = ("import os, signal, sys\n"
+                   "for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):\n"
+                   "    signal.signal(s, signal.SIG_DFL)\n"
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def _start_launcher(env, *args):
+    return subprocess.Popen([sys.executable, "-c", DEFAULT_SIGNALS, "bash",
+                             os.path.join(ROOT, "launch", "tpu_vm.sh"), *args], env=_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(launcher, sig, tmp_path):
+    """Sends `sig` to the polling launcher and returns its (stdout, stderr) once it has exited.
+    Should bash drop the signal (seen once on a loaded CI machine: the trap never ran and the
+    launcher polled on), it is sent again after three more gcloud calls: the wait is on the
+    launcher's state, never on a clock (its clean-up ignores a second signal)."""
+    def calls():
+        return len((tmp_path / "calls").read_text().splitlines())
+
+    end = time.monotonic() + HANG
+    seen = calls()
+    launcher.send_signal(sig)
+    while True:
+        try:
+            return launcher.communicate(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            assert time.monotonic() < end, "the launcher did not stop"
+            if calls() >= seen + 3:
+                seen = calls()
+                launcher.send_signal(sig)
+
+
 def test_tpu_a_stopped_launcher_deletes_nothing_and_attach_picks_the_job_up(tmp_path):
     """The laptop goes away (SIGHUP) while the job runs: the slice is kept and the launcher says
     how to reattach. --attach=p (options read back from the launch) creates, copies and starts
     nothing: it polls, sees the job finish, and deletes the slice."""
     env = _fake_gcloud(tmp_path, {"job": ["running", "255", "running"]})
-    launcher = subprocess.Popen(["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), *TPU, "--spot",
-                                 "--", *PATHX], env=_env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    launcher = _start_launcher(env, *TPU, "--spot", "--", *PATHX)
     _wait_for(lambda: (tmp_path / "calls").exists() and _calls(tmp_path).count("ssh status") >= 4)
-    launcher.send_signal(signal.SIGHUP)
-    out, err = launcher.communicate(timeout=HANG)
+    out, err = _stop(launcher, signal.SIGHUP, tmp_path)
     assert launcher.returncode == 129
     calls = _calls(tmp_path)
     assert "tpu-vm delete" not in calls and "queued-resources delete" not in calls
@@ -467,12 +500,9 @@ def test_tpu_a_new_launch_refuses_a_name_in_use(tmp_path):
     """Launching again under the name of a slice whose job runs (instead of --attach) must not
     take it over: nothing is created or deleted, and --attach keeps the first launch's options."""
     env = _fake_gcloud(tmp_path, {})
-    launcher = subprocess.Popen(["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), *TPU, "--",
-                                 *PATHX], env=_env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    launcher = _start_launcher(env, *TPU, "--", *PATHX)
     _wait_for(lambda: (tmp_path / "calls").exists() and "ssh status" in _calls(tmp_path))
-    launcher.send_signal(signal.SIGINT)  # Ctrl-C: the job runs on
-    launcher.communicate(timeout=HANG)
+    _stop(launcher, signal.SIGINT, tmp_path)  # Ctrl-C: the job runs on
     saved = (tmp_path / "cache" / "spade-jax" / "launch" / "p.args").read_bytes()
     (tmp_path / "calls").unlink()
     result = _launch("tpu_vm.sh", *TPU, "--accelerator=v4-32", "--", *PATHX, env=env, check=False)
@@ -557,7 +587,8 @@ def test_tpu_job_survives_its_ssh_session_and_records_exit_75_after_sigterm(tmp_
     job = ("trap 'echo saved; exit 75' TERM; echo training; touch \"$0.up\"; "
            "for i in $(seq 300); do sleep 0.1; done")
     session = subprocess.Popen(
-        ["setsid", "bash", "-c", 'bash "$0" start "$1" run1 "$2" -- bash -c "$3" "$4"; exec sleep 30',
+        ["setsid", sys.executable, "-c", DEFAULT_SIGNALS, "bash", "-c",
+         'bash "$0" start "$1" run1 "$2" -- bash -c "$3" "$4"; exec sleep 30',
          JOB_WRAPPER, str(jobdir), str(logs), job, str(tmp_path / "marker")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (tmp_path / "marker.up").exists() and (jobdir / "run_id").exists())

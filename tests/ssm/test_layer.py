@@ -181,3 +181,46 @@ def test_fft_convolution_is_split_over_the_batch_shards():
     assert 4 in leading and 16 not in leading, leading  # 16 examples over data x fsdp = 4
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,two_sided", [(50, True), (50, False), (1000, True), (300, False)])
+def test_dft_convolution_equals_the_fft_one(length, two_sided):
+    """The four-step DFT convolution (matrix products; what the layer runs on a TPU) gives the
+    FFT convolution's output and gradients to float32 precision: kernels of 2L (two-sided,
+    negative lags at the end) and L (causal) points, lengths that N = N1 x 128 >= 2L exceeds."""
+    from spade_jax.model.ssm import layer as layer_lib
+    keys = jax.random.split(jax.random.PRNGKey(length), 3)
+    u = jax.random.normal(keys[0], (2, length, 3))
+    k = 0.1 * jax.random.normal(keys[1], (3, 2 * length if two_sided else length))
+    cotangent = jax.random.normal(keys[2], (2, length, 3))
+
+    def value_and_grads(conv):
+        out, pull = jax.vjp(conv, u, k)
+        return (out, *pull(cotangent))
+    for got, want in zip(jax.jit(functools.partial(value_and_grads, layer_lib._local_dft_conv))(),
+                         value_and_grads(layer_lib._local_fft_conv)):
+        scale = float(jnp.max(jnp.abs(want)))
+        np.testing.assert_allclose(got / scale, want / scale, atol=2e-6)
+
+
+def test_the_layer_convolves_by_dft_in_a_program_for_a_tpu(monkeypatch):
+    """The convolution is chosen by the platform the program is for: the DFT one under a TPU
+    topology's mesh (compiled from this CPU host), the FFT one here."""
+    from spade_jax.model.ssm import layer as layer_lib
+    from spade_jax.runtime import accelerators
+    from spade_jax.train import sharding
+    if accelerators.libtpu_version() is None:
+        pytest.skip('libtpu is not installed (pip install "jax[tpu]")')
+    used = []
+    for name in ("_local_dft_conv", "_local_fft_conv"):
+        original = getattr(layer_lib, name)
+        monkeypatch.setattr(layer_lib, name, functools.partial(
+            lambda original, name, *a: used.append(name) or original(*a), original, name))
+    layer, params, u = _setup(length=16, batch=8, bidirectional=True)
+    jax.eval_shape(layer.apply, params, u)
+    assert used and set(used) == {"_local_fft_conv"}
+    used.clear()
+    devices = accelerators.topology_devices(accelerators.parse("v5litepod-8"))
+    with sharding.model_context(sharding.make_mesh({"data": -1}, devices), sharding.DEFAULT_RULES):
+        jax.eval_shape(layer.apply, params, u)
+    assert used and set(used) == {"_local_dft_conv"}

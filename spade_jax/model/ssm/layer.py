@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from spade_jax.model import axes
+from spade_jax.model import axes, platform
 from spade_jax.model.ssm import hippo, kernels
 
 SSM_PARAM_NAMES = ("A_re", "A_im", "P", "B", "log_dt")
@@ -60,8 +60,101 @@ def _local_fft_conv(u, k):
     return jnp.swapaxes(y, 1, 2)
 
 
+# The four-step DFT's inner factor: N = N1 x DFT_INNER points, the inner transform a matmul
+# against a (128, 128) matrix (the TPU's MXU tile).
+DFT_INNER = 128
+
+
+def _dft_plan(length: int) -> dict:
+    """A four-step DFT of N = N1 * N2 >= 2 * length points (N2 = DFT_INNER, N1 even), as real
+    float32 matrices that act on complex arrays held as their real and imaginary parts stacked
+    along the outer axis, [re; im] (2 N1 rows), or side by side along the inner one, [re | im]
+    (2 N2 columns), so that each complex product is one real matrix product:
+
+      outer (2 N1, N1)   [Re F1; Im F1]: real input, outer DFT -> [re; im]
+      inner (2 N2, 2 N2) [[Re F2, Im F2], [-Im F2, Re F2]]: [re | im] -> inner DFT [re | im]
+      inner_inv          the same of conj(F2)
+      outer_inv (N1, 2 N1) [Re G1, -Im G1], G1 = conj(F1) / N: [re; im] -> the real part of
+                         the inverse outer DFT
+      twiddle (2, N1, N2) the twiddles W_N^(k1 n2) (re, im)
+    Frequency k = k1 + N1 * k2 sits at [k1, k2]; sample n = n1 * N2 + n2 at [n1, n2]."""
+    n2 = DFT_INNER
+    n1 = 2 * -(-2 * length // (2 * n2))
+    k1 = np.arange(n1)[:, None]
+    f1 = np.exp(-2j * np.pi * k1 * np.arange(n1)[None, :] / n1)  # [k1, n1]
+    f2 = np.exp(-2j * np.pi * np.arange(n2)[:, None] * np.arange(n2)[None, :] / n2)
+    g1 = np.conj(f1).T / (n1 * n2)  # [n1, k1]
+    twiddle = np.exp(-2j * np.pi * k1 * np.arange(n2)[None, :] / (n1 * n2))
+
+    def side_by_side(f):  # [re | im] @ this = [re | im] of the product with f
+        return np.block([[f.real, f.imag], [-f.imag, f.real]])
+    return dict(n1=n1, n2=n2, outer=np.concatenate([f1.real, f1.imag]),
+                inner=side_by_side(f2), inner_inv=side_by_side(np.conj(f2)),
+                outer_inv=np.concatenate([g1.real, -g1.imag], axis=1),
+                twiddle=np.stack([twiddle.real, twiddle.imag]))
+
+
+def _matmul(a, b, spec):
+    return jnp.einsum(spec, jnp.asarray(a, jnp.float32) if isinstance(a, np.ndarray) else a,
+                      jnp.asarray(b, jnp.float32) if isinstance(b, np.ndarray) else b,
+                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _dft(x, plan):
+    """The DFT of N points of real x (..., rows, N2), sample n = n1 * N2 + n2 at [n1, n2]
+    (rows <= N1; samples from rows * N2 on are zero): (..., N1, 2 N2), [re | im] with frequency
+    k = k1 + N1 * k2 at [k1, k2]. The outer DFT, the twiddles, the inner DFT: two products."""
+    n1, rows = plan["n1"], x.shape[-2]
+    a = _matmul(plan["outer"][:, :rows], x, "kn,...nm->...km")  # (..., 2 N1, N2): [re; im]
+    ar, ai = a[..., :n1, :], a[..., n1:, :]
+    tr, ti = plan["twiddle"]
+    b = jnp.concatenate([ar * tr - ai * ti, ar * ti + ai * tr], axis=-1)  # [re | im]
+    return _matmul(b, plan["inner"], "...km,mj->...kj")
+
+
+def _inverse_dft_real(y, plan, rows: int):
+    """The real part of the inverse DFT of y (..., N1, 2 N2) ([re | im], `_dft`'s frequency
+    layout), samples n < rows * N2 only: (..., rows, N2)."""
+    n2 = plan["n2"]
+    d = _matmul(y, plan["inner_inv"], "...kj,jm->...km")  # [re | im]
+    dr, di = d[..., :n2], d[..., n2:]
+    tr, ti = plan["twiddle"]
+    e = jnp.concatenate([dr * tr + di * ti, di * tr - dr * ti], axis=-2)  # [re; im], conj twiddle
+    return _matmul(plan["outer_inv"][:rows], e, "nk,...km->...nm")
+
+
+def _local_dft_conv(u, k):
+    """`_local_fft_conv` with the FFTs as four-step DFTs, i.e. matrix products (the TPU's MXU):
+    N = N1 x 128 >= 2L points in (batch, H, N1, 128) layout (the length on the lanes), the
+    frequencies left in the transform's own order (the product with the kernel's transform and
+    the inverse do not need the natural one), real and imaginary parts side by side so that
+    each complex product is one real matrix product, the half of the input that is padding
+    skipped, and only the first L real outputs formed. The products run at full float32
+    precision (Precision.HIGHEST). On a TPU the compiled Path-X SPADE step moves a fraction of
+    the bytes of XLA's FFT there (docs/benchmarks.md)."""
+    batch, length, h = u.shape
+    plan = _dft_plan(length)
+    n1, n2 = plan["n1"], plan["n2"]
+    n = n1 * n2
+    if k.shape[1] == 2 * length:  # two-sided: the negative lags move to the end of N points
+        k = jnp.concatenate([k[:, :length], jnp.zeros((h, n - 2 * length), k.dtype),
+                             k[:, length:]], axis=1)
+    else:
+        k = jnp.pad(k, ((0, 0), (0, n - k.shape[1])))
+    k_f = _dft(k.reshape(h, n1, n2), plan)  # (H, N1, 2 N2)
+    rows = n1 // 2  # u's samples from N / 2 >= L on are zero
+    x = jnp.pad(jnp.swapaxes(u, 1, 2), ((0, 0), (0, 0), (0, rows * n2 - length)))
+    u_f = _dft(x.reshape(batch, h, rows, n2), plan)  # (B, H, N1, 2 N2)
+    ur, ui, kr, ki = u_f[..., :n2], u_f[..., n2:], k_f[..., :n2], k_f[..., n2:]
+    y_f = jnp.concatenate([ur * kr - ui * ki, ur * ki + ui * kr], axis=-1)
+    out_rows = -(-length // n2)
+    y = _inverse_dft_real(y_f, plan, out_rows).reshape(batch, h, out_rows * n2)[..., :length]
+    return jnp.swapaxes(y, 1, 2)
+
+
 def _fft_conv(u, k):
-    """`_local_fft_conv`, run per batch shard when a mesh is set (see
+    """`_local_fft_conv` (`_local_dft_conv` where the program is for a TPU), run per batch shard
+    when a mesh is set (see
     spade_jax.train.sharding.model_context) and the rules split activations' batch axis.
 
     XLA's partitioners do not split an FFT over its batch axes: they gather the whole batch
@@ -69,13 +162,14 @@ def _fft_conv(u, k):
     `jax.shard_map` each device transforms its own examples; the kernel's gradient is summed
     over the batch shards by shard_map's transpose.
     """
+    conv = _local_dft_conv if platform.target_platform() == "tpu" else _local_fft_conv
     mesh = jax.sharding.get_abstract_mesh()
     spec = nn.logical_to_mesh_axes((axes.ACT_BATCH, None, None))
     names = (spec[0],) if isinstance(spec[0], str) else tuple(spec[0] or ())
     if mesh.empty or not names or u.shape[0] % math.prod(mesh.shape[a] for a in names):
-        return _local_fft_conv(u, k)  # (a batch the shards do not divide stays whole)
+        return conv(u, k)  # (a batch the shards do not divide stays whole)
     spec = P(spec[0], None, None)
-    return jax.shard_map(_local_fft_conv, mesh=mesh, in_specs=(spec, P()), out_specs=spec)(u, k)
+    return jax.shard_map(conv, mesh=mesh, in_specs=(spec, P()), out_specs=spec)(u, k)
 
 
 class S4Layer(nn.Module):

@@ -6,7 +6,8 @@ kernel and its FFT convolution in float32) reach the float32 run's accuracy?
     python -m benchmarks.dtype --config=configs/image.py:quick --out=DIR
 
 Trains the config twice, float32 then bfloat16, same seed and data, each by `python -m lra.main`
-in a fresh work folder under --out (default benchmarks/results/dtype/<time>), and writes there
+in its work folder under --out (default benchmarks/results/dtype/<time>; a run found there
+resumes, a finished one only reports), and writes there
 dtype.json and dtype.md: each run's test accuracy (at its best validation step), wall time and
 examples scored, the difference, and the noise: the standard error of a difference between two
 accuracies measured on that many test examples, sqrt(2 p (1 - p) / n). bfloat16 passes when
@@ -28,13 +29,14 @@ def train(config: str, dtype: str, workdir: str) -> dict:
     command = [sys.executable, "-m", "lra.main", f"--config={config}", f"--workdir={workdir}",
                f"--config.model.dtype={dtype}"]
     print("$", " ".join(command), flush=True)
-    start = time.time()
     subprocess.run(command, cwd=ROOT, check=True)
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
-    test = results["best"]["test"]
-    return {"dtype": dtype, "test_accuracy": test["accuracy"], "scored": int(test["scored"]),
-            "wall_s": time.time() - start, "steps": results["steps"]}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        test = [r for r in map(json.loads, f) if r.get("split", "").startswith("test")]
+    return {"dtype": dtype, "test_accuracy": results["test_accuracy_at_best"],
+            "scored": int(test[-1]["scored"]), "wall_s": results["wall_time_s"],
+            "steps": results["steps"]}
 
 
 def compare(runs: list) -> dict:
@@ -67,10 +69,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(
         ROOT, "benchmarks", "results", "dtype", time.strftime("%Y%m%d-%H%M%S")))
     args = parser.parse_args(argv)
-    if os.path.exists(args.out) and os.listdir(args.out):
-        print(f"benchmarks.dtype: {args.out} is not empty; name a new folder with --out",
-              file=sys.stderr)
-        return 2
     try:
         runs = [train(args.config, dtype, os.path.join(args.out, dtype))
                 for dtype in ("float32", "bfloat16")]

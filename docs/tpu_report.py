@@ -101,7 +101,8 @@ def entries() -> list:
 # off in the last two, since splash takes none: their difference is the kernel's alone (the
 # blocked one named: the default, 'auto', would pick splash there).
 COMPARISONS = (
-    ("recipe (S4 DPLR by FFT, flash attention with the T5 bias, float32)", ()),
+    ("recipe (S4 DPLR, its convolution a DFT of matrix products; flash attention with the T5 "
+     "bias; float32)", ()),
     ("blocked attention with the T5 bias", (("model.attention_impl", "blocked"),)),
     ("S4D by FFT", (("model.s4.kernel", "diag"),)),
     ("S4D chunked", (("model.s4.kernel", "diag"), ("model.s4.mode", "chunked"))),
